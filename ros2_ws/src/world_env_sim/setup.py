@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+package_name = "world_env_sim"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml", "README.md"]),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="world-env developers",
+    maintainer_email="dev@world-env.invalid",
+    description="World simulator node: the action-conditioned diffusion world model standing in for the camera and arm drivers, plus the action-map inspection node.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "action_map_node = world_env_sim.action_map_node:main",
+        ],
+    },
+)

@@ -1,0 +1,104 @@
+"""``world-env``: one command with a subcommand per pipeline stage.
+
+Each subcommand's options are generated from its config dataclass (``configs.py``), so
+``world-env STAGE --help`` lists every option with its default, ``--config FILE.yaml`` sets
+the same options from a file (flags given after it override it), and ``--print_config``
+prints the resolved configuration as YAML that ``--config`` accepts back.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from world_env_training import configs
+
+
+@dataclass(frozen=True)
+class Stage:
+    config: type
+    run: Callable[[object], int] | None
+    issue: int  # tracker issue that builds the stage, named while it is not built yet
+
+
+def _run_pipeline(cfg: configs.PipelineConfig) -> int:
+    print(f"world-env pipeline: run folder {cfg.run_dir}, suites {', '.join(cfg.suites)}, "
+          f"{cfg.resolution}x{cfg.resolution}, device {cfg.device}, seed {cfg.seed}")
+    order = ["collect-demos", "train-sft", "explore", "train-world-model", "train-reflector",
+             "post-train", "evaluate"]
+    missing = []
+    for i, name in enumerate(order, 1):
+        stage = STAGES[name]
+        built = stage.run is not None
+        print(f"  {i}. {name:<18} {'ready' if built else f'not built yet (issue {stage.issue})'}")
+        if not built:
+            missing.append(name)
+    if cfg.dry_run:
+        return 0
+    if missing:
+        print(f"world-env pipeline: cannot run yet; stages still to be built: {', '.join(missing)}",
+              file=sys.stderr)
+        return 3
+    raise AssertionError("every stage is built but the pipeline runner is not")
+
+
+STAGES: dict[str, Stage] = {
+    "collect-demos": Stage(configs.CollectDemosConfig, None, 3),
+    "explore": Stage(configs.ExploreConfig, None, 3),
+    "evaluate": Stage(configs.EvaluateConfig, None, 3),
+    "train-sft": Stage(configs.TrainSFTConfig, None, 4),
+    "train-world-model": Stage(configs.TrainWorldModelConfig, None, 5),
+    "train-reflector": Stage(configs.TrainReflectorConfig, None, 6),
+    "post-train": Stage(configs.PostTrainConfig, None, 7),
+    "pipeline": Stage(configs.PipelineConfig, _run_pipeline, 7),
+    "bench": Stage(configs.BenchConfig, None, 2),
+}
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="world-env",
+        description="Post-train a VLA policy with reinforcement learning inside a learned world model.",
+        default_env=False,
+    )
+    subcommands = parser.add_subcommands(dest="stage", required=True)
+    for name, stage in STAGES.items():
+        doc = (stage.config.__doc__ or "").strip().splitlines()[0]
+        sub = ArgumentParser(prog=f"world-env {name}", description=doc)
+        sub.add_argument("--config", action=ActionConfigFile,
+                         help="YAML file setting any of the options below (later flags override it).")
+        sub.add_class_arguments(stage.config, nested_key=None, as_group=False)
+        subcommands.add_subcommand(name, sub, help=doc)
+    return parser
+
+
+def parse(argv: list[str] | None = None) -> tuple[str, object]:
+    """Parse ``argv`` into (stage name, validated config object)."""
+    parser = build_parser()
+    namespace = parser.parse_args(argv)
+    name = namespace.stage
+    values = namespace[name].as_dict()
+    values.pop("config", None)
+    values.pop("__path__", None)
+    try:
+        cfg = STAGES[name].config.from_dict(values)
+    except ValueError as err:
+        parser.error(f"{name}: {err}")
+    return name, cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    name, cfg = parse(argv)
+    stage = STAGES[name]
+    if stage.run is None:
+        print(f"world-env {name}: this stage is not built yet (issue {stage.issue}). "
+              f"Resolved configuration:\n{cfg.to_yaml()}", file=sys.stderr)
+        return 3
+    return stage.run(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

