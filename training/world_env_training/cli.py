@@ -9,7 +9,7 @@ prints the resolved configuration as YAML that ``--config`` accepts back.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 from jsonargparse import ActionConfigFile, ArgumentParser
@@ -75,9 +75,23 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _bracket_lists(argv: list[str]) -> list[str]:
+    """Let list options take ``--suites a,b`` as well as jsonargparse's ``--suites [a,b]``."""
+    stage = next((a for a in argv if a in STAGES), None)
+    if stage is None:
+        return argv
+    list_flags = {f"--{f.name}" for f in fields(STAGES[stage].config) if str(f.type).startswith("list")}
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg in list_flags and not out[i + 1].startswith(("[", "-")):
+            out[i + 1] = f"[{out[i + 1]}]"
+    return out
+
+
 def parse(argv: list[str] | None = None) -> tuple[str, object]:
     """Parse ``argv`` into (stage name, validated config object)."""
     parser = build_parser()
+    argv = _bracket_lists(sys.argv[1:] if argv is None else list(argv))
     namespace = parser.parse_args(argv)
     name = namespace.stage
     values = namespace[name].as_dict()
