@@ -25,9 +25,9 @@
 #     so a re-run changes nothing, and a venv rebuilt with another interpreter gets fixed.
 #  2. CMake's FindPython3 would otherwise pick /usr/bin/python3 (no numpy, no rosidl
 #     generators) instead of the venv's python; rosidl_generator_py asks for
-#     Interpreter, Development.Module and NumPy. We pass Python3_EXECUTABLE (and
-#     Python_EXECUTABLE / PYTHON_EXECUTABLE for older find modules), plus
-#     Python3_FIND_VIRTUALENV=ONLY. ament_python packages are built by the python that
+#     Interpreter, Development.Module and NumPy. We pass Python3_EXECUTABLE plus
+#     Python3_FIND_VIRTUALENV=ONLY (the only Python variables this project reads;
+#     passing unused ones makes CMake warn). ament_python packages are built by the python that
 #     runs colcon, i.e. the venv's (colcon is the venv's console script).
 #  3. Python3_NumPy_INCLUDE_DIR is passed explicitly: FindPython3 queries numpy itself,
 #     but this pins it to the venv's numpy even if the lookup changes.
@@ -65,13 +65,27 @@ cmake_ver="$(cmake --version | sed -n '1s/[^0-9]*\([0-9][0-9.]*\).*/\1/p')"
 printf '%s\n%s\n' 3.16 "$cmake_ver" | sort -V -C || die "cmake $cmake_ver is too old; need >= 3.16"
 
 # --- Environment. ------------------------------------------------------------------------
-# env.sh would source a previous build's install/local_setup.bash; that is fine (colcon
-# prefers the workspace's own packages), but skip it after --clean.
 if ((clean)); then
   rm -rf "$WS/build" "$WS/install" "$WS/log"
 fi
 # shellcheck disable=SC1091
 . "$ROOT/scripts/env.sh"
+# Build against the venv only: drop this workspace's own overlay (sourced by env.sh or by
+# the caller's shell) from the search paths, so a previous or deleted install/ neither
+# shadows the packages being built nor makes colcon warn about missing paths.
+_strip_ws() {  # _strip_ws VAR: remove entries under $WS/install and $WS/build
+  local var=$1 out="" part
+  local IFS=:
+  for part in ${!var:-}; do
+    [[ -z "$part" || "$part" == "$WS/install"* || "$part" == "$WS/build"* ]] && continue
+    out="${out:+$out:}$part"
+  done
+  if [[ -n "$out" ]]; then export "$var=$out"; else unset "$var"; fi
+}
+for _v in AMENT_PREFIX_PATH CMAKE_PREFIX_PATH COLCON_PREFIX_PATH PYTHONPATH LD_LIBRARY_PATH PATH; do
+  _strip_ws "$_v"
+done
+unset _v
 
 PY="$(command -v python)"
 [[ "$PY" == "$WORLD_ENV_VENV/bin/python" ]] || die "python is $PY, expected the venv's $WORLD_ENV_VENV/bin/python"
@@ -125,13 +139,9 @@ for root in roots:
             continue
 
         def repl(m):
-            entries = m.group(2).split(';')
-            new = []
-            for e in entries:
-                e2 = fix_entry(e, path)
-                if e2 not in new:
-                    new.append(e2)
-            return m.group(1) + ';'.join(new) + m.group(3)
+            # Entry by entry, nothing else changes (duplicates etc. stay as shipped).
+            entries = [fix_entry(e, path) for e in m.group(2).split(';')]
+            return m.group(1) + ';'.join(entries) + m.group(3)
 
         new_text = prop.sub(repl, text)
         if new_text != text:
@@ -179,8 +189,6 @@ colcon build --symlink-install \
     "${generator[@]}" \
     -DCMAKE_BUILD_TYPE=Release \
     "-DPython3_EXECUTABLE=$PY" \
-    "-DPython_EXECUTABLE=$PY" \
-    "-DPYTHON_EXECUTABLE=$PY" \
     -DPython3_FIND_VIRTUALENV=ONLY \
     "-DPython3_NumPy_INCLUDE_DIR=$NUMPY_INCLUDE" \
   "${extra[@]}" \

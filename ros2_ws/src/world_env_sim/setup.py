@@ -11,6 +11,8 @@ setup(
         ("share/" + package_name, ["package.xml", "README.md"]),
     ],
     install_requires=["setuptools"],
+    # colcon runs a package's tests with pytest only when it is declared here.
+    extras_require={"test": ["pytest"]},
     zip_safe=True,
     maintainer="world-env developers",
     maintainer_email="dev@world-env.invalid",
