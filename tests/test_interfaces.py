@@ -13,12 +13,13 @@ temp dir; both are killed in all cases, and the whole exchange is bounded by ~20
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 
 import pytest
+
+from rosutil import kill, ros_env
 
 try:
     from world_env_interfaces.msg import Reflection
@@ -150,27 +151,9 @@ def test_reset_episode_fields_and_types():
     assert req.episode_id == ""
 
 
-def _ros_env(tmp_path) -> dict:
-    env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(1 + os.getpid() % 100)  # 1..100, never the default 0
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_LOG_DIR"] = str(tmp_path / "ros_log")
-    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    return env
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    try:
-        proc.communicate(timeout=5)
-    except Exception:  # noqa: BLE001 - cleanup must not mask the test's outcome
-        pass
-
-
 @pytest.mark.ros
 def test_reflection_cross_process_pub_sub(tmp_path):
-    env = _ros_env(tmp_path)
+    env = ros_env(tmp_path)
     budget = ROUND_TRIP_TIMEOUT_S - 2.0
     procs = []
     try:
@@ -190,7 +173,7 @@ def test_reflection_cross_process_pub_sub(tmp_path):
         pub_out, pub_err = pub.communicate(timeout=remaining)
     finally:
         for p in procs:
-            _kill(p)
+            kill(p)
 
     diag = (f"subscriber rc={sub.returncode}\n{sub_out}\n{sub_err[-3000:]}\n"
             f"publisher rc={pub.returncode}\n{pub_out}\n{pub_err[-3000:]}")
