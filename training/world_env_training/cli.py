@@ -14,7 +14,7 @@ from typing import Callable
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from world_env_training import configs
+from world_env_training import bench, configs
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ STAGES: dict[str, Stage] = {
     "train-reflector": Stage(configs.TrainReflectorConfig, None, 6),
     "post-train": Stage(configs.PostTrainConfig, None, 7),
     "pipeline": Stage(configs.PipelineConfig, _run_pipeline, 7),
-    "bench": Stage(configs.BenchConfig, None, 2),
+    "bench": Stage(configs.BenchConfig, bench.run, 2),
 }
 
 

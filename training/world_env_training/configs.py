@@ -368,22 +368,23 @@ class BenchConfig(StageConfig):
     """Measure throughput and latency figures on this machine and print them.
 
     Args:
-        what: Benchmarks to run: robot (FK/IK), libero, world_model, policy, reflector, or all.
-        repeats: Timed repetitions per figure (after one warm-up).
+        what: Benchmarks to run: robot (FK/IK against LIBERO), camera (projection against
+            LIBERO's renderer), libero, world_model, policy, reflector, or all (every built one).
+        samples: Random joint configurations (robot) or robot poses (camera) checked.
         output: JSON file the figures are also written to (empty string: print only).
         seed: Seed.
         device: Torch device: cpu, cuda, cuda:N or auto.
     """
 
-    what: list[str] = field(default_factory=lambda: ["robot"])
-    repeats: int = 200
+    what: list[str] = field(default_factory=lambda: ["all"])
+    samples: int = 200
     output: str = ""
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self):
-        known = ("robot", "libero", "world_model", "policy", "reflector", "all")
+        known = ("robot", "camera", "libero", "world_model", "policy", "reflector", "all")
         for item in self.what:
             _check(item in known, "what", item, f"one of {', '.join(known)}")
-        _check(self.repeats > 0, "repeats", self.repeats, "a positive integer")
+        _check(self.samples > 0, "samples", self.samples, "a positive integer")
         _check_common(self)
