@@ -17,6 +17,7 @@ SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 # Per-suite step limits of the LIBERO evaluation protocol (the paper and OpenVLA-OFT use these).
 SUITE_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520}
 RESOLUTIONS = (64, 128, 256)
+TASKS_PER_SUITE = 10  # each of the four standard suites
 
 
 def _check(condition: bool, name: str, value, expected: str) -> None:
@@ -134,10 +135,12 @@ class EvaluateConfig(StageConfig):
     Args:
         policy: Policy checkpoint folder, or a built-in policy name (expert, zero).
         suites: LIBERO suites to evaluate.
-        episodes_per_task: Episodes per task, each from one of LIBERO's fixed init states.
+        task_ids: Task ids to evaluate in every suite (empty: all tasks).
+        episodes_per_task: Episodes per task; episode k starts from LIBERO's fixed init state k.
         protocol: gt_termination (episode ends at success), self_termination (the policy or
             reflector decides when to stop, success judged at the end), or both.
-        reflector: Reflector checkpoint used to stop episodes under self_termination.
+        reflector: Reflector checkpoint that stops episodes under self_termination (empty:
+            the policy's own done signal, or the step limit).
         resolution: Agent-view image size in pixels (square): 64, 128 or 256.
         output_dir: Folder the JSON and markdown tables are written to.
         workers: Simulator processes run in parallel.
@@ -147,9 +150,10 @@ class EvaluateConfig(StageConfig):
 
     policy: str = "runs/default/sft"
     suites: list[str] = field(default_factory=lambda: ["libero_object"])
+    task_ids: list[int] = field(default_factory=list)
     episodes_per_task: int = 10
     protocol: str = "both"
-    reflector: str = "runs/default/reflector"
+    reflector: str = ""
     resolution: int = 64
     output_dir: str = "runs/default/eval"
     workers: int = 2
@@ -158,7 +162,10 @@ class EvaluateConfig(StageConfig):
 
     def __post_init__(self):
         _check_suites(self.suites)
-        _check(self.episodes_per_task > 0, "episodes_per_task", self.episodes_per_task, "a positive integer")
+        _check(0 < self.episodes_per_task <= 50, "episodes_per_task", self.episodes_per_task,
+               "1 to 50 (LIBERO has 50 fixed init states per task)")
+        for task in self.task_ids:
+            _check(0 <= task < TASKS_PER_SUITE, "task_ids", task, f"a task id in 0..{TASKS_PER_SUITE - 1}")
         _check(self.protocol in ("gt_termination", "self_termination", "both"), "protocol",
                self.protocol, "gt_termination, self_termination or both")
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")

@@ -1,0 +1,50 @@
+"""Evaluation harness: statistics, summaries and tables; a real LIBERO run of both protocols."""
+
+import pytest
+
+from world_env_training.evaluation import markdown_table, summarise
+from world_env_training.stats import wilson_interval
+
+
+@pytest.mark.parametrize("k, n, low, high", [
+    (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (5, 10, 0.2366, 0.7634), (45, 50, 0.7864, 0.9565),
+])
+def test_wilson_interval_matches_reference_values(k, n, low, high):
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
+
+
+@pytest.mark.parametrize("k, n", [(-1, 5), (6, 5), (0, 0)])
+def test_wilson_interval_rejects_impossible_counts(k, n):
+    with pytest.raises(ValueError):
+        wilson_interval(k, n)
+
+
+def _records():
+    rows = []
+    for task, outcomes in [(0, [1, 1, 0, 1]), (1, [0, 0, 0, 1])]:
+        for i, ok in enumerate(outcomes):
+            for protocol in ("gt_termination", "self_termination"):
+                success = bool(ok) and not (protocol == "self_termination" and task == 1)
+                rows.append({"suite": "libero_object", "task_id": task, "protocol": protocol,
+                             "instruction": f"task {task}", "init_state_id": i, "success": success,
+                             "steps": 100 + i, "ended": "success" if success else "step_limit"})
+    return rows
+
+
+def test_summary_counts_per_task_suite_and_protocol():
+    summary = summarise(_records())
+    assert summary["tasks"]["libero_object/0"]["gt_termination"]["successes"] == 3
+    assert summary["tasks"]["libero_object/1"]["self_termination"]["successes"] == 0
+    suite = summary["suites"]["libero_object"]
+    assert (suite["gt_termination"]["successes"], suite["gt_termination"]["episodes"]) == (4, 8)
+    assert suite["self_termination"]["rate"] == pytest.approx(3 / 8)
+    assert summary["overall"]["gt_termination"]["ci95"] == pytest.approx(list(wilson_interval(4, 8)))
+
+
+def test_markdown_table_has_a_row_per_task_and_suite():
+    table = markdown_table(summarise(_records()), "expert")
+    lines = [line for line in table.splitlines() if line.startswith("| libero_object")]
+    assert len(lines) == 2
+    assert "75.0 [" in lines[0] and "(3/4)" in lines[0]
+    assert "**libero_object** | all" in table and "**overall**" in table
