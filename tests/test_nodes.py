@@ -15,7 +15,7 @@ import pytest
 
 from rosutil import installed_executables, kill, node_executable, ros_env, stop
 from world_env_common.action_map import gripper_grey_level
-from world_env_common.camera import CameraModel
+from world_env_common.camera import CameraModel, look_at
 from world_env_common.rig import Rig
 from world_env_common.robot import PandaModel
 
@@ -25,18 +25,6 @@ PROBE = Path(__file__).parent / "probes" / "action_map_probe.py"
 BASE_POS, BASE_QUAT = np.array([-0.6, 0.0, 0.9]), np.array([1.0, 0.0, 0.0, 0.0])
 Q = np.array([0.1, -0.3, 0.05, -2.3, 0.1, 2.0, 0.8])
 FINGERS = np.array([0.02, -0.02])  # 0.04 m of 0.08: half open
-
-
-def look_at(position, target) -> np.ndarray:
-    """4x4 camera pose (OpenCV optical: x right, y down, z forward) looking at ``target``."""
-    z = np.asarray(target, float) - position
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    pose = np.eye(4)
-    pose[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
-    pose[:3, 3] = position
-    return pose
 
 
 @pytest.fixture

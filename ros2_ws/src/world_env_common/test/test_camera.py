@@ -7,19 +7,7 @@ import numpy as np
 import pytest
 
 from world_env_common.action_map import AXIS_LENGTH_M, render_action_map
-from world_env_common.camera import CameraModel, upright
-
-
-def look_at(eye, target, down=(0.0, 0.0, -1.0)):
-    """(4, 4) T_world_camera of an optical frame at eye looking at target."""
-    z = np.subtract(target, eye, dtype=float)
-    z /= np.linalg.norm(z)
-    x = np.cross(down, z)
-    x /= np.linalg.norm(x)
-    T = np.eye(4)
-    T[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
-    T[:3, 3] = eye
-    return T
+from world_env_common.camera import CameraModel, look_at, upright
 
 
 @pytest.fixture

@@ -34,6 +34,19 @@ def upright(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[::-1])
 
 
+def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """(4, 4) T_world_camera of an optical frame (x right, y down, z forward) at ``eye`` (3,)
+    looking at ``target`` (3,), with image "up" towards ``up`` (3,); all in metres, world frame."""
+    z = np.subtract(target, eye, dtype=float)
+    z /= np.linalg.norm(z)
+    x = np.cross(z, up)
+    x /= np.linalg.norm(x)
+    pose = np.eye(4)
+    pose[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
+    pose[:3, 3] = eye
+    return pose
+
+
 def depth_from_mujoco_zbuffer(zbuffer: np.ndarray, model) -> np.ndarray:
     """Planar depth in metres from MuJoCo's normalised [0, 1] depth buffer.
 
