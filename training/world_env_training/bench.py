@@ -27,8 +27,15 @@ def _camera(cfg: BenchConfig):
     return result, format_report(result)
 
 
-BENCHES = {"robot": _robot, "camera": _camera}
-NOT_BUILT = {"libero": 3, "policy": 4, "world_model": 5, "reflector": 6}
+def _libero(cfg: BenchConfig):
+    from world_env_training.bench_libero import bench_libero, format_report
+
+    result = bench_libero(resolution=128, seed=cfg.seed)
+    return result, format_report(result)
+
+
+BENCHES = {"robot": _robot, "camera": _camera, "libero": _libero}
+NOT_BUILT = {"policy": 4, "world_model": 5, "reflector": 6}
 
 
 def _jsonable(value):

@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass, field, fields
 import yaml
 
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
-# Per-suite step limits of the LIBERO evaluation protocol (the paper and OpenVLA-OFT use these).
-SUITE_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520}
 RESOLUTIONS = (64, 128, 256)
 TASKS_PER_SUITE = 10  # each of the four standard suites
 

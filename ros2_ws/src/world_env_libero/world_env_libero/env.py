@@ -1,0 +1,194 @@
+"""One LIBERO task as an environment: fixed initial states, upright images, the 7-D policy state.
+
+The simulator is LIBERO's ``OffScreenRenderEnv`` (robosuite 1.4, OSC_POSE controller, 20 Hz
+control), set up as the standard evaluation (OpenVLA-OFT's ``run_libero_eval.py``) sets it up:
+``task_order_index=0``, ``env.seed(seed)``, ``env.reset()``, ``env.set_init_state(...)``, then
+``settle_steps`` no-op actions before the policy acts, and a per-suite step budget.
+
+Observation (a dict, the contract other code relies on):
+
+- ``image``: (H, W, 3) uint8 RGB of camera ``agentview``, upright (row 0 = top).
+- ``wrist_image``: (H, W, 3) uint8 RGB of ``robot0_eye_in_hand``, upright; only if ``wrist``.
+- ``depth``: (H, W) float32 planar depth of ``agentview`` in metres; only if ``depth``.
+- ``state``: (7,) float64 ``[x, y, z, rx, ry, rz, gripper width]`` (m, rad axis-angle, m), see
+  ``world_env_common.robot``.
+- ``joint_positions``: (7,) float64 arm joints (rad); ``finger_positions``: (2,) float64 (m).
+
+Differences from LIBERO's own observation dict, both deliberate:
+
+- Images are rendered here with ``sim.render`` at the end of each step, after an
+  ``mj_forward`` (``use_camera_obs`` is off, so robosuite renders nothing itself). ``mj_step``
+  leaves the body poses that sensors and the renderer read at the last substep's start, so
+  LIBERO's observations show the scene one physics substep (2 ms of the 50 ms step) before
+  ``qpos`` (under 1 mm of hand motion, ~1 grey level on average); ours show the same instant
+  as ``state``. Only the requested cameras are rendered (~60 ms each with the CPU renderer,
+  at any resolution up to 256).
+- Every ``reset`` re-seeds (``seed``) before LIBERO's hard reset: the reset re-samples fixture
+  placements (not part of the saved init states) from NumPy's global RNG, so without it the
+  same init state gives different scenes. With it (seed 0), every episode's scene is the one
+  the standard evaluation's first episode sees.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from world_env_common.camera import CameraModel, depth_from_mujoco_zbuffer, upright
+from world_env_common.rig import Rig
+from world_env_common.robot import PandaModel
+
+__all__ = ["LiberoEnv", "MAX_STEPS", "SETTLE_ACTION", "SUITES"]
+
+#: Policy steps per episode in the standard evaluation (OpenVLA-OFT), settle steps not counted.
+MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520}
+SUITES = tuple(MAX_STEPS)
+#: The evaluation's no-op while objects settle: no motion, gripper open (-1).
+SETTLE_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+
+AGENT_CAMERA = "agentview"
+WRIST_CAMERA = "robot0_eye_in_hand"
+
+
+def validate_action(action) -> np.ndarray:
+    """(7,) float64 copy of a LIBERO action; ValueError if not 7 finite numbers."""
+    try:
+        a = np.array(action, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"action must be 7 numbers, got {action!r} ({err})") from err
+    if a.shape != (7,):
+        raise ValueError(f"action must have shape (7,), got shape {a.shape}")
+    bad = np.flatnonzero(~np.isfinite(a))
+    if bad.size:
+        raise ValueError(f"action has non-finite entries at indices {bad.tolist()}: {a.tolist()}")
+    return a
+
+
+class LiberoEnv:
+    """One task of a LIBERO suite.
+
+    Args:
+        suite: one of ``SUITES`` (libero_spatial, libero_object, libero_goal, libero_10).
+        task_id: task index in the suite (task order 0, as the benchmark reports results).
+        resolution: square image size in pixels for every camera.
+        wrist: also render the wrist camera (``wrist_image``).
+        depth: also return the agent view's planar depth (``depth``).
+        seed: seed applied before every reset (fixes the fixture placements, see module doc).
+    """
+
+    def __init__(self, suite: str, task_id: int, resolution: int = 64, wrist: bool = False,
+                 depth: bool = False, seed: int = 0):
+        if suite not in MAX_STEPS:
+            raise ValueError(f"unknown suite {suite!r}; expected one of {', '.join(SUITES)}")
+        if int(resolution) < 1:
+            raise ValueError(f"resolution must be a positive number of pixels, got {resolution}")
+        # Imported here: libero/robosuite are heavy and print on import.
+        from libero.libero import benchmark, get_libero_path
+        from libero.libero.envs import OffScreenRenderEnv
+
+        bench = benchmark.get_benchmark(suite)(task_order_index=0)
+        if not 0 <= task_id < bench.n_tasks:
+            raise ValueError(f"task_id {task_id} out of range for {suite} ({bench.n_tasks} tasks)")
+        task = bench.get_task(task_id)
+        self.suite, self.task_id = suite, int(task_id)
+        self.resolution, self.wrist, self.depth, self.seed = int(resolution), bool(wrist), bool(depth), int(seed)
+        self.task_name: str = task.name
+        self.instruction: str = task.language
+        self.max_steps: int = MAX_STEPS[suite]
+        #: LIBERO's own observation dict of the last reset/step (privileged object and eef
+        #: poses, no images): what scripted experts read.
+        self.raw_obs: dict = {}
+        self._init_states = np.asarray(bench.get_task_init_states(task_id))
+
+        cameras = [AGENT_CAMERA] + ([WRIST_CAMERA] if wrist else [])
+        self.raw = OffScreenRenderEnv(
+            bddl_file_name=str(Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file),
+            camera_names=cameras, camera_heights=self.resolution, camera_widths=self.resolution,
+            use_camera_obs=False,  # we render ourselves, after the step (module doc)
+        )
+        sim = self.raw.sim
+        sim.forward()
+        # Robot base and agent camera are fixed in every LIBERO scene; fixtures are what moves.
+        self.robot = PandaModel.from_mujoco(sim.model, sim.data)
+        self.rig = Rig.from_mujoco(sim.model, sim.data, AGENT_CAMERA, self.resolution, self.resolution)
+        self._arm_idx, self._finger_idx = self.robot.mujoco_qpos_indices(sim.model)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def camera(self) -> CameraModel:
+        """Model of the agent-view camera at ``resolution`` (upright image convention)."""
+        return self.rig.camera
+
+    @property
+    def num_init_states(self) -> int:
+        return len(self._init_states)
+
+    # ------------------------------------------------------------------ episode
+    def reset(self, init_state_id: int, settle_steps: int = 10) -> dict:
+        """Start an episode from LIBERO's fixed init state ``init_state_id``.
+
+        settle_steps: ``SETTLE_ACTION`` steps run before the first observation, as the standard
+        evaluation waits 10 steps for objects dropped into the scene to come to rest (these
+        steps are not part of ``max_steps``). 0 gives the init state as saved.
+        Side effect: seeds NumPy's global RNG with ``seed`` (LIBERO draws from it).
+        """
+        if not 0 <= init_state_id < self.num_init_states:
+            raise ValueError(f"init_state_id {init_state_id} out of range "
+                             f"({self.num_init_states} init states for {self.suite} task {self.task_id})")
+        if settle_steps < 0:
+            raise ValueError(f"settle_steps must be >= 0, got {settle_steps}")
+        self.raw.seed(self.seed)
+        self.raw.reset()
+        self.raw_obs = self.raw.set_init_state(self._init_states[init_state_id])
+        # The hard reset rebuilt the sim; addresses are the same, but read them from this one.
+        self._arm_idx, self._finger_idx = self.robot.mujoco_qpos_indices(self.raw.sim.model)
+        for _ in range(settle_steps):
+            self.raw_obs, *_ = self.raw.step(SETTLE_ACTION)
+        return self._observe()
+
+    def step(self, action) -> tuple[dict, bool]:
+        """Apply a (7,) LIBERO action (OSC_POSE deltas, gripper -1 open / +1 close).
+
+        Returns (obs, success): success is the task's BDDL goal holding after this step.
+        Raises ValueError for an action that is not 7 finite numbers.
+        """
+        a = validate_action(action)
+        self.raw_obs, _, done, _ = self.raw.step(a)  # LIBERO's done is exactly check_success()
+        return self._observe(), bool(done)
+
+    def _observe(self) -> dict:
+        sim, r = self.raw.sim, self.resolution
+        # mj_step leaves body poses at the last substep's start; the renderer reads those.
+        sim.forward()
+        if self.depth:
+            rgb, zbuf = sim.render(camera_name=AGENT_CAMERA, width=r, height=r, depth=True)
+        else:
+            rgb = sim.render(camera_name=AGENT_CAMERA, width=r, height=r)
+        obs = {"image": upright(rgb)}
+        if self.wrist:
+            obs["wrist_image"] = upright(sim.render(camera_name=WRIST_CAMERA, width=r, height=r))
+        if self.depth:
+            obs["depth"] = depth_from_mujoco_zbuffer(upright(zbuf), sim.model).astype(np.float32)
+        q = np.array(sim.data.qpos[self._arm_idx], dtype=np.float64)
+        fingers = np.array(sim.data.qpos[self._finger_idx], dtype=np.float64)
+        obs["state"] = self.robot.state_from_joints(q, fingers)
+        obs["joint_positions"] = q
+        obs["finger_positions"] = fingers
+        return obs
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Free the simulator and its render context (idempotent)."""
+        raw, self.raw = getattr(self, "raw", None), None
+        if raw is not None:
+            raw.close()
+
+    def __enter__(self) -> "LiberoEnv":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LiberoEnv({self.suite!r}, {self.task_id}, resolution={self.resolution})"
