@@ -14,7 +14,7 @@ from typing import Callable
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from world_env_training import bench, configs
+from world_env_training import bench, collect, configs, evaluation
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,9 @@ def _run_pipeline(cfg: configs.PipelineConfig) -> int:
 
 
 STAGES: dict[str, Stage] = {
-    "collect-demos": Stage(configs.CollectDemosConfig, None, 3),
-    "explore": Stage(configs.ExploreConfig, None, 3),
-    "evaluate": Stage(configs.EvaluateConfig, None, 3),
+    "collect-demos": Stage(configs.CollectDemosConfig, collect.run_collect_demos, 3),
+    "explore": Stage(configs.ExploreConfig, collect.run_explore, 3),
+    "evaluate": Stage(configs.EvaluateConfig, evaluation.run, 3),
     "train-sft": Stage(configs.TrainSFTConfig, None, 4),
     "train-world-model": Stage(configs.TrainWorldModelConfig, None, 5),
     "train-reflector": Stage(configs.TrainReflectorConfig, None, 6),

@@ -29,6 +29,11 @@ def _check_suites(suites: list[str]) -> None:
         _check(suite in SUITES, "suites", suite, f"one of {', '.join(SUITES)}")
 
 
+def _check_task_ids(task_ids: list[int]) -> None:
+    for task in task_ids:
+        _check(0 <= task < TASKS_PER_SUITE, "task_ids", task, f"a task id in 0..{TASKS_PER_SUITE - 1}")
+
+
 def _check_common(cfg) -> None:
     _check(cfg.seed >= 0, "seed", cfg.seed, "a non-negative integer")
     _check(cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:"),
@@ -67,8 +72,11 @@ class CollectDemosConfig(StageConfig):
 
     Args:
         suites: LIBERO suites to cover.
+        task_ids: Task ids to use in every suite (empty: all tasks).
         demos_per_task: Demonstrations kept per task (the paper's few-shot setting uses 5).
         resolution: Agent-view image size in pixels (square): 64, 128 or 256.
+        post_success_steps: Steps recorded after the task is achieved (positive frames for
+            the reflector; the arm holds still).
         output_dir: Folder the dataset is written to.
         workers: Simulator processes run in parallel.
         seed: Seed for init-state choice and expert noise.
@@ -76,8 +84,10 @@ class CollectDemosConfig(StageConfig):
     """
 
     suites: list[str] = field(default_factory=lambda: ["libero_object"])
+    task_ids: list[int] = field(default_factory=list)
     demos_per_task: int = 5
     resolution: int = 64
+    post_success_steps: int = 10
     output_dir: str = "runs/default/demos"
     workers: int = 2
     seed: int = 0
@@ -85,7 +95,10 @@ class CollectDemosConfig(StageConfig):
 
     def __post_init__(self):
         _check_suites(self.suites)
-        _check(self.demos_per_task > 0, "demos_per_task", self.demos_per_task, "a positive integer")
+        _check_task_ids(self.task_ids)
+        _check(0 < self.demos_per_task <= 50, "demos_per_task", self.demos_per_task,
+               "1 to 50 (LIBERO has 50 fixed init states per task)")
+        _check(self.post_success_steps >= 0, "post_success_steps", self.post_success_steps, "a non-negative integer")
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
         _check(self.workers > 0, "workers", self.workers, "a positive integer")
         _check_common(self)
@@ -98,9 +111,11 @@ class ExploreConfig(StageConfig):
     Args:
         policy: Policy checkpoint folder, or a built-in policy name (expert, zero).
         suites: LIBERO suites to explore in.
+        task_ids: Task ids to use in every suite (empty: all tasks).
         episodes_per_task: Exploration episodes per task.
         noise_scale: Fixed Laplace scale used when the policy has no scale head.
         resolution: Agent-view image size in pixels (square): 64, 128 or 256.
+        post_success_steps: Steps recorded after the task is achieved.
         output_dir: Folder the exploration dataset is written to.
         workers: Simulator processes run in parallel.
         seed: Seed for init states and action noise.
@@ -109,9 +124,11 @@ class ExploreConfig(StageConfig):
 
     policy: str = "runs/default/sft"
     suites: list[str] = field(default_factory=lambda: ["libero_object"])
+    task_ids: list[int] = field(default_factory=list)
     episodes_per_task: int = 10
     noise_scale: float = 0.05
     resolution: int = 64
+    post_success_steps: int = 10
     output_dir: str = "runs/default/explore"
     workers: int = 2
     seed: int = 0
@@ -119,8 +136,10 @@ class ExploreConfig(StageConfig):
 
     def __post_init__(self):
         _check_suites(self.suites)
+        _check_task_ids(self.task_ids)
         _check(self.episodes_per_task > 0, "episodes_per_task", self.episodes_per_task, "a positive integer")
         _check(self.noise_scale >= 0, "noise_scale", self.noise_scale, "a non-negative number")
+        _check(self.post_success_steps >= 0, "post_success_steps", self.post_success_steps, "a non-negative integer")
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
         _check(self.workers > 0, "workers", self.workers, "a positive integer")
         _check_common(self)
@@ -162,8 +181,7 @@ class EvaluateConfig(StageConfig):
         _check_suites(self.suites)
         _check(0 < self.episodes_per_task <= 50, "episodes_per_task", self.episodes_per_task,
                "1 to 50 (LIBERO has 50 fixed init states per task)")
-        for task in self.task_ids:
-            _check(0 <= task < TASKS_PER_SUITE, "task_ids", task, f"a task id in 0..{TASKS_PER_SUITE - 1}")
+        _check_task_ids(self.task_ids)
         _check(self.protocol in ("gt_termination", "self_termination", "both"), "protocol",
                self.protocol, "gt_termination, self_termination or both")
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")

@@ -37,7 +37,7 @@ class ExpertPolicy:
         from world_env_training.experts import make_expert
 
         self.env = env
-        self.expert = make_expert(env.raw, self.rng)
+        self.expert = make_expert(env.raw.env, self.rng)  # the BDDL problem env inside the wrapper
 
     @property
     def done(self) -> bool:

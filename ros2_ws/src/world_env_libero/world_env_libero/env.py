@@ -147,17 +147,36 @@ class LiberoEnv:
             self.raw_obs, *_ = self.raw.step(SETTLE_ACTION)
         return self._observe()
 
-    def step(self, action) -> tuple[dict, bool]:
+    def step(self, action, render: bool = True) -> tuple[dict, bool]:
         """Apply a (7,) LIBERO action (OSC_POSE deltas, gripper -1 open / +1 close).
 
         Returns (obs, success): success is the task's BDDL goal holding after this step.
+        render=False skips the cameras (~60 ms each on CPU): obs then has only ``state``,
+        ``joint_positions`` and ``finger_positions``; ``render()`` gives the image later.
         Raises ValueError for an action that is not 7 finite numbers.
         """
         a = validate_action(action)
         self.raw_obs, _, done, _ = self.raw.step(a)  # LIBERO's done is exactly check_success()
-        return self._observe(), bool(done)
+        return self._observe(render), bool(done)
 
-    def _observe(self) -> dict:
+    def render(self) -> np.ndarray:
+        """(H, W, 3) uint8 upright agent-view RGB of the current state (what ``step`` returns
+        as ``image``; the same pixels when called right after ``step(a, render=False)``)."""
+        sim, r = self.raw.sim, self.resolution
+        sim.forward()  # see _render_cameras
+        return upright(sim.render(camera_name=AGENT_CAMERA, width=r, height=r))
+
+    def _observe(self, render: bool = True) -> dict:
+        sim = self.raw.sim
+        obs = self._render_cameras() if render else {}
+        q = np.array(sim.data.qpos[self._arm_idx], dtype=np.float64)
+        fingers = np.array(sim.data.qpos[self._finger_idx], dtype=np.float64)
+        obs["state"] = self.robot.state_from_joints(q, fingers)
+        obs["joint_positions"] = q
+        obs["finger_positions"] = fingers
+        return obs
+
+    def _render_cameras(self) -> dict:
         sim, r = self.raw.sim, self.resolution
         # mj_step leaves body poses at the last substep's start; the renderer reads those.
         sim.forward()
@@ -170,11 +189,6 @@ class LiberoEnv:
             obs["wrist_image"] = upright(sim.render(camera_name=WRIST_CAMERA, width=r, height=r))
         if self.depth:
             obs["depth"] = depth_from_mujoco_zbuffer(upright(zbuf), sim.model).astype(np.float32)
-        q = np.array(sim.data.qpos[self._arm_idx], dtype=np.float64)
-        fingers = np.array(sim.data.qpos[self._finger_idx], dtype=np.float64)
-        obs["state"] = self.robot.state_from_joints(q, fingers)
-        obs["joint_positions"] = q
-        obs["finger_positions"] = fingers
         return obs
 
     # ------------------------------------------------------------------ lifetime
