@@ -48,3 +48,28 @@ def test_markdown_table_has_a_row_per_task_and_suite():
     assert len(lines) == 2
     assert "75.0 [" in lines[0] and "(3/4)" in lines[0]
     assert "**libero_object** | all" in table and "**overall**" in table
+
+
+@pytest.mark.libero
+def test_evaluate_expert_and_zero_policies_in_libero(tmp_path):
+    import json
+
+    from world_env_training.configs import EvaluateConfig
+    from world_env_training.evaluation import evaluate
+
+    expert = evaluate(EvaluateConfig(policy="expert", task_ids=[0], episodes_per_task=2, workers=2,
+                                     output_dir=str(tmp_path / "expert")))
+    task = expert["tasks"]["libero_object/0"]
+    # Ground-truth termination stops at success; self-termination runs until the expert says done.
+    assert task["gt_termination"]["successes"] == 2
+    assert task["self_termination"]["successes"] == 2
+    assert task["self_termination"]["mean_steps"] > task["gt_termination"]["mean_steps"]
+    episodes = json.loads((tmp_path / "expert" / "eval.json").read_text())["episodes"]
+    assert {e["ended"] for e in episodes if e["protocol"] == "gt_termination"} == {"success"}
+    assert {e["ended"] for e in episodes if e["protocol"] == "self_termination"} == {"policy"}
+    assert "| libero_object | 0 |" in (tmp_path / "expert" / "eval.md").read_text()
+
+    zero = evaluate(EvaluateConfig(policy="zero", task_ids=[0], episodes_per_task=1, protocol="gt_termination",
+                                   workers=1, output_dir=str(tmp_path / "zero")))
+    rate = zero["tasks"]["libero_object/0"]["gt_termination"]
+    assert rate["successes"] == 0 and rate["mean_steps"] == 280  # held still until libero_object's limit
