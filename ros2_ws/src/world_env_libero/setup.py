@@ -14,8 +14,14 @@ setup(
     # colcon runs a package's tests with pytest only when it is declared here.
     extras_require={"test": ["pytest"]},
     zip_safe=True,
+    entry_points={
+        "console_scripts": [
+            "libero_robot_node = world_env_libero.robot_node:main",
+        ],
+    },
     maintainer="world-env developers",
     maintainer_email="dev@world-env.invalid",
-    description="LIBERO simulator as a ROS-free environment core (single and multi-process).",
+    description=("LIBERO simulator as a ROS-free environment core (single and multi-process) and a ROS 2 "
+                 "hardware stand-in node (camera, joint states, joint trajectory controllers)."),
     license="Apache-2.0",
 )
