@@ -34,8 +34,16 @@ def _libero(cfg: BenchConfig):
     return result, format_report(result)
 
 
-BENCHES = {"robot": _robot, "camera": _camera, "libero": _libero}
-NOT_BUILT = {"policy": 4, "world_model": 5, "reflector": 6}
+def _policy(cfg: BenchConfig):
+    from world_env_training.backbones import resolve_device
+    from world_env_training.bench_policy import bench_policy, format_report
+
+    result = bench_policy(seed=cfg.seed, device=resolve_device(cfg.device))
+    return result, format_report(result)
+
+
+BENCHES = {"robot": _robot, "camera": _camera, "libero": _libero, "policy": _policy}
+NOT_BUILT = {"world_model": 5, "reflector": 6}
 
 
 def _jsonable(value):

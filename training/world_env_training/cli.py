@@ -8,20 +8,26 @@ prints the resolved configuration as YAML that ``--config`` accepts back.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass, fields
-from typing import Callable
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from world_env_training import bench, collect, configs, evaluation
+from world_env_training import configs
 
 
 @dataclass(frozen=True)
 class Stage:
     config: type
-    run: Callable[[object], int] | None
+    # "module:function" taking the config and returning an exit code; imported only when the
+    # stage runs, so --help does not pay for torch. None while the stage is not built.
+    runner: str | None
     issue: int  # tracker issue that builds the stage, named while it is not built yet
+
+    def run(self, cfg) -> int:
+        module, function = self.runner.split(":")
+        return getattr(importlib.import_module(module), function)(cfg)
 
 
 def _run_pipeline(cfg: configs.PipelineConfig) -> int:
@@ -32,7 +38,7 @@ def _run_pipeline(cfg: configs.PipelineConfig) -> int:
     missing = []
     for i, name in enumerate(order, 1):
         stage = STAGES[name]
-        built = stage.run is not None
+        built = stage.runner is not None
         print(f"  {i}. {name:<18} {'ready' if built else f'not built yet (issue {stage.issue})'}")
         if not built:
             missing.append(name)
@@ -46,15 +52,15 @@ def _run_pipeline(cfg: configs.PipelineConfig) -> int:
 
 
 STAGES: dict[str, Stage] = {
-    "collect-demos": Stage(configs.CollectDemosConfig, collect.run_collect_demos, 3),
-    "explore": Stage(configs.ExploreConfig, collect.run_explore, 3),
-    "evaluate": Stage(configs.EvaluateConfig, evaluation.run, 3),
-    "train-sft": Stage(configs.TrainSFTConfig, None, 4),
+    "collect-demos": Stage(configs.CollectDemosConfig, "world_env_training.collect:run_collect_demos", 3),
+    "explore": Stage(configs.ExploreConfig, "world_env_training.collect:run_explore", 3),
+    "evaluate": Stage(configs.EvaluateConfig, "world_env_training.evaluation:run", 3),
+    "train-sft": Stage(configs.TrainSFTConfig, "world_env_training.train_sft:run", 4),
     "train-world-model": Stage(configs.TrainWorldModelConfig, None, 5),
     "train-reflector": Stage(configs.TrainReflectorConfig, None, 6),
     "post-train": Stage(configs.PostTrainConfig, None, 7),
-    "pipeline": Stage(configs.PipelineConfig, _run_pipeline, 7),
-    "bench": Stage(configs.BenchConfig, bench.run, 2),
+    "pipeline": Stage(configs.PipelineConfig, "world_env_training.cli:_run_pipeline", 7),
+    "bench": Stage(configs.BenchConfig, "world_env_training.bench:run", 2),
 }
 
 
@@ -107,7 +113,7 @@ def parse(argv: list[str] | None = None) -> tuple[str, object]:
 def main(argv: list[str] | None = None) -> int:
     name, cfg = parse(argv)
     stage = STAGES[name]
-    if stage.run is None:
+    if stage.runner is None:
         print(f"world-env {name}: this stage is not built yet (issue {stage.issue}). "
               f"Resolved configuration:\n{cfg.to_yaml()}", file=sys.stderr)
         return 3

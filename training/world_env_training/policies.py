@@ -3,6 +3,9 @@
 A policy has ``reset(env)`` (called after ``env.reset``), ``act(obs) -> (7,) action`` and a
 ``done`` flag: its own judgement that the task is finished, used to stop episodes under the
 self-termination protocol.
+
+A checkpoint folder (a VLA model folder, or a ``train-sft`` run folder: its newest checkpoint)
+loads as ``VLAChunkPolicy``.
 """
 
 from __future__ import annotations
@@ -47,8 +50,43 @@ class ExpertPolicy:
         return self.expert.act(self.env.raw_obs)
 
 
-def make_policy(spec: str, seed: int = 0, device: str = "cpu"):
-    """``expert``, ``zero``, or a policy checkpoint folder."""
+class VLAChunkPolicy:
+    """A ``VLAPolicy`` driven as OpenVLA-OFT does: every ``chunk_size`` steps it predicts a chunk
+    from the current frame, state and the env's instruction, then executes it open-loop.
+
+    Executes the chunk's means, or with ``sample=True`` draws each chunk from the policy's
+    Laplace distribution (seeded by ``seed``). Actions are clipped to LIBERO's [-1, 1].
+    ``done`` is always False: the policy has no stop signal (a reflector supplies one).
+    """
+
+    done = False
+
+    def __init__(self, model, sample: bool = False, seed: int = 0):
+        import torch
+
+        self.model, self.sample = model, sample
+        self.generator = torch.Generator(device=model.device).manual_seed(seed)
+        self.instruction = ""
+        self.queue: list[np.ndarray] = []
+        self.replans = 0
+
+    def reset(self, env) -> None:
+        self.instruction = env.instruction
+        self.queue = []
+
+    def act(self, obs: dict) -> np.ndarray:
+        if not self.queue:
+            mu, log_scale = self.model.predict_action_chunk(obs["image"][None], obs["state"][None],
+                                                            [self.instruction])
+            chunk = self.model.sample(mu, log_scale, self.generator) if self.sample else mu
+            self.queue = list(chunk[0].cpu().numpy().astype(np.float64))
+            self.replans += 1
+        return np.clip(self.queue.pop(0), -1.0, 1.0)
+
+
+def make_policy(spec: str, seed: int = 0, device: str = "cpu", sample: bool = False):
+    """``expert``, ``zero``, or a policy checkpoint folder (VLA model or ``train-sft`` run).
+    ``sample``: a checkpoint policy draws its chunks from its Laplace law instead of the means."""
     if spec == "zero":
         return ZeroPolicy()
     if spec == "expert":
@@ -56,4 +94,7 @@ def make_policy(spec: str, seed: int = 0, device: str = "cpu"):
     if not Path(spec).is_dir():
         raise FileNotFoundError(f"policy '{spec}' is neither a checkpoint folder nor a built-in "
                                 f"policy ({', '.join(BUILT_IN)})")
-    raise ValueError(f"policy checkpoint {spec}: VLA checkpoints load once the policy is built (issue 4)")
+    from world_env_training.backbones import resolve_device
+    from world_env_training.vla import VLAPolicy
+
+    return VLAChunkPolicy(VLAPolicy.from_pretrained(spec, device=resolve_device(device)), sample=sample, seed=seed)
