@@ -103,6 +103,7 @@ NODE_STARTS = {
     ("world_env_libero", "libero_robot_node"): (
         lambda rig_file: ["-p", "suite:=libero_object", "-p", "task_id:=0", "-p", "resolution:=128"],
         "LIBERO stand-in ready"),
+    ("world_env_policy", "policy_node"): (lambda rig_file: ["-p", "checkpoint:=zero"], "policy node ready"),
 }
 
 

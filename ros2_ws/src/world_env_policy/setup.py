@@ -19,6 +19,8 @@ setup(
     description="VLA policy node: reads camera, joint states and instruction, commands the arm through a joint_trajectory_controller interface with joint and workspace limits.",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "policy_node = world_env_policy.policy_node:main",
+        ],
     },
 )

@@ -123,3 +123,12 @@ def test_vec_env_matches_single_env_and_reports_errors(env):
 def test_vec_env_construction_error_names_spec():
     with pytest.raises(LiberoWorkerError, match=r"(?s)env 0 .*libero_nope.*unknown suite"):
         VecLiberoEnv([dict(suite="libero_nope", task_id=0)], num_workers=1)
+
+
+def test_steps_past_robosuites_horizon(env):
+    # The hardware stand-in runs for as long as it is up; robosuite's default 1000-step
+    # horizon must not end the episode under it.
+    env.reset(0, settle_steps=0)
+    for _ in range(1001):
+        env.step(np.zeros(7), render=False)
+    assert env.raw.env.timestep > 1000

@@ -106,6 +106,10 @@ class LiberoEnv:
             bddl_file_name=str(Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file),
             camera_names=cameras, camera_heights=self.resolution, camera_widths=self.resolution,
             use_camera_obs=False,  # we render ourselves, after the step (module doc)
+            # robosuite ends an episode after `horizon` (1000) steps and then refuses to step,
+            # which would kill the long-running hardware stand-in. Step limits are ours to
+            # enforce (max_steps); LIBERO's `done` is its success check either way.
+            ignore_done=True,
         )
         sim = self.raw.sim
         sim.forward()

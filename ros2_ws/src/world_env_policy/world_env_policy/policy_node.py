@@ -1,0 +1,368 @@
+"""policy_node: the VLA policy on the wire, commanding an arm as its ros2_control controllers take it.
+
+Subscribes: ``camera/image_raw`` (Image, any size, rgb8/bgr8/rgba8/bgra8/mono8, sensor-data QoS;
+the topic is the ``image_topic`` parameter), ``joint_states`` (JointState, sensor-data QoS),
+``instruction`` (String, reliable + transient local: a late start still gets it),
+``reflection`` (world_env_interfaces/Reflection, reliable) and, if ``success_topic`` is set,
+a Bool task-success topic (reliable). Publishes at ``control_rate_hz``:
+``arm_controller/joint_trajectory`` and ``gripper_controller/joint_trajectory`` (JointTrajectory,
+one point one control period ahead, reliable), and ``~/status`` (String, JSON; reliable,
+transient local). Services ``~/enable`` (SetBool), ``~/reset`` (Trigger). The work is done by
+``world_env_policy.controller.PolicyController``; this node converts messages and keeps time.
+
+Safety: starts disabled; disabling, termination, stale or bad inputs and shutdown all stop the
+commands (nothing further is published; the controllers hold the last point, at most one action
+step from where the arm was). Configuration errors stop the node at start with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+
+import rclpy
+from builtin_interfaces.msg import Duration
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
+from rclpy._rclpy_pybind11 import RCLError
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, String
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from world_env_common import rosenv
+from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES
+from world_env_common.ros import qos
+from world_env_common.ros.images import ImageError, image_to_rgb
+from world_env_interfaces.msg import Reflection
+from world_env_policy.controller import (BUILT_IN, Command, ControllerConfig, PolicyController, PolicyLoadError,
+                                         check_checkpoint, load_policy)
+
+#: Seconds between the debug lines with the achieved rates (and the warning if too slow).
+RATE_REPORT_PERIOD_S = 5.0
+#: Seconds between status messages when nothing changes (changes are published at once).
+STATUS_PERIOD_S = 0.5
+#: A reason for not commanding is logged when it starts, and again only after this long.
+RELOG_S = 60.0
+#: Refusals that are operating states rather than problems: logged at info level.
+INFO_REASONS = ("disabled", "episode terminated", "no policy loaded")
+
+
+class ConfigError(ValueError):
+    """A parameter value the node cannot start with."""
+
+
+def _seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def _duration(seconds: float) -> Duration:
+    ns = int(round(seconds * 1e9))
+    return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def _trajectory(names, positions, seconds: float) -> JointTrajectory:
+    # header.stamp zero: the controller starts the trajectory on receipt.
+    return JointTrajectory(joint_names=list(names), points=[JointTrajectoryPoint(
+        positions=[float(p) for p in positions], time_from_start=_duration(seconds))])
+
+
+class PolicyNode(Node):
+    def __init__(self):
+        super().__init__("policy")
+
+        def declare(name, default, description, read_only=True, dynamic=False):
+            descriptor = ParameterDescriptor(description=description, read_only=read_only, dynamic_typing=dynamic)
+            try:
+                return self.declare_parameter(name, default, descriptor).value
+            except InvalidParameterTypeException as err:
+                raise ConfigError(f"parameter {name}: {err}") from err
+
+        def number(name, default, description):
+            value = declare(name, default, description, dynamic=True)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"parameter {name} must be a number, got {value!r}")
+            return float(value)
+
+        def numbers(name, default, description):
+            value = declare(name, list(default), description, dynamic=True)
+            if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                                           for v in value):
+                raise ConfigError(f"parameter {name} must be a list of numbers, got {value!r}")
+            return [float(v) for v in value]
+
+        defaults = ControllerConfig()
+        checkpoint = declare("checkpoint", "", "policy: a VLA model folder, a train-sft run folder (its newest "
+                             "checkpoint) or 'zero'; setting it at run time hot-loads the weights", read_only=False)
+        enabled = declare("enabled", False, "send commands (false at start: enable once the arm is ready)",
+                          read_only=False)
+        device = declare("device", defaults.device, "where the policy runs: cpu, cuda, cuda:N, auto")
+        threads = declare("torch_threads", 1, "torch intra-op threads (0: torch's default)")
+        self.image_topic = declare("image_topic", "camera/image_raw", "camera image topic")
+        success_topic = declare("success_topic", "", "Bool task-success topic ending the episode ('' : none)")
+        try:
+            config = ControllerConfig(
+                joint_names=declare("joint_names", list(DEFAULT_JOINT_NAMES), "the 7 arm joint names"),
+                finger_joint_names=declare("finger_joint_names", list(DEFAULT_FINGER_JOINT_NAMES),
+                                           "the 2 finger joint names"),
+                control_rate_hz=number("control_rate_hz", defaults.control_rate_hz,
+                                       "commands per second (LIBERO's control frequency is 20)"),
+                stale_after_s=number("stale_after_s", defaults.stale_after_s,
+                                     "no command when the newest camera frame or joint state is older (s)"),
+                workspace_min=numbers("workspace_min", defaults.workspace_min,
+                                      "lower corner of the end-effector box, robot base frame (m)"),
+                workspace_max=numbers("workspace_max", defaults.workspace_max,
+                                      "upper corner of the end-effector box, robot base frame (m)"),
+                base_position=numbers("base_position", defaults.base_position,
+                                      "robot base position in the policy's state frame (m)"),
+                base_quat_wxyz=numbers("base_quat_wxyz", defaults.base_quat_wxyz,
+                                       "robot base orientation in the policy's state frame (wxyz)"),
+                max_joint_step_rad=number("max_joint_step_rad", defaults.max_joint_step_rad,
+                                          "refuse a step that moves any joint more than this (rad)"),
+                device=device)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if not isinstance(threads, int) or threads < 0:
+            raise ConfigError(f"torch_threads must be an integer >= 0, got {threads!r}")
+        self.torch_threads = threads
+        reason = check_checkpoint(checkpoint)
+        if reason:
+            raise ConfigError(f"parameter checkpoint: {reason}")
+        t0 = time.monotonic()
+        try:
+            policy = self._load(checkpoint, device)
+        except PolicyLoadError as err:
+            raise ConfigError(str(err)) from err
+        load_s = time.monotonic() - t0
+        self.controller = PolicyController(config, policy, checkpoint, loader=self._load)
+        self.controller.set_enabled(enabled, self._now())
+        self._reverting = False
+        self._logged: dict[str, float] = {}
+        self._last_reason: str | None = "not started"
+        self._last_status: tuple | None = None
+        self._status_sent = 0.0
+
+        self.arm_pub = self.create_publisher(JointTrajectory, "arm_controller/joint_trajectory", qos.COMMAND)
+        self.gripper_pub = self.create_publisher(JointTrajectory, "gripper_controller/joint_trajectory", qos.COMMAND)
+        self.status_pub = self.create_publisher(String, "~/status", qos.LATCHED)
+        self.create_subscription(Image, self.image_topic, self._on_image, qos.SENSOR)
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, qos.SENSOR)
+        self.create_subscription(String, "instruction", self._on_instruction, qos.LATCHED)
+        self.create_subscription(Reflection, "reflection", self._on_reflection, qos.COMMAND)
+        if success_topic:
+            self.create_subscription(Bool, success_topic, self._on_success, qos.COMMAND)
+        self.create_service(SetBool, "~/enable", self._on_enable)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+
+        self._ticks = self._commands = 0
+        self._window_start = time.monotonic()
+        self.create_timer(1.0 / config.control_rate_hz, self._on_tick)
+        self.create_timer(RATE_REPORT_PERIOD_S, self._report_rates)
+        self._publish_status(force=True)
+        self.get_logger().info(
+            f"policy node ready: checkpoint {checkpoint} (loaded in {load_s:.1f} s, chunk {policy.chunk_size}) on "
+            f"{device}, control at {config.control_rate_hz:g} Hz, camera '{self.image_topic}', "
+            f"{'enabled' if enabled else 'disabled (enable with ~/enable)'}")
+
+    # ------------------------------------------------------------------ helpers
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _load(self, spec: str, device: str):
+        if spec not in BUILT_IN and self.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
+        return load_policy(spec, device)
+
+    def _log_reason(self, reason: str | None) -> None:
+        """Log a change of what the node does, each reason at most once per RELOG_S."""
+        previous = self._last_reason
+        if reason == previous:
+            return
+        self._last_reason = reason
+        key = reason or f"commanding after: {previous}"
+        now = time.monotonic()
+        if now - self._logged.get(key, -RELOG_S) < RELOG_S:
+            return
+        self._logged[key] = now
+        if reason is None:
+            self.get_logger().info(f"commanding the arm ({self.controller.checkpoint}, instruction "
+                                   f"'{self.controller.instruction}'; before: {previous})")
+        elif reason.startswith(INFO_REASONS):
+            self.get_logger().info(f"not commanding: {reason}")
+        else:
+            self.get_logger().warning(f"not commanding: {reason}")
+
+    def _publish_status(self, force: bool = False, **extra) -> None:
+        status = self.controller.status()
+        key = (status["enabled"], status["reason"], status["checkpoint"], status["loading"], status["load_error"])
+        now = time.monotonic()
+        if not force and key == self._last_status and now - self._status_sent < STATUS_PERIOD_S:
+            return
+        self._last_status, self._status_sent = key, now
+        status.update(extra)
+        self.status_pub.publish(String(data=json.dumps(status)))
+
+    # ------------------------------------------------------------------ inputs
+    def _on_image(self, msg: Image) -> None:
+        try:
+            rgb = image_to_rgb(msg)
+        except ImageError as err:
+            self.controller.image_error(str(err), self._now())
+            return
+        self.controller.on_image(rgb, self._now())
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        self.controller.on_joint_state(msg.name, msg.position, self._now())
+
+    def _on_instruction(self, msg: String) -> None:
+        if msg.data.strip() != self.controller.instruction:
+            self.get_logger().info(f"instruction: '{msg.data.strip()}'")
+        self.controller.on_instruction(msg.data)
+
+    def _on_reflection(self, msg: Reflection) -> None:
+        if self.controller.on_reflection(msg.done, _seconds(msg.header.stamp), msg.episode_id, msg.reward):
+            self.get_logger().info(f"episode terminated by the reflector (reward {msg.reward:.2f}, step {msg.step})")
+            self._publish_status(force=True)
+
+    def _on_success(self, msg: Bool) -> None:
+        if self.controller.on_success(msg.data):
+            self.get_logger().info("episode terminated: task success reported")
+            self._publish_status(force=True)
+
+    # ------------------------------------------------------------------ services and parameters
+    def _on_enable(self, request, response):
+        result = self.set_parameters([Parameter("enabled", value=bool(request.data))])[0]
+        response.success = result.successful
+        response.message = result.reason or ("enabled: a new episode starts" if request.data else "disabled")
+        return response
+
+    def _on_reset(self, request, response):
+        self.controller.reset(self._now())
+        self._publish_status(force=True)
+        response.success, response.message = True, "episode reset: termination and action queue cleared"
+        self.get_logger().info(response.message)
+        return response
+
+    def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for p in params:
+            if p.name == "enabled" and p.type_ != Parameter.Type.BOOL:
+                return SetParametersResult(successful=False, reason="enabled must be a bool")
+            if p.name == "checkpoint" and not self._reverting:
+                if p.type_ != Parameter.Type.STRING:
+                    return SetParametersResult(successful=False, reason="checkpoint must be a string")
+                reason = check_checkpoint(p.value)
+                if reason is None and self.controller.loading is not None:
+                    reason = f"still loading {self.controller.loading}; try again when it is done"
+                if reason:
+                    self.get_logger().warning(f"checkpoint {p.value!r} rejected: {reason}")
+                    return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: list[Parameter]) -> None:
+        for p in params:
+            if p.name == "enabled":
+                self.controller.set_enabled(p.value, self._now())
+                self.get_logger().info("enabled: a new episode starts" if p.value else "disabled: commands stop")
+            elif p.name == "checkpoint" and not self._reverting:
+                try:
+                    self.controller.load(p.value)
+                except PolicyLoadError as err:  # a race with another load; reported, nothing changes
+                    self.get_logger().error(f"checkpoint {p.value!r} not loaded: {err}")
+                else:
+                    self.get_logger().info(f"loading {p.value} in the background; {self.controller.checkpoint} "
+                                           "keeps running until it is ready")
+        self._publish_status(force=True)
+
+    def _handle_load_events(self) -> None:
+        for event in self.controller.take_load_events():
+            if event.ok:
+                self.get_logger().info(f"hot-swapped the policy: {event.message}")
+            else:
+                self.get_logger().error(f"{event.message}; keeping {self.controller.checkpoint}")
+                self._reverting = True  # the parameter shows what runs
+                try:
+                    self.set_parameters([Parameter("checkpoint", value=self.controller.checkpoint)])
+                finally:
+                    self._reverting = False
+            self._publish_status(force=True)
+
+    # ------------------------------------------------------------------ control loop
+    def _on_tick(self) -> None:
+        result = self.controller.tick(self._now())
+        self._ticks += 1
+        self._handle_load_events()
+        if isinstance(result, Command):
+            self.arm_pub.publish(_trajectory(result.arm_joint_names, result.arm_positions, result.time_from_start_s))
+            self.gripper_pub.publish(_trajectory(result.finger_joint_names, result.finger_positions,
+                                                 result.time_from_start_s))
+            self._commands += 1
+            self._log_reason(None)
+        else:
+            self._log_reason(result.reason)
+        self._publish_status()
+
+    def _report_rates(self) -> None:
+        now = time.monotonic()
+        elapsed = now - self._window_start
+        tick_hz, command_hz = self._ticks / elapsed, self._commands / elapsed
+        s = self.controller.stats
+        self.get_logger().debug(
+            f"achieved rates: ticks {tick_hz:.1f} Hz, commands {command_hz:.1f} Hz; inference "
+            f"{s.inference_ms_mean if s.inference_ms_mean is not None else float('nan'):.1f} ms per chunk (mean)")
+        rate = self.controller.config.control_rate_hz
+        if self._commands and tick_hz < 0.9 * rate:
+            self.get_logger().warning(
+                f"control loop cannot keep up: {tick_hz:.1f} Hz of {rate:g} Hz over the last {elapsed:.0f} s "
+                f"(inference {s.inference_ms_mean or 0.0:.0f} ms per chunk); lower control_rate_hz or use a "
+                "faster device", throttle_duration_sec=30.0)
+        self._ticks = self._commands = 0
+        self._window_start = now
+
+    def stop(self) -> None:
+        """Stop commanding for good: nothing more is published but a last status."""
+        self.controller.set_enabled(False, self._now())
+        self._publish_status(force=True, reason="shut down")
+
+
+def main(args=None) -> int:
+    rosenv.apply_defaults()
+    # SIGINT/SIGTERM only ask the loop to stop: a tick (a chunk's inference) then ends normally,
+    # and nothing is published after it.
+    stopping = threading.Event()
+    try:
+        try:
+            context = rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        except RCLError as err:  # malformed --ros-args, e.g. a parameter list of mixed types
+            raise ConfigError(str(err).split(", at ")[0]) from err
+        with context:
+            node = PolicyNode()  # a Ctrl-C while the policy loads is a plain KeyboardInterrupt
+            try:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, lambda *_: stopping.set())
+                while not stopping.is_set():
+                    rclpy.spin_once(node, timeout_sec=0.1)
+                node.stop()
+                node.get_logger().info("shut down: no further commands")
+            finally:
+                node.destroy_node()
+    except ConfigError as err:
+        print(f"policy_node: {err}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
