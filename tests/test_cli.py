@@ -118,3 +118,14 @@ def test_pipeline_dry_run_lists_stages_in_order():
              "post-train", "evaluate"]
     positions = [out.stdout.index(name) for name in order]
     assert positions == sorted(positions)
+
+
+def test_every_benchmark_is_built_or_names_its_issue():
+    from world_env_training import bench
+
+    assert not set(bench.BENCHES) & set(bench.NOT_BUILT)
+    for name in list(bench.BENCHES) + list(bench.NOT_BUILT):
+        configs.BenchConfig(what=[name])  # accepted by the config
+    with pytest.raises(ValueError):
+        configs.BenchConfig(what=["not_a_benchmark"])
+    assert set(bench.BENCHES) >= {"robot", "camera", "libero", "policy", "reflector"}

@@ -42,7 +42,6 @@ def _policy(cfg: BenchConfig):
     return result, format_report(result)
 
 
-BENCHES = {"robot": _robot, "camera": _camera, "libero": _libero, "policy": _policy, "reflector": _reflector}
 def _reflector(cfg: BenchConfig):
     from world_env_training.backbones import resolve_device
     from world_env_training.bench_reflector import bench_reflector, format_report
@@ -51,6 +50,7 @@ def _reflector(cfg: BenchConfig):
     return result, format_report(result)
 
 
+BENCHES = {"robot": _robot, "camera": _camera, "libero": _libero, "policy": _policy, "reflector": _reflector}
 NOT_BUILT = {"world_model": 5}
 
 
