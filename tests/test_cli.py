@@ -105,10 +105,10 @@ def test_unknown_field_in_from_dict_is_rejected():
 
 
 def test_unbuilt_stage_says_which_issue_builds_it():
-    out = run_cli("train-world-model", "--steps", "3")
+    out = run_cli("post-train", "--updates", "3")
     assert out.returncode == 3
-    assert "not built yet (issue 5)" in out.stderr
-    assert "steps: 3" in out.stderr
+    assert "not built yet (issue 7)" in out.stderr
+    assert "updates: 3" in out.stderr
 
 
 def test_pipeline_dry_run_lists_stages_in_order():
@@ -128,4 +128,4 @@ def test_every_benchmark_is_built_or_names_its_issue():
         configs.BenchConfig(what=[name])  # accepted by the config
     with pytest.raises(ValueError):
         configs.BenchConfig(what=["not_a_benchmark"])
-    assert set(bench.BENCHES) >= {"robot", "camera", "libero", "policy", "reflector"}
+    assert set(bench.BENCHES) >= {"robot", "camera", "libero", "policy", "reflector", "world_model"}

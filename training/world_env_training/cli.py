@@ -56,7 +56,7 @@ STAGES: dict[str, Stage] = {
     "explore": Stage(configs.ExploreConfig, "world_env_training.collect:run_explore", 3),
     "evaluate": Stage(configs.EvaluateConfig, "world_env_training.evaluation:run", 3),
     "train-sft": Stage(configs.TrainSFTConfig, "world_env_training.train_sft:run", 4),
-    "train-world-model": Stage(configs.TrainWorldModelConfig, None, 5),
+    "train-world-model": Stage(configs.TrainWorldModelConfig, "world_env_training.train_world_model:run", 5),
     "train-reflector": Stage(configs.TrainReflectorConfig, "world_env_training.train_reflector:run", 6),
     "post-train": Stage(configs.PostTrainConfig, None, 7),
     "pipeline": Stage(configs.PipelineConfig, "world_env_training.cli:_run_pipeline", 7),

@@ -1,0 +1,343 @@
+"""``world-env train-world-model``: train the diffusion world simulator on demos + exploration.
+
+Read top to bottom: setup, data and the held-out split, model (fresh or resumed), optimiser,
+training loop.
+
+Data. Every step t of every training episode is one sample: the memory-bank frames
+(``select_memory(t, K, recent, stride)``, slot 0 = o_t), the action map of the commanded next
+state ``PandaModel.commanded_state(s_t, a_t)`` drawn with the episode's camera, s_t and the
+commanded state (normalised), the geometry map of the episode's camera (with the point map
+where the episode has depth), and o_{t+1} as target. Demonstrations and exploration rollouts
+(successes and failures) are pooled; ``exploration=""`` trains on demonstrations only (the
+paper's ablation). Batches are drawn uniformly with replacement by a generator seeded with
+(seed, step), and the diffusion noise by a torch generator seeded the same way, so a resumed
+run draws exactly what an uninterrupted one would.
+
+Held-out split (``split_episodes``). Per (suite, task) the ``holdout_per_task`` largest
+init_state_ids among the task's demonstrations are held out, and every episode, demonstration
+or exploration, that starts from one of them is left out of training: evaluation then sees
+initial scenes the model never saw. The split is written to ``OUTPUT/holdout.json`` and
+``world_model_eval`` reads it.
+
+Loss: v-prediction MSE (``WorldModel.forward``). AdamW, linear warm-up, cosine decay to a
+tenth of the peak; optional EMA of the weights (``ema_decay``).
+
+Checkpoints. Every ``save_every`` steps and at the end, ``OUTPUT/checkpoints/step_N/`` is
+written atomically: a complete model folder (EMA weights when EMA is on) plus
+``train_weights.safetensors`` (raw weights, EMA only), ``optimizer.pt`` and
+``train_state.json``; then ``checkpoints/latest`` is moved to it. A run killed at any moment
+keeps every completed checkpoint; the same command resumes from the newest one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from world_env_training.backbones import resolve_device
+from world_env_training.checkpoints import atomic_dir, latest_checkpoint, mark_latest, remove_stale, step_dir
+from world_env_training.configs import TrainWorldModelConfig
+from world_env_training.dataset import Dataset, DatasetError
+
+OPTIMIZER_FILE = "optimizer.pt"
+TRAIN_STATE_FILE = "train_state.json"
+TRAIN_WEIGHTS_FILE = "train_weights.safetensors"
+HOLDOUT_FILE = "holdout.json"
+_OWNED = ("resolution", "memory_frames", "action_map", "geometry_tokens", "semantic_tokens", "sampler_steps")
+
+
+def model_config(cfg: TrainWorldModelConfig):
+    """The WorldModelConfig of this run: ``cfg.model_config``'s fields plus those ``cfg`` owns."""
+    from world_env_training.world_model import WorldModelConfig
+
+    values = {}
+    if cfg.model_config:
+        path = Path(cfg.model_config)
+        if not path.is_file():
+            raise FileNotFoundError(f"model_config={cfg.model_config!r}: no such file")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of WorldModelConfig fields")
+        clash = sorted(set(values) & set(_OWNED))
+        if clash:
+            raise ValueError(f"{path}: sets {clash}; give them as train-world-model options instead")
+    values.update({name: getattr(cfg, name) for name in _OWNED})
+    recent = values.get("memory_recent", WorldModelConfig.memory_recent)
+    values["memory_recent"] = min(recent, values["memory_frames"])
+    return WorldModelConfig.from_dict(values)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def split_episodes(datasets: list[Dataset], holdout_per_task: int) -> tuple[list, list]:
+    """(train, held_out) lists of (dataset index, episode index); see the module docstring."""
+    demo_inits: dict[tuple, set] = {}
+    for e in datasets[0].manifest["episodes"]:
+        demo_inits.setdefault((e["suite"], e["task_id"]), set()).add(e["init_state_id"])
+    held = {key: set(sorted(inits)[len(inits) - holdout_per_task:]) if holdout_per_task else set()
+            for key, inits in demo_inits.items()}
+    train, held_out = [], []
+    for d, dataset in enumerate(datasets):
+        for e in dataset.manifest["episodes"]:
+            is_held = e["init_state_id"] in held.get((e["suite"], e["task_id"]), set())
+            (held_out if is_held else train).append((d, e["index"]))
+    return train, held_out
+
+
+@dataclass
+class EpisodeArrays:
+    """One episode with its precomputed conditions (``load_episode``)."""
+
+    frames: np.ndarray        # (T+1, H, W, 3) uint8
+    states: np.ndarray        # (T+1, 7)
+    actions: np.ndarray       # (T, 7)
+    commanded: np.ndarray     # (T, 7)
+    action_maps: np.ndarray   # (T, H, W, 3) uint8
+    geometry: np.ndarray      # (10, H, W), or (T+1, 10, H, W) with depth
+    camera: object
+    instruction: str
+    key: str
+
+
+def load_episode(dataset: Dataset, index: int, robot, resolution: int) -> EpisodeArrays:
+    """Episode ``index`` with commanded states, action maps and geometry computed."""
+    from world_env_common.camera import CameraModel
+    from world_env_training.world_model.processor_world_model import action_maps, commanded_states, geometry_map
+
+    entry = dataset.entry(index)
+    keys = ["frames", "states", "actions"] + (["depth"] if "depth" in entry["arrays"] else [])
+    arrays = dataset.load_arrays(index, keys)
+    frames = arrays["frames"]
+    path = dataset.path / entry["file"]
+    if frames.shape[1:3] != (resolution, resolution):
+        raise ValueError(f"{path}: frames are {frames.shape[2]}x{frames.shape[1]}, the model's resolution is {resolution}")
+    camera_dict = json.loads(str(np.load(path, allow_pickle=False)["meta"]))["camera"]
+    if not camera_dict:
+        raise ValueError(f"{path}: no camera model in the episode metadata (needed for action maps)")
+    camera = CameraModel.from_dict(camera_dict)
+    commanded = commanded_states(robot, arrays["states"][:-1], arrays["actions"])
+    if "depth" in arrays:
+        geometry = np.stack([geometry_map(camera, d) for d in arrays["depth"]])
+    else:
+        geometry = geometry_map(camera)
+    return EpisodeArrays(frames, arrays["states"], arrays["actions"], commanded,
+                         action_maps(commanded, camera, robot.gripper_open_width), geometry, camera,
+                         entry["instruction"], entry["key"])
+
+
+class TransitionSamples:
+    """All (episode, t) transitions of some episodes, in memory, as raw processor inputs."""
+
+    def __init__(self, episodes: list[EpisodeArrays], memory: tuple[int, int, int]):
+        self.episodes, self.memory = episodes, memory
+        self.rows = np.array([(e, t) for e, ep in enumerate(episodes) for t in range(len(ep.actions))])
+        if len(self.rows) == 0:
+            raise ValueError("no episode with at least one action to train on")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def gather(self, picks) -> dict:
+        """Raw inputs (``WorldModelProcessor.__call__`` keywords) of the (episode, t) pairs."""
+        from world_env_training.world_model.memory_bank import select_memory
+
+        out = {k: [] for k in ("history", "action_map", "state", "commanded", "geometry", "target")}
+        for e, t in picks:
+            ep = self.episodes[e]
+            out["history"].append(ep.frames[select_memory(int(t), *self.memory)])
+            out["action_map"].append(ep.action_maps[t])
+            out["state"].append(ep.states[t])
+            out["commanded"].append(ep.commanded[t])
+            out["geometry"].append(ep.geometry if ep.geometry.ndim == 3 else ep.geometry[t])
+            out["target"].append(ep.frames[t + 1])
+        return {k: np.stack(v) for k, v in out.items()}
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict:
+        return self.gather(self.rows[rng.integers(0, len(self.rows), batch_size)])
+
+
+def load_datasets(cfg: TrainWorldModelConfig) -> list[Dataset]:
+    datasets = [Dataset(cfg.demos)]
+    if cfg.exploration:
+        datasets.append(Dataset(cfg.exploration))
+    return datasets
+
+
+def default_robot():
+    """The state-space robot model (commanded_state does not depend on the base placement)."""
+    from world_env_common.robot import PandaModel
+
+    return PandaModel()
+
+
+# --- optimisation helpers -------------------------------------------------------------------------
+
+def lr_factor(step: int, cfg: TrainWorldModelConfig) -> float:
+    """Linear warm-up to 1, then cosine decay to 0.1 at ``cfg.steps``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class EMA:
+    """Exponential moving average of a model's trainable weights (diffusers' warm-up rule)."""
+
+    def __init__(self, model, decay: float, weights: dict | None = None):
+        self.decay = decay
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        params = dict(model.named_parameters())
+        self.shadow = {n: (weights[n] if weights else params[n].detach()).clone().float() for n in self.names}
+
+    @torch.no_grad()
+    def update(self, model, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        params = dict(model.named_parameters())
+        for n in self.names:
+            self.shadow[n].lerp_(params[n].detach().float(), 1 - d)
+
+    def state_dict_for(self, model) -> dict:
+        """The model's trainable state dict with the averaged parameters swapped in."""
+        return {k: self.shadow.get(k, v) for k, v in model.trainable_state_dict().items()}
+
+
+def save_checkpoint(run_dir: Path, model, optimizer, ema: EMA | None, step: int, cfg: TrainWorldModelConfig) -> Path:
+    from safetensors.torch import save_file
+
+    folder = step_dir(run_dir, step)
+    with atomic_dir(folder) as tmp:
+        if ema is not None:
+            model.write_files(tmp, ema.state_dict_for(model))
+            save_file({k: v.cpu().contiguous() for k, v in model.trainable_state_dict().items()},
+                      str(tmp / TRAIN_WEIGHTS_FILE))
+        else:
+            model.write_files(tmp)
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        (tmp / TRAIN_STATE_FILE).write_text(json.dumps({"step": step, "train_config": cfg.to_dict()}, indent=1))
+    mark_latest(run_dir, step, cfg.keep_checkpoints)
+    return folder
+
+
+# --- training -----------------------------------------------------------------------------------
+
+def train(cfg: TrainWorldModelConfig) -> Path:
+    """Run (or resume) training; returns the newest checkpoint folder."""
+    from safetensors.torch import load_file
+    from torch.utils.tensorboard import SummaryWriter
+
+    from world_env_training.world_model import WorldModel, WorldModelProcessor
+
+    # --- setup ------------------------------------------------------------------------------
+    device = resolve_device(cfg.device)
+    run_dir = Path(cfg.output_dir)
+    remove_stale(run_dir)
+    wm_config = model_config(cfg)
+    memory = (wm_config.memory_frames, wm_config.memory_recent, wm_config.memory_stride)
+
+    # --- data and the held-out split ----------------------------------------------------------
+    datasets = load_datasets(cfg)
+    train_ids, held_ids = split_episodes(datasets, cfg.holdout_per_task)
+    robot = default_robot()
+    episodes = [load_episode(datasets[d], i, robot, cfg.resolution) for d, i in train_ids]
+    samples = TransitionSamples(episodes, memory)
+
+    # --- model: resume from the newest checkpoint, or build fresh ----------------------------
+    torch.manual_seed(cfg.seed)
+    resume = latest_checkpoint(run_dir)
+    ema = None
+    if resume is not None:
+        model = WorldModel.from_pretrained(resume, device=device)
+        if model.config != wm_config:
+            raise ValueError(f"{run_dir}: its checkpoints hold another model configuration; use a new output_dir")
+        if cfg.ema_decay > 0:
+            averaged = {k: v.to(device) for k, v in model.trainable_state_dict().items()}
+            raw = load_file(str(resume / TRAIN_WEIGHTS_FILE), device=str(device))
+            model.load_state_dict(raw, strict=False)
+            ema = EMA(model, cfg.ema_decay, averaged)
+        start = json.loads((resume / TRAIN_STATE_FILE).read_text())["step"]
+    else:
+        states = np.concatenate([ep.states for ep in episodes])
+        model = WorldModel(wm_config, WorldModelProcessor.fit(states)).to(device)
+        ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        start = 0
+    model.train()
+
+    # --- optimiser ----------------------------------------------------------------------------
+    trainable = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if resume is not None:
+        optimizer.load_state_dict(torch.load(resume / OPTIMIZER_FILE, map_location=device, weights_only=True))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "train_config.yaml").write_text(cfg.to_yaml())
+    holdout = {"holdout_per_task": cfg.holdout_per_task,
+               "datasets": [str(d.path) for d in datasets],
+               "held_out": [{"dataset": d, "index": i, "key": datasets[d].entry(i)["key"]} for d, i in held_ids],
+               "train": [{"dataset": d, "index": i, "key": datasets[d].entry(i)["key"]} for d, i in train_ids]}
+    (run_dir / HOLDOUT_FILE).write_text(json.dumps(holdout, indent=1))
+    if start >= cfg.steps:
+        print(f"train-world-model: {resume} is already at step {start} of {cfg.steps}; nothing to do")
+        return resume
+    counts = model.parameter_counts()
+    print(f"train-world-model: {len(samples)} transitions from {len(episodes)} episodes "
+          f"({len(held_ids)} held out); {counts['trainable'] / 1e6:.2f} M of {counts['total'] / 1e6:.1f} M "
+          "parameters trained; " + (f"resuming at step {start} from {resume}" if resume else "starting fresh"),
+          flush=True)
+
+    # --- training loop ------------------------------------------------------------------------
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
+    loss_sum, grad_sum, count, t_log = 0.0, 0.0, 0, time.perf_counter()
+    newest = resume
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-world-model", unit="step")
+    try:
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_factor(step, cfg)
+            rng = np.random.default_rng([cfg.seed, step])
+            generator = torch.Generator(device).manual_seed(int(rng.integers(2 ** 62)))
+            batch = model.processor(**samples.sample(cfg.batch_size, rng), device=device)
+
+            loss = model(batch, generator)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            optimizer.step()
+            if ema is not None:
+                ema.update(model, step)
+
+            done = step + 1
+            loss_sum, grad_sum, count = loss_sum + float(loss.detach()), grad_sum + float(grad_norm), count + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                writer.add_scalar("train/loss", loss_sum / count, done)
+                writer.add_scalar("train/grad_norm", grad_sum / count, done)
+                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], done)
+                writer.add_scalar("perf/steps_per_s", count / (time.perf_counter() - t_log), done)
+                bar.set_postfix(loss=f"{loss_sum / count:.4f}")
+                loss_sum, grad_sum, count, t_log = 0.0, 0.0, 0, time.perf_counter()
+            if done % cfg.save_every == 0 or done == cfg.steps:
+                newest = save_checkpoint(run_dir, model, optimizer, ema, done, cfg)
+                writer.flush()
+    finally:
+        bar.close()
+        writer.close()
+    return newest
+
+
+def run(cfg: TrainWorldModelConfig) -> int:
+    try:
+        newest = train(cfg)
+    except (FileNotFoundError, ValueError, DatasetError) as err:
+        print(f"world-env train-world-model: {err}", file=sys.stderr)
+        return 2
+    print(f"train-world-model: done; newest checkpoint {newest} "
+          f"(load it with WorldModel.from_pretrained({cfg.output_dir!r}))")
+    return 0

@@ -1,0 +1,122 @@
+"""Inputs of the world model: condition building (numpy) and the tensor processor.
+
+Condition building, shared by training, evaluation and the imagined environment so that all
+three feed the model identically:
+
+- ``commanded_states(robot, states, actions)``: (N, 7) commanded next states,
+  ``PandaModel.commanded_state`` row by row.
+- ``action_maps(states, camera, gripper_open_width)``: (N, H, W, 3) uint8 action maps
+  (``world_env_common.action_map``) of 7-D states, the gripper width mapped to an opening in [0, 1].
+- ``geometry_map(camera, depth=None)``: (10, H, W) float32 per-pixel geometry: the Pluecker
+  ray of each pixel in the world frame (direction d, 3 channels; moment o x d, 3 channels,
+  o = camera centre), then the world point map from depth (3 channels, metres) and its
+  validity mask (1 channel), both zero where there is no depth.
+
+``WorldModelProcessor`` turns those arrays into the model's batch of tensors: frames to [-1, 1]
+(B, C, H, W); states normalised with the training data's mean and standard deviation, which
+are saved with the model (``processor.json``). Batch keys are the constants below.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from world_env_common.action_map import render_action_map
+from world_env_common.camera import CameraModel
+from world_env_common.pose import axis_angle_to_matrix
+
+PROCESSOR_NAME = "processor.json"
+
+# Batch keys
+HISTORY = "history"          # (B, K, 3, H, W) memory-bank frames in [-1, 1], slot 0 = o_t
+ACTION_MAP = "action_map"    # (B, 3, H, W) action map of the commanded next state, [-1, 1]
+STATE = "state"              # (B, 7) normalised s_t
+COMMANDED = "commanded"      # (B, 7) normalised commanded next state
+GEOMETRY = "geometry"        # (B, 10, H, W) geometry map
+TARGET = "target"            # (B, 3, H, W) o_{t+1} in [-1, 1] (training only)
+
+GEOMETRY_CHANNELS = 10
+
+
+def commanded_states(robot, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """(N, 7) commanded next states of (N, 7) states and (N, 7) actions."""
+    return np.stack([robot.commanded_state(s, a) for s, a in zip(states, actions)]).astype(np.float32)
+
+
+def action_maps(states: np.ndarray, camera: CameraModel, gripper_open_width: float) -> np.ndarray:
+    """(N, H, W, 3) uint8 action maps of (N, 7) states in ``camera``'s resolution."""
+    out = np.empty((len(states), camera.height, camera.width, 3), np.uint8)
+    for i, s in enumerate(states):
+        opening = float(np.clip(s[6] / gripper_open_width, 0.0, 1.0))
+        out[i] = render_action_map(s[:3], axis_angle_to_matrix(s[3:6]), opening, camera)
+    return out
+
+
+def geometry_map(camera: CameraModel, depth: np.ndarray | None = None) -> np.ndarray:
+    """(10, H, W) float32 geometry of ``camera`` (module docstring); depth (H, W) metres or None."""
+    d = camera.ray_directions()
+    moment = np.cross(camera.position, d)
+    points = np.zeros_like(d)
+    valid = np.zeros(d.shape[:2] + (1,))
+    if depth is not None:
+        depth = np.asarray(depth, dtype=np.float64)
+        valid = (depth > 0)[..., None].astype(np.float64)
+        points = camera.point_map(depth) * valid
+    return np.concatenate([d, moment, points, valid], -1).transpose(2, 0, 1).astype(np.float32)
+
+
+def frames_to_tensor(frames: np.ndarray, device=None) -> torch.Tensor:
+    """(..., H, W, 3) uint8 -> (..., 3, H, W) float32 in [-1, 1]."""
+    x = torch.as_tensor(np.ascontiguousarray(frames), device=device).float().div_(127.5).sub_(1.0)
+    return x.movedim(-1, -3)
+
+
+def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
+    """(..., 3, H, W) in [-1, 1] -> (..., H, W, 3) uint8 (rounded, clipped)."""
+    x = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+class WorldModelProcessor:
+    """Raw arrays -> the model's batch (keys above). Holds the state statistics.
+
+    Args:
+        state_mean, state_std: (7,) statistics of the training states (std floored at 1e-3).
+    """
+
+    def __init__(self, state_mean=None, state_std=None):
+        self.state_mean = np.zeros(7, np.float32) if state_mean is None else np.asarray(state_mean, np.float32)
+        self.state_std = np.ones(7, np.float32) if state_std is None else np.maximum(np.asarray(state_std, np.float32), 1e-3)
+
+    @classmethod
+    def fit(cls, states: np.ndarray) -> "WorldModelProcessor":
+        """Statistics of (N, 7) training states."""
+        return cls(states.mean(0), states.std(0))
+
+    def normalise_states(self, states: np.ndarray, device=None) -> torch.Tensor:
+        return torch.as_tensor((np.asarray(states, np.float32) - self.state_mean) / self.state_std, device=device)
+
+    def __call__(self, history: np.ndarray, action_map: np.ndarray, state: np.ndarray, commanded: np.ndarray,
+                 geometry: np.ndarray, target: np.ndarray | None = None, device=None) -> dict:
+        """history (B, K, H, W, 3) uint8; action_map (B, H, W, 3) uint8; state, commanded (B, 7);
+        geometry (B, 10, H, W) float32; target (B, H, W, 3) uint8 or None."""
+        batch = {HISTORY: frames_to_tensor(history, device), ACTION_MAP: frames_to_tensor(action_map, device),
+                 STATE: self.normalise_states(state, device), COMMANDED: self.normalise_states(commanded, device),
+                 GEOMETRY: torch.as_tensor(np.ascontiguousarray(geometry), device=device).float()}
+        if target is not None:
+            batch[TARGET] = frames_to_tensor(target, device)
+        return batch
+
+    def to_dict(self) -> dict:
+        return {"state_mean": self.state_mean.tolist(), "state_std": self.state_std.tolist()}
+
+    def save(self, folder: str | Path) -> None:
+        (Path(folder) / PROCESSOR_NAME).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "WorldModelProcessor":
+        return cls(**json.loads((Path(folder) / PROCESSOR_NAME).read_text()))
