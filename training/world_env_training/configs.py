@@ -10,6 +10,7 @@ naming the field and what it got.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import yaml
 
@@ -38,6 +39,26 @@ def _check_common(cfg) -> None:
     _check(cfg.seed >= 0, "seed", cfg.seed, "a non-negative integer")
     _check(cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:"),
            "device", cfg.device, "cpu, cuda, cuda:N or auto")
+
+
+def model_config_values(stage_cfg, file_option: str, owned: tuple[str, ...], model_name: str, stage: str) -> dict:
+    """Fields of a stage's model config: those in the YAML/JSON file named by the option
+    ``file_option`` (if set), plus the ``owned`` fields, which come from the stage's own
+    options; a file that sets an owned field is refused, so each value has one source."""
+    values = {}
+    file_name = getattr(stage_cfg, file_option)
+    if file_name:
+        path = Path(file_name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{file_option}={file_name!r}: no such file")
+        values = yaml.safe_load(path.read_text()) or {}  # YAML also reads JSON
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of {model_name} fields")
+        clash = sorted(set(values) & set(owned))
+        if clash:
+            raise ValueError(f"{path}: sets {clash}; give them as {stage} options instead")
+    values.update({name: getattr(stage_cfg, name) for name in owned})
+    return values
 
 
 class StageConfig:

@@ -41,12 +41,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from world_env_training.backbones import resolve_device
 from world_env_training.checkpoints import atomic_dir, latest_checkpoint, mark_latest, remove_stale, step_dir
-from world_env_training.configs import TrainReflectorConfig
+from world_env_training.configs import TrainReflectorConfig, model_config_values
 from world_env_training.dataset import Dataset, DatasetError
 
 OPTIMIZER_FILE = "optimizer.pt"
@@ -59,18 +58,7 @@ def reflector_config(cfg: TrainReflectorConfig):
     """The ReflectorConfig of this run: ``cfg.reflector_config``'s fields plus those set in ``cfg``."""
     from world_env_training.reflector import ReflectorConfig
 
-    values = {}
-    if cfg.reflector_config:
-        path = Path(cfg.reflector_config)
-        if not path.is_file():
-            raise FileNotFoundError(f"reflector_config={cfg.reflector_config!r}: no such file")
-        values = yaml.safe_load(path.read_text()) or {}  # YAML also reads JSON
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of ReflectorConfig fields")
-        clash = sorted(set(values) & set(_OWNED))
-        if clash:
-            raise ValueError(f"{path}: sets {clash}; give them as train-reflector options instead")
-    values.update({name: getattr(cfg, name) for name in _OWNED})
+    values = model_config_values(cfg, "reflector_config", _OWNED, "ReflectorConfig", "train-reflector")
     return ReflectorConfig.from_dict(values)
 
 

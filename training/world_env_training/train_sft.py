@@ -37,12 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from world_env_training.backbones import resolve_device
 from world_env_training.checkpoints import atomic_dir, latest_checkpoint, mark_latest, remove_stale, step_dir
-from world_env_training.configs import TrainSFTConfig
+from world_env_training.configs import TrainSFTConfig, model_config_values
 from world_env_training.dataset import Dataset, DatasetError
 
 OPTIMIZER_FILE = "optimizer.pt"
@@ -54,19 +53,7 @@ def policy_config(cfg: TrainSFTConfig):
     """The VLAConfig of this run: ``cfg.policy_config``'s fields plus the four set in ``cfg``."""
     from world_env_training.vla import VLAConfig
 
-    values = {}
-    if cfg.policy_config:
-        path = Path(cfg.policy_config)
-        if not path.is_file():
-            raise FileNotFoundError(f"policy_config={cfg.policy_config!r}: no such file")
-        values = yaml.safe_load(path.read_text()) or {}  # YAML also reads JSON
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of VLAConfig fields")
-        clash = sorted(set(values) & set(_SFT_OWNED))
-        if clash:
-            raise ValueError(f"{path}: sets {clash}; give them as train-sft options instead")
-    values.update({name: getattr(cfg, name) for name in _SFT_OWNED})
-    return VLAConfig.from_dict(values)
+    return VLAConfig.from_dict(model_config_values(cfg, "policy_config", _SFT_OWNED, "VLAConfig", "train-sft"))
 
 
 class ChunkSamples:

@@ -40,12 +40,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from world_env_training.backbones import resolve_device
 from world_env_training.checkpoints import atomic_dir, latest_checkpoint, mark_latest, remove_stale, step_dir
-from world_env_training.configs import TrainWorldModelConfig
+from world_env_training.configs import TrainWorldModelConfig, model_config_values
 from world_env_training.dataset import Dataset, DatasetError
 
 OPTIMIZER_FILE = "optimizer.pt"
@@ -59,18 +58,7 @@ def model_config(cfg: TrainWorldModelConfig):
     """The WorldModelConfig of this run: ``cfg.model_config``'s fields plus those ``cfg`` owns."""
     from world_env_training.world_model import WorldModelConfig
 
-    values = {}
-    if cfg.model_config:
-        path = Path(cfg.model_config)
-        if not path.is_file():
-            raise FileNotFoundError(f"model_config={cfg.model_config!r}: no such file")
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of WorldModelConfig fields")
-        clash = sorted(set(values) & set(_OWNED))
-        if clash:
-            raise ValueError(f"{path}: sets {clash}; give them as train-world-model options instead")
-    values.update({name: getattr(cfg, name) for name in _OWNED})
+    values = model_config_values(cfg, "model_config", _OWNED, "WorldModelConfig", "train-world-model")
     recent = values.get("memory_recent", WorldModelConfig.memory_recent)
     values["memory_recent"] = min(recent, values["memory_frames"])
     return WorldModelConfig.from_dict(values)
