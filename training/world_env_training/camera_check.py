@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from world_env_common.camera import CameraModel, upright
+from world_env_libero.env import load_triton_before_rendering
 
 SITE = "gripper0_grip_site"
 CAMERA = "agentview"
@@ -37,6 +38,7 @@ def _make_env(suite: str, task_id: int, height: int, width: int, seed: int):
     bench = benchmark.get_benchmark(suite)(task_order_index=0)
     task = bench.get_task(task_id)
     bddl = Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
+    load_triton_before_rendering()
     env = OffScreenRenderEnv(bddl_file_name=str(bddl), camera_heights=height, camera_widths=width)
     env.seed(seed)
     env.reset()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from world_env_libero.env import load_triton_before_rendering
 
 # Evaluation step limits per suite (the common OpenVLA / OpenVLA-OFT settings).
 MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
@@ -31,6 +32,7 @@ def make_env(suite_name: str, task_id: int, render: bool = False):
     task = suite.get_task(task_id)
     bddl = str(Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file)
     if render:
+        load_triton_before_rendering()
         env = OffScreenRenderEnv(bddl_file_name=bddl, camera_heights=32, camera_widths=32)
     else:
         env = ControlEnv(bddl_file_name=bddl, use_camera_obs=False, has_offscreen_renderer=False)

@@ -18,6 +18,7 @@ import numpy as np
 
 from world_env_common import pose
 from world_env_common.robot import PandaModel
+from world_env_libero.env import load_triton_before_rendering
 
 __all__ = ["check_robot_against_libero", "format_report"]
 
@@ -29,6 +30,7 @@ def _make_env(suite: str, task_id: int):
     bench = benchmark.get_benchmark(suite)(task_order_index=0)
     task = bench.get_task(task_id)
     bddl = Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
+    load_triton_before_rendering()
     env = OffScreenRenderEnv(bddl_file_name=str(bddl), camera_heights=64, camera_widths=64)
     env.seed(0)
     env.reset()

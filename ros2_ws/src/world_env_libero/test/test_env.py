@@ -132,3 +132,17 @@ def test_steps_past_robosuites_horizon(env):
     for _ in range(1001):
         env.step(np.zeros(7), render=False)
     assert env.raw.env.timestep > 1000
+
+
+def test_torchvision_imports_after_rendering():
+    # Regression: loading triton (via torchvision) after Mesa's llvmpipe had rendered
+    # segfaulted the process; LiberoEnv now loads triton first.
+    import subprocess
+    import sys
+
+    code = ("from world_env_libero.env import LiberoEnv\n"
+            "with LiberoEnv('libero_object', 0, resolution=64) as env:\n"
+            "    env.reset(0, settle_steps=0)\n"
+            "import torchvision\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -51,6 +51,19 @@ AGENT_CAMERA = "agentview"
 WRIST_CAMERA = "robot0_eye_in_hand"
 
 
+def load_triton_before_rendering() -> None:
+    """Call before creating a LIBERO renderer (idempotent, ~0.1 s; a no-op without triton).
+
+    Mesa's llvmpipe (CPU EGL rendering) and triton (shipped with the CUDA build of torch)
+    each bring an LLVM. Once llvmpipe has initialised its copy, loading triton segfaults the
+    process, and torchvision loads triton on import; the other order is fine.
+    """
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pass
+
+
 def validate_action(action) -> np.ndarray:
     """(7,) float64 copy of a LIBERO action; ValueError if not 7 finite numbers."""
     try:
@@ -83,6 +96,7 @@ class LiberoEnv:
             raise ValueError(f"unknown suite {suite!r}; expected one of {', '.join(SUITES)}")
         if int(resolution) < 1:
             raise ValueError(f"resolution must be a positive number of pixels, got {resolution}")
+        load_triton_before_rendering()
         # Imported here: libero/robosuite are heavy and print on import.
         from libero.libero import benchmark, get_libero_path
         from libero.libero.envs import OffScreenRenderEnv
