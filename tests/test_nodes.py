@@ -104,6 +104,9 @@ NODE_STARTS = {
         lambda rig_file: ["-p", "suite:=libero_object", "-p", "task_id:=0", "-p", "resolution:=128"],
         "LIBERO stand-in ready"),
     ("world_env_policy", "policy_node"): (lambda rig_file: ["-p", "checkpoint:=zero"], "policy node ready"),
+    ("world_env_reflector", "reflector_node"): (  # a tiny random reflector saved next to the rig file
+        lambda rig_file: ["-p", "checkpoint:=" + __import__("test_reflector_node").tiny_reflector(
+            rig_file.parent / "reflector")], "reflector node ready"),
 }
 
 

@@ -19,6 +19,6 @@ setup(
     description="Instant Reflector node: scores task progress in [0, 1] from camera frames and the instruction and publishes reward and termination.",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": ["reflector_node = world_env_reflector.reflector_node:main"],
     },
 )
