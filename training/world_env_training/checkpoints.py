@@ -13,6 +13,8 @@ writing a checkpoint and moving the link still resumes from the newest checkpoin
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import shutil
@@ -20,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 CHECKPOINTS = "checkpoints"
+OPTIMIZER_FILE = "optimizer.pt"
+TRAIN_STATE_FILE = "train_state.json"  # {"step": N, "train_config": {...}}
 LATEST = "latest"
 _STEP_RE = re.compile(r"step_(\d+)")
 
@@ -111,3 +115,29 @@ def remove_stale(run_dir: str | Path) -> None:
                 continue
         if ".tmp-" in p.name or ".old-" in p.name:
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def save_training_checkpoint(run_dir: str | Path, step: int, write_model, optimizer, train_config: dict,
+                             keep: int = 0) -> Path:
+    """Write ``RUN/checkpoints/step_N`` atomically, then move ``latest``.
+
+    ``write_model(folder)`` writes the model's files; the optimizer state and the step with the
+    run's config are added beside them so a resumed run continues exactly. Returns the folder.
+    """
+    import torch  # only the trainers pay for it
+
+    folder = step_dir(run_dir, step)
+    with atomic_dir(folder) as tmp:
+        write_model(tmp)
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        (tmp / TRAIN_STATE_FILE).write_text(json.dumps({"step": step, "train_config": train_config}, indent=1))
+    mark_latest(run_dir, step, keep)
+    return folder
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay to 0.1 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))

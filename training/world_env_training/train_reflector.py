@@ -44,12 +44,11 @@ import torch
 from tqdm import tqdm
 
 from world_env_training.backbones import resolve_device
-from world_env_training.checkpoints import atomic_dir, latest_checkpoint, mark_latest, remove_stale, step_dir
+from world_env_training.checkpoints import (OPTIMIZER_FILE, TRAIN_STATE_FILE, latest_checkpoint, remove_stale,
+                                            save_training_checkpoint, warmup_cosine)
 from world_env_training.configs import TrainReflectorConfig, model_config_values
 from world_env_training.dataset import Dataset, DatasetError
 
-OPTIMIZER_FILE = "optimizer.pt"
-TRAIN_STATE_FILE = "train_state.json"
 SPLIT_FILE = "split.json"
 _OWNED = ("vision_encoder", "llm", "llm_layers", "num_frames", "threshold")  # set by TrainReflectorConfig
 
@@ -126,24 +125,6 @@ class FeatureEpisodes:
         instructions = [self.instructions[e] for e, _ in picks]
         labels = np.array([self.labels[e][t] for e, t in picks], dtype=np.float32)
         return features, instructions, labels
-
-
-def lr_factor(step: int, cfg: TrainReflectorConfig) -> float:
-    """Linear warm-up to 1, then cosine decay to 0.1 at ``cfg.steps``."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def save_checkpoint(run_dir: Path, model, optimizer, step: int, cfg: TrainReflectorConfig) -> Path:
-    folder = step_dir(run_dir, step)
-    with atomic_dir(folder) as tmp:
-        model.write_files(tmp)
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-        (tmp / TRAIN_STATE_FILE).write_text(json.dumps({"step": step, "train_config": cfg.to_dict()}, indent=1))
-    mark_latest(run_dir, step, cfg.keep_checkpoints)
-    return folder
 
 
 @torch.no_grad()
@@ -223,7 +204,7 @@ def train(cfg: TrainReflectorConfig) -> tuple[Path, dict | None]:
     try:
         for step in bar:
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(step, cfg)
+                group["lr"] = cfg.lr * warmup_cosine(step, cfg.warmup_steps, cfg.steps)
             rng = np.random.default_rng([cfg.seed, step])
             features, instructions, labels = data.sample(cfg.batch_size, cfg.positive_fraction, rng,
                                                          model.processor.frame_indices)
@@ -260,7 +241,8 @@ def train(cfg: TrainReflectorConfig) -> tuple[Path, dict | None]:
                 writer.add_scalar("held_out/auroc", auroc(r, y) or math.nan, done)
                 model.train()
             if done % cfg.save_every == 0 or done == cfg.steps:
-                newest = save_checkpoint(run_dir, model, optimizer, done, cfg)
+                newest = save_training_checkpoint(run_dir, done, model.write_files, optimizer, cfg.to_dict(),
+                                                  cfg.keep_checkpoints)
                 writer.flush()
     finally:
         bar.close()

@@ -30,7 +30,6 @@ handful of demonstrations to exact pixel positions.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -40,12 +39,11 @@ import torch
 from tqdm import tqdm
 
 from world_env_training.backbones import resolve_device
-from world_env_training.checkpoints import atomic_dir, latest_checkpoint, mark_latest, remove_stale, step_dir
+from world_env_training.checkpoints import (OPTIMIZER_FILE, TRAIN_STATE_FILE, latest_checkpoint, remove_stale,
+                                            save_training_checkpoint, warmup_cosine)
 from world_env_training.configs import TrainSFTConfig, model_config_values
 from world_env_training.dataset import Dataset, DatasetError
 
-OPTIMIZER_FILE = "optimizer.pt"
-TRAIN_STATE_FILE = "train_state.json"
 _SFT_OWNED = ("vision_encoder", "llm", "lora_rank", "chunk_size")  # set by TrainSFTConfig, not the file
 
 
@@ -108,24 +106,6 @@ def random_shift(image: np.ndarray, shift: int, rng: np.random.Generator) -> np.
     return padded[dy:dy + h, dx:dx + w]
 
 
-def lr_factor(step: int, cfg: TrainSFTConfig) -> float:
-    """Linear warm-up to 1, then cosine decay to 0.1 at ``cfg.steps``."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def save_checkpoint(run_dir: Path, model, optimizer, step: int, cfg: TrainSFTConfig) -> Path:
-    folder = step_dir(run_dir, step)
-    with atomic_dir(folder) as tmp:
-        model.write_files(tmp)
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-        (tmp / TRAIN_STATE_FILE).write_text(json.dumps({"step": step, "train_config": cfg.to_dict()}, indent=1))
-    mark_latest(run_dir, step, cfg.keep_checkpoints)
-    return folder
-
-
 def train(cfg: TrainSFTConfig) -> Path:
     """Run (or resume) SFT; returns the newest checkpoint folder."""
     from torch.utils.tensorboard import SummaryWriter
@@ -182,7 +162,7 @@ def train(cfg: TrainSFTConfig) -> Path:
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-sft", unit="step")
     try:
         for step in bar:
-            factor = lr_factor(step, cfg)
+            factor = warmup_cosine(step, cfg.warmup_steps, cfg.steps)
             for group in optimizer.param_groups:
                 group["lr"] = group["peak_lr"] * factor
             rng = np.random.default_rng([cfg.seed, step])
@@ -209,7 +189,8 @@ def train(cfg: TrainSFTConfig) -> Path:
                 bar.set_postfix(loss=f"{means['loss']:.3f}", l1=f"{means['l1']:.3f}", scale=f"{means['scale']:.3f}")
                 sums, count, t_log = {}, 0, time.perf_counter()
             if done % cfg.save_every == 0 or done == cfg.steps:
-                newest = save_checkpoint(run_dir, model, optimizer, done, cfg)
+                newest = save_training_checkpoint(run_dir, done, model.write_files, optimizer, cfg.to_dict(),
+                                                  cfg.keep_checkpoints)
                 writer.flush()
     finally:
         bar.close()

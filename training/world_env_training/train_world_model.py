@@ -32,7 +32,6 @@ keeps every completed checkpoint; the same command resumes from the newest one.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -43,12 +42,11 @@ import torch
 from tqdm import tqdm
 
 from world_env_training.backbones import resolve_device
-from world_env_training.checkpoints import atomic_dir, latest_checkpoint, mark_latest, remove_stale, step_dir
+from world_env_training.checkpoints import (OPTIMIZER_FILE, TRAIN_STATE_FILE, latest_checkpoint, remove_stale,
+                                            save_training_checkpoint, warmup_cosine)
 from world_env_training.configs import TrainWorldModelConfig, model_config_values
 from world_env_training.dataset import Dataset, DatasetError
 
-OPTIMIZER_FILE = "optimizer.pt"
-TRAIN_STATE_FILE = "train_state.json"
 TRAIN_WEIGHTS_FILE = "train_weights.safetensors"
 HOLDOUT_FILE = "holdout.json"
 _OWNED = ("resolution", "memory_frames", "action_map", "geometry_tokens", "semantic_tokens", "sampler_steps")
@@ -169,14 +167,6 @@ def default_robot():
 
 # --- optimisation helpers -------------------------------------------------------------------------
 
-def lr_factor(step: int, cfg: TrainWorldModelConfig) -> float:
-    """Linear warm-up to 1, then cosine decay to 0.1 at ``cfg.steps``."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 class EMA:
     """Exponential moving average of a model's trainable weights (diffusers' warm-up rule)."""
 
@@ -201,18 +191,16 @@ class EMA:
 def save_checkpoint(run_dir: Path, model, optimizer, ema: EMA | None, step: int, cfg: TrainWorldModelConfig) -> Path:
     from safetensors.torch import save_file
 
-    folder = step_dir(run_dir, step)
-    with atomic_dir(folder) as tmp:
-        if ema is not None:
-            model.write_files(tmp, ema.state_dict_for(model))
-            save_file({k: v.cpu().contiguous() for k, v in model.trainable_state_dict().items()},
-                      str(tmp / TRAIN_WEIGHTS_FILE))
-        else:
-            model.write_files(tmp)
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-        (tmp / TRAIN_STATE_FILE).write_text(json.dumps({"step": step, "train_config": cfg.to_dict()}, indent=1))
-    mark_latest(run_dir, step, cfg.keep_checkpoints)
-    return folder
+    def write_model(folder: Path) -> None:
+        if ema is None:
+            model.write_files(folder)
+            return
+        # The EMA weights are the model; the raw ones are kept to resume training from.
+        model.write_files(folder, ema.state_dict_for(model))
+        save_file({k: v.cpu().contiguous() for k, v in model.trainable_state_dict().items()},
+                  str(folder / TRAIN_WEIGHTS_FILE))
+
+    return save_training_checkpoint(run_dir, step, write_model, optimizer, cfg.to_dict(), cfg.keep_checkpoints)
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -289,7 +277,7 @@ def train(cfg: TrainWorldModelConfig) -> Path:
     try:
         for step in bar:
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(step, cfg)
+                group["lr"] = cfg.lr * warmup_cosine(step, cfg.warmup_steps, cfg.steps)
             rng = np.random.default_rng([cfg.seed, step])
             generator = torch.Generator(device).manual_seed(int(rng.integers(2 ** 62)))
             batch = model.processor(**samples.sample(cfg.batch_size, rng), device=device)
