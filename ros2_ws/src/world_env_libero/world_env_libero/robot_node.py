@@ -16,26 +16,21 @@ node at start with exit code 2 and a message.
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from world_env_common import rosenv
 from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES
 from world_env_common.ros import qos
+from world_env_common.ros.node_main import spin_until_signal
 from world_env_common.ros.images import rgb_to_image
 from world_env_libero.env import LiberoEnv
 from world_env_libero.standin import StandIn, TrajectoryError, camera_rate_budget
@@ -277,27 +272,8 @@ class LiberoRobotNode(Node):
 
 
 def main(args=None) -> int:
-    rosenv.apply_defaults()
-    # SIGINT/SIGTERM only ask the loop to stop: the callbacks run for tens of milliseconds in
-    # Python (a step, a render), and an exception raised at an arbitrary point inside them
-    # (rclpy's default, KeyboardInterrupt) can leave the renderer or rclpy half-done.
-    stopping = threading.Event()
-    try:
-        with rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO):
-            node = LiberoRobotNode()  # a Ctrl-C while LIBERO loads is a plain KeyboardInterrupt
-            try:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    signal.signal(sig, lambda *_: stopping.set())
-                while not stopping.is_set():
-                    rclpy.spin_once(node, timeout_sec=0.1)
-            finally:
-                node.destroy_node()
-    except ConfigError as err:
-        print(f"libero_robot_node: {err}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    # A simulator step or render in progress is finished on SIGINT/SIGTERM.
+    return spin_until_signal(LiberoRobotNode, "libero_robot_node", (ConfigError,), args)
 
 
 if __name__ == "__main__":

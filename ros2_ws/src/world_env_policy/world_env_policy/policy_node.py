@@ -18,28 +18,22 @@ step from where the arm was). Configuration errors stop the node at start with e
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 import time
 
-import rclpy
 from builtin_interfaces.msg import Duration
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.signals import SignalHandlerOptions
-from rclpy._rclpy_pybind11 import RCLError
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from world_env_common import rosenv
 from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES
 from world_env_common.ros import qos
+from world_env_common.ros.node_main import spin_until_signal
 from world_env_common.ros.images import ImageError, image_to_rgb
 from world_env_interfaces.msg import Reflection
 from world_env_policy.controller import (BUILT_IN, Command, ControllerConfig, PolicyController, PolicyLoadError,
@@ -335,33 +329,14 @@ class PolicyNode(Node):
         self._publish_status(force=True, reason="shut down")
 
 
+def _shutdown(node: "PolicyNode") -> None:
+    node.stop()
+    node.get_logger().info("shut down: no further commands")
+
+
 def main(args=None) -> int:
-    rosenv.apply_defaults()
-    # SIGINT/SIGTERM only ask the loop to stop: a tick (a chunk's inference) then ends normally,
-    # and nothing is published after it.
-    stopping = threading.Event()
-    try:
-        try:
-            context = rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-        except RCLError as err:  # malformed --ros-args, e.g. a parameter list of mixed types
-            raise ConfigError(str(err).split(", at ")[0]) from err
-        with context:
-            node = PolicyNode()  # a Ctrl-C while the policy loads is a plain KeyboardInterrupt
-            try:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    signal.signal(sig, lambda *_: stopping.set())
-                while not stopping.is_set():
-                    rclpy.spin_once(node, timeout_sec=0.1)
-                node.stop()
-                node.get_logger().info("shut down: no further commands")
-            finally:
-                node.destroy_node()
-    except ConfigError as err:
-        print(f"policy_node: {err}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    # A tick (a chunk's inference) finishes on SIGINT/SIGTERM, and nothing is published after it.
+    return spin_until_signal(PolicyNode, "policy_node", (ConfigError,), args, on_shutdown=_shutdown)
 
 
 if __name__ == "__main__":

@@ -15,24 +15,18 @@ on. Configuration errors stop the node at start with exit code 2.
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
-from rclpy._rclpy_pybind11 import RCLError
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from world_env_common import rosenv
 from world_env_common.ros import qos
+from world_env_common.ros.node_main import spin_until_signal
 from world_env_common.ros.images import ImageError, image_to_rgb
 from world_env_interfaces.msg import Reflection
 from world_env_reflector.scorer import ReflectorScorer, ScorerLoadError, check_checkpoint
@@ -170,30 +164,9 @@ class ReflectorNode(Node):
 
 
 def main(args=None) -> int:
-    rosenv.apply_defaults()
-    # SIGINT/SIGTERM only ask the loop to stop: a frame being scored is finished first.
-    stopping = threading.Event()
-    try:
-        try:
-            context = rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-        except RCLError as err:  # malformed --ros-args
-            raise ConfigError(str(err).split(", at ")[0]) from err
-        with context:
-            node = ReflectorNode()  # a Ctrl-C while the model loads is a plain KeyboardInterrupt
-            try:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    signal.signal(sig, lambda *_: stopping.set())
-                while not stopping.is_set():
-                    rclpy.spin_once(node, timeout_sec=0.1)
-                node.get_logger().info(f"shut down: {node.summary()}")
-            finally:
-                node.destroy_node()
-    except ConfigError as err:
-        print(f"reflector_node: {err}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    # A frame being scored is finished on SIGINT/SIGTERM.
+    return spin_until_signal(ReflectorNode, "reflector_node", (ConfigError,), args,
+                             on_shutdown=lambda node: node.get_logger().info(f"shut down: {node.summary()}"))
 
 
 if __name__ == "__main__":

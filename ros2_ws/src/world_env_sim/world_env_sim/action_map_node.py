@@ -18,16 +18,14 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 
-from world_env_common import rosenv
 from world_env_common.rig import Rig, RigError
 from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES
 from world_env_common.ros import qos
+from world_env_common.ros.node_main import spin_until_signal
 from world_env_common.ros.images import rgb_to_image
 from world_env_common.ros.joints import JointStateError, joint_positions
 from world_env_sim.action_mapper import ActionMapper
@@ -82,17 +80,7 @@ class ActionMapNode(Node):
 
 
 def main(args=None) -> int:
-    rosenv.apply_defaults()
-    try:
-        with rclpy.init(args=args):
-            node = ActionMapNode()
-            rclpy.spin(node)
-    except RigError as err:
-        print(f"action_map_node: {err}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    return spin_until_signal(ActionMapNode, "action_map_node", (RigError,), args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,57 @@
+"""The main loop every world-env node process runs."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+import rclpy
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.executors import ExternalShutdownException
+from rclpy.signals import SignalHandlerOptions
+
+from world_env_common import rosenv
+
+
+class _RosArgsError(Exception):
+    """Malformed ``--ros-args`` (e.g. a parameter list of mixed types)."""
+
+
+def spin_until_signal(make_node: Callable[[], rclpy.node.Node], program: str,
+                      config_errors: tuple[type[Exception], ...] = (), args=None,
+                      on_shutdown: Callable[[rclpy.node.Node], None] | None = None) -> int:
+    """Build a node with ``make_node()`` and spin it until SIGINT or SIGTERM; returns the exit code.
+
+    The signals only set a flag the loop checks between callbacks, so a callback that runs for
+    tens of milliseconds (inference, a simulator step, a render) always completes; rclpy's
+    default handler raises KeyboardInterrupt at an arbitrary point inside it, which can leave a
+    renderer or rclpy half-done. ``on_shutdown(node)`` runs after the loop, before the node is
+    destroyed. A configuration error (one of ``config_errors``, or malformed --ros-args) prints
+    ``program: message`` and gives exit code 2.
+    """
+    rosenv.apply_defaults()
+    stopping = threading.Event()
+    try:
+        try:
+            context = rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        except RCLError as err:
+            raise _RosArgsError(str(err).split(", at ")[0]) from err
+        with context:
+            node = make_node()  # a Ctrl-C while the node loads is a plain KeyboardInterrupt
+            try:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, lambda *_: stopping.set())
+                while not stopping.is_set():
+                    rclpy.spin_once(node, timeout_sec=0.1)
+                if on_shutdown is not None:
+                    on_shutdown(node)
+            finally:
+                node.destroy_node()
+    except (_RosArgsError, *config_errors) as err:
+        print(f"{program}: {err}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0
