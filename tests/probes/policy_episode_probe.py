@@ -25,6 +25,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from world_env_common.ros import qos
 from world_env_interfaces.msg import Reflection
+from probe_loop import ProbeLoop
 
 ARM = [f"panda_joint{i}" for i in range(1, 8)]
 FINGERS = ["panda_finger_joint1", "panda_finger_joint2"]
@@ -51,23 +52,8 @@ robot_reset = node.create_client(Trigger, "/libero_robot/reset")
 result = {}
 
 
-def fail(text):
-    (out_dir / "result.json").write_text(json.dumps(result))
-    sys.exit(f"probe: {text}")
-
-
-def spin_until(condition, what, limit=None):
-    end = min(deadline, time.monotonic() + limit) if limit else deadline
-    while not condition():
-        if time.monotonic() > end:
-            fail(f"timed out waiting for {what}")
-        rclpy.spin_once(node, timeout_sec=0.01)
-
-
-def spin_for(seconds):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        rclpy.spin_once(node, timeout_sec=0.01)
+loop = ProbeLoop(node, out_dir, deadline, result, tick_s=0.01)
+fail, spin_until, spin_for = loop.fail, loop.spin_until, loop.spin_for
 
 
 def call(client, request, what):
