@@ -133,6 +133,8 @@ spin_until(lambda: len(arrivals(t_enable)) >= steps, f"{steps} commands", 60)
 episode = arrivals(t_enable)[:steps]
 t_end = episode[-1][0]
 spin_for(0.3)
+# ~/status comes at most every 0.5 s while nothing changes: wait for one that counts the episode.
+spin_until(lambda: statuses[-1].get("steps", 0) >= steps, "a status counting the episode's steps", 5)
 result["episode"] = {
     "q0": q0, "q_end": latest(), "names": episode[0][1], "targets": [a[2] for a in episode],
     "seconds": t_end - episode[0][0], "gripper_targets": [g[1] for g in gripper if t_enable < g[0] <= t_end],
