@@ -104,13 +104,6 @@ def test_unknown_field_in_from_dict_is_rejected():
         configs.TrainSFTConfig.from_dict({"stepz": 3})
 
 
-def test_unbuilt_stage_says_which_issue_builds_it():
-    out = run_cli("post-train", "--updates", "3")
-    assert out.returncode == 3
-    assert "not built yet (issue 7)" in out.stderr
-    assert "updates: 3" in out.stderr
-
-
 def test_pipeline_dry_run_lists_stages_in_order():
     out = run_cli("pipeline", "--dry_run", "true")
     assert out.returncode == 0, out.stderr

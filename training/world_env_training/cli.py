@@ -58,7 +58,7 @@ STAGES: dict[str, Stage] = {
     "train-sft": Stage(configs.TrainSFTConfig, "world_env_training.train_sft:run", 4),
     "train-world-model": Stage(configs.TrainWorldModelConfig, "world_env_training.train_world_model:run", 5),
     "train-reflector": Stage(configs.TrainReflectorConfig, "world_env_training.train_reflector:run", 6),
-    "post-train": Stage(configs.PostTrainConfig, None, 7),
+    "post-train": Stage(configs.PostTrainConfig, "world_env_training.post_train:run", 7),
     "pipeline": Stage(configs.PipelineConfig, "world_env_training.cli:_run_pipeline", 7),
     "bench": Stage(configs.BenchConfig, "world_env_training.bench:run", 2),
 }

@@ -457,21 +457,34 @@ class PostTrainConfig(StageConfig):
     """LOOP (RLOO + PPO) post-training of the policy inside the world simulator.
 
     Args:
-        policy: SFT policy checkpoint folder to start from.
-        world_model: World simulator checkpoint folder.
-        reflector: Instant Reflector checkpoint folder.
-        demos: Dataset whose initial frames and states seed the imagined episodes.
-        output_dir: Folder for checkpoints, tensorboard logs and the run's report.
+        policy: Policy to start from: a train-sft run folder or a VLA model folder.
+        world_model: World simulator checkpoint (train-world-model run or model folder).
+        reflector: Instant Reflector checkpoint (train-reflector run or model folder).
+        demos: Dataset whose episodes' first frames, states, instructions and cameras are the
+            initial states imagined episodes start from; its frame size must be the world
+            model's.
+        output_dir: Run folder: checkpoints/step_N (VLA model folder + optimiser state),
+            metrics.jsonl, tb/ (tensorboard), strips/ and train_config.yaml. A folder with
+            checkpoints is resumed from its newest one; make_policy(output_dir) loads it.
         rollouts_per_state: N rollouts per initial state (leave-one-out baseline over N-1).
-        clip_eps: PPO clipping range on Laplace likelihood ratios.
-        lr_lora: Learning rate of the LoRA adapters on the backbone.
-        lr_heads: Learning rate of the fully trained heads.
-        batch_size: Initial states per update.
-        updates: RL updates.
-        binary_reward: Use a thresholded 0/1 reward instead of the reflector's continuous
-            reward (the paper's ablation).
-        seed: Seed.
-        device: Torch device: cpu, cuda, cuda:N or auto.
+        clip_eps: PPO clipping range on the chunks' Laplace likelihood ratios.
+        lr_lora: Learning rate of the LoRA adapters on the backbone (constant).
+        lr_heads: Learning rate of the fully trained projectors and heads (constant).
+        batch_size: Initial states per update (over all processes; must divide by their number).
+        updates: LOOP updates (the run's total, counting updates done before a resume).
+        max_steps: Imagined steps per episode at most (the episode also ends when the
+            reflector fires). LIBERO's limits are 220-520; the CPU default is short.
+        ppo_epochs: Passes of PPO over each update's rollouts.
+        minibatches: Minibatches per PPO pass (each process splits its own chunks into this many).
+        grad_clip: Gradient norm clipping threshold (0: off).
+        sampler_steps: World-model denoising steps per frame (0: the model's own setting).
+        binary_reward: Return 1 if the reflector fired and 0 if not, instead of its continuous
+            reward (the paper's ablation without the reward head's graded signal).
+        save_every: Write a checkpoint every this many updates (and always after the last).
+        keep_checkpoints: Newest checkpoints kept on disk (0: keep all).
+        seed: Seed (initial-state draws, action sampling and world-model noise are seeded per
+            update and process, so a resumed run rolls out what an uninterrupted one would).
+        device: Torch device: cpu, cuda, cuda:N or auto (with torchrun on GPUs: cuda:LOCAL_RANK).
     """
 
     policy: str = "runs/default/sft"
@@ -485,7 +498,14 @@ class PostTrainConfig(StageConfig):
     lr_heads: float = 1e-5
     batch_size: int = 4
     updates: int = 20
+    max_steps: int = 64
+    ppo_epochs: int = 2
+    minibatches: int = 4
+    grad_clip: float = 1.0
+    sampler_steps: int = 0
     binary_reward: bool = False
+    save_every: int = 1
+    keep_checkpoints: int = 3
     seed: int = 0
     device: str = "cpu"
 
@@ -497,6 +517,13 @@ class PostTrainConfig(StageConfig):
         _check(self.lr_heads > 0, "lr_heads", self.lr_heads, "a positive number")
         _check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
         _check(self.updates > 0, "updates", self.updates, "a positive integer")
+        _check(self.max_steps > 0, "max_steps", self.max_steps, "a positive integer")
+        _check(self.ppo_epochs > 0, "ppo_epochs", self.ppo_epochs, "a positive integer")
+        _check(self.minibatches > 0, "minibatches", self.minibatches, "a positive integer")
+        _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "a non-negative number (0: off)")
+        _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer (0: the model's)")
+        _check(self.save_every > 0, "save_every", self.save_every, "a positive integer")
+        _check(self.keep_checkpoints >= 0, "keep_checkpoints", self.keep_checkpoints, "a non-negative integer")
         _check_common(self)
 
 

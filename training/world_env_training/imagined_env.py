@@ -85,6 +85,18 @@ class ImaginedEnv:
         self.states, self.instructions = states0.copy(), list(instructions)
         return self._obs()
 
+    def keep(self, indices) -> None:
+        """Go on with only the episodes ``indices`` (in that order), e.g. those not yet
+        terminated: the others stop costing a prediction per step."""
+        if self.states is None:
+            raise RuntimeError("ImaginedEnv.keep before reset")
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.ndim != 1 or (len(indices) and (indices.min() < 0 or indices.max() >= self.batch_size)):
+            raise ValueError(f"indices {indices.tolist()}: expected episode indices in 0..{self.batch_size - 1}")
+        self.memory.frames = [f[indices] for f in self.memory.frames]
+        self.states = self.states[indices]
+        self.instructions = [self.instructions[i] for i in indices]
+
     def next_states(self, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(commanded (B, 7), next states (B, 7)) of a step; see the module docstring."""
         commanded = commanded_states(self.robot, states, actions)

@@ -1,0 +1,202 @@
+"""LOOP: leave-one-out PPO (RLOO advantages + PPO's clipped objective) on imagined rollouts.
+
+This module holds the algorithm, free of files and processes; ``post_train.py`` runs it.
+
+One update, for S initial states and N rollouts each:
+
+1. Rollouts (``collect_rollouts``): the S*N episodes start from the real first frame, state and
+   instruction of their initial state and advance together in the ``ImaginedEnv``. Every
+   ``chunk_size`` steps the policy gives, per live episode, a Laplace law over the next chunk;
+   a chunk is *sampled* from it (the exploration the scale head controls), its log-likelihood
+   under the sampling policy is kept (summed over steps and action dimensions, the chunk's
+   joint log-probability), and the chunk runs clipped to LIBERO's [-1, 1]. The reflector scores
+   every new frame; an episode ends when it fires (R > eta) or at ``max_steps``.
+2. Return R_n of episode n: the reflector's reward at the frame where the episode ended (its
+   continuous reward; with ``binary_reward``, 1 if the reflector fired and 0 if not, the paper's
+   ablation).
+3. Advantages (``rloo_advantages``): A_n = R_n - mean of the other N-1 returns of the same
+   initial state. Every chunk of episode n gets A_n.
+4. PPO (``ppo_loss``): ``ppo_epochs`` passes over the chunks in minibatches; ratio
+   r = exp(log pi_new(a) - log pi_old(a)) of the chunk's likelihood, loss
+   -mean(min(r A, clip(r, 1 - eps, 1 + eps) A)). Logged: clip fraction (share of chunks whose
+   ratio left the clip range) and approximate KL, mean((r - 1) - log r) (Schulman's k3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+def rloo_advantages(returns: torch.Tensor) -> torch.Tensor:
+    """(S, N) returns -> (S, N) advantages R_n - mean_{m != n} R_m (N >= 2)."""
+    if returns.ndim != 2 or returns.shape[1] < 2:
+        raise ValueError(f"returns: shape {tuple(returns.shape)}, expected (S, N) with N >= 2")
+    n = returns.shape[1]
+    others = (returns.sum(dim=1, keepdim=True) - returns) / (n - 1)
+    return returns - others
+
+
+def ppo_loss(new_log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
+             clip_eps: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped surrogate over (M,) chunk log-likelihoods; returns (loss, diagnostics)."""
+    log_ratio = new_log_prob - old_log_prob
+    ratio = log_ratio.exp()
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    loss = -torch.minimum(unclipped, clipped).mean()
+    with torch.no_grad():
+        stats = {"clip_fraction": ((ratio - 1.0).abs() > clip_eps).float().mean(),
+                 "approx_kl": ((ratio - 1.0) - log_ratio).mean(),
+                 "ratio_max": ratio.max()}
+    return loss, stats
+
+
+@dataclass
+class StartState:
+    """A real initial observation an imagined episode starts from."""
+
+    frame: np.ndarray      # (H, W, 3) uint8
+    state: np.ndarray      # (7,)
+    instruction: str
+    camera: dict           # CameraModel.to_dict() of the frame
+    key: str               # the dataset episode it comes from
+
+
+@dataclass
+class Rollouts:
+    """What one update's S*N episodes produced; episode e = s * N + n.
+
+    Chunk samples (M of them, the rows PPO trains on): ``images`` (M, H, W, 3), ``states``
+    (M, 7), ``instructions`` (M), ``actions`` (M, K, 7) as sampled (unclipped), ``log_probs``
+    (M,) under the sampling policy, ``episode`` (M,) the episode each came from.
+    Per episode: ``returns`` (S, N), ``lengths`` (S, N) steps taken, ``fired`` (S, N) whether
+    the reflector ended it, ``rewards`` list of per-frame reward arrays (o_0 first).
+    ``frames`` keeps the first episode's frames (T+1, H, W, 3) for the report's strips.
+    """
+
+    images: np.ndarray
+    states: np.ndarray
+    instructions: list[str]
+    actions: np.ndarray
+    log_probs: np.ndarray
+    episode: np.ndarray
+    returns: np.ndarray
+    lengths: np.ndarray
+    fired: np.ndarray
+    rewards: list[np.ndarray] = field(default_factory=list)
+    scales: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    frames: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.log_probs)
+
+
+@torch.no_grad()
+def collect_rollouts(policy, reflector, make_env, starts: list[StartState], rollouts_per_state: int,
+                     max_steps: int, generator: torch.Generator, binary_reward: bool = False,
+                     progress=None) -> Rollouts:
+    """Roll the policy out N times from each start state in imagination (module docstring, 1-2).
+
+    policy: ``VLAPolicy``; reflector: ``Reflector``; make_env(camera_dict) -> a fresh
+    ``ImaginedEnv`` for frames of that camera (start states of different cameras are rolled out
+    in separate groups). progress: optional callable(frames_predicted) for progress bars.
+    """
+    n = rollouts_per_state
+    s_count = len(starts)
+    chunk = policy.config.chunk_size
+    rows = {k: [] for k in ("images", "states", "instructions", "actions", "log_probs", "episode", "scales")}
+    returns = np.zeros((s_count, n), np.float32)
+    lengths = np.zeros((s_count, n), np.int64)
+    fired = np.zeros((s_count, n), bool)
+    rewards: list[np.ndarray | None] = [None] * (s_count * n)
+    first_frames = None
+
+    groups: dict[str, list[int]] = {}
+    for i, start in enumerate(starts):
+        groups.setdefault(repr(sorted(start.camera.items())), []).append(i)
+    for members in groups.values():
+        env = make_env(starts[members[0]].camera)
+        ids = np.array([s * n + k for s in members for k in range(n)])  # global episode ids
+        frames0 = np.stack([starts[s].frame for s in members for _ in range(n)])
+        states0 = np.stack([starts[s].state for s in members for _ in range(n)])
+        instructions = [starts[s].instruction for s in members for _ in range(n)]
+        obs = env.reset(frames0, states0, instructions)
+        session = reflector.session(len(ids))
+        session.reset(instructions)
+        r0, done0 = session.score_batch(frames0)
+        history = {int(e): [float(r)] for e, r in zip(ids, r0)}
+        live = ~np.asarray(done0, bool)
+        fired.flat[ids[~live]] = True  # judged done on the initial frame: no action taken
+        trace = [frames0[0]] if ids[0] == 0 else None
+        alive_rows = np.flatnonzero(live)  # rows of the env batch, in env order
+        env.keep(alive_rows)
+        alive_ids = ids[alive_rows]
+        steps_taken = 0
+        while len(alive_ids) and steps_taken < max_steps:
+            k = min(chunk, max_steps - steps_taken)
+            batch = policy.processor(obs["image"], obs["state"], obs["instruction"], device=policy.device)
+            mu, log_scale = policy.action_distribution(batch)
+            actions = policy.sample(mu, log_scale, generator)
+            log_probs = policy.log_prob(actions, mu, log_scale).sum(-1)  # whole chunk
+            rows["images"].append(obs["image"])
+            rows["states"].append(obs["state"])
+            rows["instructions"] += obs["instruction"]
+            rows["actions"].append(actions.cpu().numpy())
+            rows["log_probs"].append(log_probs.cpu().numpy())
+            rows["episode"].append(alive_ids.copy())
+            rows["scales"].append(log_scale.exp().mean(dim=(1, 2)).cpu().numpy())
+            executed = np.clip(actions[:, :k].cpu().numpy(), -1.0, 1.0)
+            obs = env.step(executed)
+            if progress is not None:
+                progress(len(alive_ids) * k)
+            ended = np.zeros(len(alive_ids), bool)
+            for i in range(k):
+                open_rows = np.flatnonzero(~ended)
+                if not len(open_rows):
+                    break
+                if trace is not None and alive_ids[0] == 0 and not ended[0]:
+                    trace.append(obs["images"][0, i])
+                r, d = session.score_batch(obs["images"][open_rows, i], episodes=list(alive_ids[open_rows]))
+                for j, row in enumerate(open_rows):
+                    e = int(alive_ids[row])
+                    history[e].append(float(r[j]))
+                    lengths.flat[e] = steps_taken + i + 1
+                    if d[j]:
+                        ended[row] = True
+                        fired.flat[e] = True
+            steps_taken += k
+            still = np.flatnonzero(~ended)
+            env.keep(still)
+            alive_ids = alive_ids[still]
+            obs = {"image": obs["image"][still], "state": obs["state"][still],
+                   "instruction": [obs["instruction"][i] for i in still]}
+        for e in ids:
+            rewards[e] = np.array(history[int(e)], np.float32)
+            if binary_reward:
+                returns.flat[e] = 1.0 if fired.flat[e] else 0.0
+            else:
+                returns.flat[e] = history[int(e)][-1]
+        if trace is not None:
+            first_frames = np.stack(trace)
+
+    cat = lambda key, dtype: (np.concatenate(rows[key]).astype(dtype) if rows[key]  # noqa: E731
+                              else np.zeros((0,), dtype))
+    return Rollouts(images=cat("images", np.uint8), states=cat("states", np.float32),
+                    instructions=rows["instructions"], actions=cat("actions", np.float32),
+                    log_probs=cat("log_probs", np.float32), episode=cat("episode", np.int64),
+                    returns=returns, lengths=lengths, fired=fired, rewards=rewards,
+                    scales=cat("scales", np.float32), frames=first_frames)
+
+
+def chunk_log_probs(distribution, policy, images, states, instructions, actions) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M,) log-likelihood of the (M, K, 7) chunks under the current policy, with gradients, and
+    the (M,) mean scale. ``distribution(batch)`` is ``policy.action_distribution`` or its DDP
+    wrapper. The whole sampled chunk is scored, also the steps a step limit left unexecuted, so
+    that the ratio compares the same event the sampling log-probability measured."""
+    batch = policy.processor(images, states, instructions, device=policy.device)
+    mu, log_scale = distribution(batch)
+    a = torch.as_tensor(actions, device=mu.device, dtype=mu.dtype)
+    return policy.log_prob(a, mu, log_scale).sum(-1), log_scale.detach().exp().mean(dim=(1, 2))

@@ -1,0 +1,328 @@
+"""``world-env post-train``: LOOP post-training of the policy inside the world simulator.
+
+The algorithm is in ``loop.py``; this file is the run around it: inputs, processes, files.
+
+Inputs. The policy to improve (an SFT run or model folder), the world simulator and the
+reflector checkpoints, and a dataset whose episodes' first frames, states, instructions and
+cameras are the initial states imagined episodes start from (the 5 demonstrations per task).
+Each update draws ``batch_size`` of them (uniformly, with a generator seeded by (seed,
+update), so a resumed run draws what an uninterrupted one would).
+
+Processes. One process: everything on ``device``. Several (``torchrun --nproc_per_node K
+-m world_env_training.cli post-train ...``; gloo on CPU, NCCL on GPUs): the update's initial
+states are dealt out by rank (rank r takes states r, r+K, ...; ``batch_size`` must divide by K),
+each rank rolls its states out and computes its advantages (the N rollouts of a state stay on
+one rank, so the leave-one-out baseline is local), and DistributedDataParallel averages the
+gradients, so every rank holds the same weights after every step. Every rank runs the same
+number of PPO minibatches (``minibatches`` per epoch) so the collectives line up. Logged
+figures are summed over ranks.
+
+Files (rank 0 writes), in ``output_dir``: ``checkpoints/step_N`` after every ``save_every``
+updates (a VLA model folder + optimiser state, written atomically, then ``latest`` moves), so
+``make_policy(output_dir)`` loads the post-trained policy; ``metrics.jsonl`` (one line per
+update, the figures below); ``tb/`` (tensorboard); ``strips/update_N.png`` (the frames of
+the first imagined episode of that update); ``train_config.yaml``. A run killed at any moment
+resumes from its newest checkpoint when started again: completed updates are kept, the
+update in progress is redone.
+
+Figures per update: return mean, share of episodes the reflector ended (``fired``), episode
+length, |advantage| mean, PPO loss, clip fraction, approximate KL, policy scale (mean Laplace
+b of the sampled chunks), imagined frames per second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from world_env_training.checkpoints import (OPTIMIZER_FILE, TRAIN_STATE_FILE, latest_checkpoint, remove_stale,
+                                            save_training_checkpoint)
+from world_env_training.configs import PostTrainConfig
+from world_env_training.dataset import Dataset, DatasetError
+from world_env_training.loop import StartState, chunk_log_probs, collect_rollouts, ppo_loss, rloo_advantages
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def load_start_states(path: str) -> list[StartState]:
+    """The first observation of every episode of the dataset at ``path``."""
+    dataset = Dataset(path)
+    starts = []
+    for i in range(len(dataset)):
+        episode = dataset[i]
+        if not episode.camera:
+            raise ValueError(f"{path}: episode {dataset.entry(i)['key']} has no camera model (needed for action maps)")
+        starts.append(StartState(frame=episode.frames[0], state=episode.states[0].astype(np.float32),
+                                 instruction=episode.instruction, camera=episode.camera, key=dataset.entry(i)["key"]))
+    if not starts:
+        raise ValueError(f"{path}: no episodes to start imagined rollouts from")
+    return starts
+
+
+class _Distribution(torch.nn.Module):
+    """The policy's action distribution as a module's forward, which is what DDP wraps."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, batch):
+        return self.policy.action_distribution(batch)
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def _distributed(cfg: PostTrainConfig) -> tuple[int, int]:
+    """(rank, world size); joins the process group (NCCL on GPUs, gloo on CPU) under torchrun."""
+    from world_env_training.backbones import resolve_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if resolve_device(cfg.device).type == "cuda" else "gloo")
+    return dist.get_rank(), world
+
+
+def _device(cfg: PostTrainConfig, world: int) -> torch.device:
+    from world_env_training.backbones import resolve_device
+
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def _sum_over_ranks(values: dict[str, float], world: int) -> dict[str, float]:
+    if world == 1:
+        return values
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return dict(zip(keys, t.tolist()))
+
+
+def _min_over_ranks(value: int, world: int) -> int:
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _write_metrics(run_dir: Path, start: int, record: dict | None = None) -> None:
+    """Keep ``metrics.jsonl`` lines of updates up to ``start`` (a resume drops the rest); append ``record``."""
+    path = run_dir / METRICS_FILE
+    lines = path.read_text().splitlines() if path.is_file() else []
+    kept = [line for line in lines if line.strip() and json.loads(line)["update"] <= start]
+    if record is None:
+        if len(kept) != len(lines):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
+        return
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save_strip(path: Path, frames: np.ndarray | None, columns: int = 12) -> None:
+    if frames is None or not len(frames):
+        return
+    from PIL import Image
+
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(columns, len(frames))).round().astype(int))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate([frames[i] for i in picks], axis=1)).save(path)
+
+
+def train(cfg: PostTrainConfig):
+    """Run (or resume) LOOP; returns (newest checkpoint folder, the policy as trained)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from world_env_common.camera import CameraModel
+    from world_env_training.imagined_env import ImaginedEnv
+    from world_env_training.reflector import Reflector
+    from world_env_training.train_world_model import default_robot
+    from world_env_training.vla import VLAPolicy
+    from world_env_training.world_model import WorldModel
+
+    rank, world = _distributed(cfg)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size}: must divide by the {world} processes")
+    device = _device(cfg, world)
+    run_dir = Path(cfg.output_dir)
+    if rank == 0:
+        remove_stale(run_dir)
+    _barrier(world)
+
+    # --- inputs -------------------------------------------------------------------------------
+    starts = load_start_states(cfg.demos)
+    world_model = WorldModel.from_pretrained(cfg.world_model, device)
+    reflector = Reflector.from_pretrained(cfg.reflector, device)
+    size = world_model.config.resolution
+    if starts[0].frame.shape[:2] != (size, size):
+        raise ValueError(f"{cfg.demos}: frames are {starts[0].frame.shape[1]}x{starts[0].frame.shape[0]}, "
+                         f"the world model predicts {size}x{size}")
+    robot = default_robot()
+
+    def make_env(camera: dict) -> ImaginedEnv:
+        return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), device,
+                           sampler_steps=cfg.sampler_steps or None, seed=_seed(cfg.seed, update, rank, 1))
+
+    # --- policy: resume from the newest checkpoint, or start from the given one ----------------
+    torch.manual_seed(cfg.seed)
+    resume = latest_checkpoint(run_dir)
+    model = VLAPolicy.from_pretrained(resume if resume is not None else cfg.policy, device=device)
+    start = json.loads((resume / TRAIN_STATE_FILE).read_text())["step"] if resume is not None else 0
+    groups = [{"params": model.lora_parameters(), "lr": cfg.lr_lora},
+              {"params": model.head_parameters(), "lr": cfg.lr_heads}]
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+    if resume is not None:
+        optimizer.load_state_dict(torch.load(resume / OPTIMIZER_FILE, map_location=device, weights_only=True))
+    trainable = model.lora_parameters() + model.head_parameters()
+    distribution = _Distribution(model)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        distribution = DistributedDataParallel(distribution, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "train_config.yaml").write_text(cfg.to_yaml())
+        _write_metrics(run_dir, start)
+    if start >= cfg.updates:
+        if rank == 0:
+            print(f"post-train: {resume} is already at update {start} of {cfg.updates}; nothing to do")
+        return resume, model
+    if rank == 0:
+        print(f"post-train: {len(starts)} initial states from {cfg.demos}; {cfg.batch_size} per update x "
+              f"{cfg.rollouts_per_state} rollouts, up to {cfg.max_steps} imagined steps; {world} process(es) on "
+              f"{device}; " + (f"resuming at update {start} from {resume}" if resume else f"starting from {cfg.policy}"),
+              flush=True)
+
+    # --- updates --------------------------------------------------------------------------------
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None) if rank == 0 else None
+    newest = resume
+    bar = tqdm(range(start, cfg.updates), initial=start, total=cfg.updates, desc="post-train", unit="update",
+               disable=rank != 0)
+    try:
+        for update in bar:
+            t0 = time.perf_counter()
+            rng = np.random.default_rng(_seed(cfg.seed, update))
+            picks = rng.choice(len(starts), size=cfg.batch_size, replace=len(starts) < cfg.batch_size)
+            mine = [starts[i] for i in picks[rank::world]]
+            generator = torch.Generator(device).manual_seed(_seed(cfg.seed, update, rank, 2))
+            frames_bar = tqdm(total=len(mine) * cfg.rollouts_per_state * cfg.max_steps, desc="  imagining",
+                              unit="frame", leave=False, disable=rank != 0)
+            model.eval()
+            rollouts = collect_rollouts(model, reflector, make_env, mine, cfg.rollouts_per_state, cfg.max_steps,
+                                        generator, cfg.binary_reward, progress=frames_bar.update)
+            frames_bar.close()
+            t_rollout = time.perf_counter() - t0
+
+            advantages = rloo_advantages(torch.from_numpy(rollouts.returns)).numpy().reshape(-1)
+            sums = {"episodes": float(rollouts.returns.size), "return": float(rollouts.returns.sum()),
+                    "fired": float(rollouts.fired.sum()), "length": float(rollouts.lengths.sum()),
+                    "adv_abs": float(np.abs(advantages).sum()), "chunks": float(len(rollouts)),
+                    "scale": float(rollouts.scales.sum()), "frames": float(rollouts.lengths.sum()),
+                    "loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "minibatches": 0.0}
+            # Every rank must run the same number of backward passes; a rank whose episodes all
+            # ended on their first frame has nothing to learn from, so then nobody steps.
+            if _min_over_ranks(len(rollouts), world) > 0:
+                model.train()
+                sample_adv = torch.from_numpy(advantages[rollouts.episode]).to(device)
+                old = torch.from_numpy(rollouts.log_probs).to(device)
+                for epoch in range(cfg.ppo_epochs):
+                    order = np.random.default_rng(_seed(cfg.seed, update, rank, 3, epoch)).permutation(len(rollouts))
+                    if len(order) < cfg.minibatches:
+                        order = np.resize(order, cfg.minibatches)
+                    for part in np.array_split(order, cfg.minibatches):
+                        new, _ = chunk_log_probs(distribution, model, rollouts.images[part], rollouts.states[part],
+                                                 [rollouts.instructions[i] for i in part], rollouts.actions[part])
+                        loss, stats = ppo_loss(new, old[part], sample_adv[part], cfg.clip_eps)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if cfg.grad_clip > 0:
+                            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+                        optimizer.step()
+                        sums["loss"] += float(loss.detach())
+                        sums["clip_fraction"] += float(stats["clip_fraction"])
+                        sums["approx_kl"] += float(stats["approx_kl"])
+                        sums["minibatches"] += 1
+            total = _sum_over_ranks(sums, world)
+            done = update + 1
+            seconds = time.perf_counter() - t0
+            per_mb = max(total["minibatches"], 1.0)
+            record = {"update": done, "return_mean": total["return"] / total["episodes"],
+                      "fired_rate": total["fired"] / total["episodes"],
+                      "episode_length": total["length"] / total["episodes"],
+                      "advantage_abs": total["adv_abs"] / total["episodes"],
+                      "loss": total["loss"] / per_mb, "clip_fraction": total["clip_fraction"] / per_mb,
+                      "approx_kl": total["approx_kl"] / per_mb,
+                      "scale": total["scale"] / max(total["chunks"], 1.0), "chunks": int(total["chunks"]),
+                      "imagined_frames_per_s": total["frames"] / max(t_rollout, 1e-9), "seconds": seconds,
+                      "stepped": total["minibatches"] > 0}
+            if rank == 0:
+                for key, value in record.items():
+                    if key not in ("update", "stepped"):
+                        writer.add_scalar(f"loop/{key}", float(value), done)
+                bar.set_postfix(ret=f"{record['return_mean']:.3f}", fired=f"{record['fired_rate']:.2f}",
+                                kl=f"{record['approx_kl']:.4f}", clip=f"{record['clip_fraction']:.2f}")
+                _save_strip(run_dir / "strips" / f"update_{done:04d}.png", rollouts.frames)
+            if done % cfg.save_every == 0 or done == cfg.updates:
+                if rank == 0:
+                    newest = save_training_checkpoint(run_dir, done, model.write_files, optimizer, cfg.to_dict(),
+                                                      cfg.keep_checkpoints)
+                    writer.flush()
+                _barrier(world)
+                newest = latest_checkpoint(run_dir)
+            if rank == 0:
+                # After the checkpoint: a resume drops the lines of updates it redoes.
+                _write_metrics(run_dir, done, record)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    return newest, model
+
+
+def run(cfg: PostTrainConfig) -> int:
+    try:
+        newest, _ = train(cfg)
+    except (FileNotFoundError, ValueError, DatasetError) as err:
+        print(f"world-env post-train: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"post-train: done; newest checkpoint {newest} (load it with make_policy({cfg.output_dir!r}))")
+    return 0
