@@ -18,11 +18,11 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_top_level_help_lists_every_stage():
     out = run_cli("--help")
     assert out.returncode == 0, out.stderr
-    for name in ("collect-demos", "explore", "evaluate", "train-sft", "train-world-model",
-                 "train-reflector", "post-train", "pipeline", "bench"):
+    names = {"collect-demos", "explore", "evaluate", "train-sft", "train-world-model", "train-reflector",
+             "evaluate-world-model", "post-train", "pipeline", "bench"}
+    for name in names:
         assert name in out.stdout
-    assert set(cli.STAGES) == {"collect-demos", "explore", "evaluate", "train-sft", "train-world-model",
-                               "train-reflector", "post-train", "pipeline", "bench"}
+    assert set(cli.STAGES) == names
 
 
 @pytest.mark.parametrize("name", sorted(cli.STAGES))
@@ -108,8 +108,8 @@ def test_pipeline_dry_run_lists_stages_in_order():
     out = run_cli("pipeline", "--dry_run", "true")
     assert out.returncode == 0, out.stderr
     order = ["collect-demos", "train-sft", "explore", "train-world-model", "train-reflector",
-             "post-train", "evaluate"]
-    positions = [out.stdout.index(name) for name in order]
+             "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "report"]
+    positions = [out.stdout.index(f" {name} ") for name in order]
     assert positions == sorted(positions)
 
 

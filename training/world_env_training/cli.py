@@ -21,46 +21,25 @@ from world_env_training import configs
 class Stage:
     config: type
     # "module:function" taking the config and returning an exit code; imported only when the
-    # stage runs, so --help does not pay for torch. None while the stage is not built.
-    runner: str | None
-    issue: int  # tracker issue that builds the stage, named while it is not built yet
+    # stage runs, so --help does not pay for torch.
+    runner: str
 
     def run(self, cfg) -> int:
         module, function = self.runner.split(":")
         return getattr(importlib.import_module(module), function)(cfg)
 
 
-def _run_pipeline(cfg: configs.PipelineConfig) -> int:
-    print(f"world-env pipeline: run folder {cfg.run_dir}, suites {', '.join(cfg.suites)}, "
-          f"{cfg.resolution}x{cfg.resolution}, device {cfg.device}, seed {cfg.seed}")
-    order = ["collect-demos", "train-sft", "explore", "train-world-model", "train-reflector",
-             "post-train", "evaluate"]
-    missing = []
-    for i, name in enumerate(order, 1):
-        stage = STAGES[name]
-        built = stage.runner is not None
-        print(f"  {i}. {name:<18} {'ready' if built else f'not built yet (issue {stage.issue})'}")
-        if not built:
-            missing.append(name)
-    if cfg.dry_run:
-        return 0
-    if missing:
-        print(f"world-env pipeline: cannot run yet; stages still to be built: {', '.join(missing)}",
-              file=sys.stderr)
-        return 3
-    raise AssertionError("every stage is built but the pipeline runner is not")
-
-
 STAGES: dict[str, Stage] = {
-    "collect-demos": Stage(configs.CollectDemosConfig, "world_env_training.collect:run_collect_demos", 3),
-    "explore": Stage(configs.ExploreConfig, "world_env_training.collect:run_explore", 3),
-    "evaluate": Stage(configs.EvaluateConfig, "world_env_training.evaluation:run", 3),
-    "train-sft": Stage(configs.TrainSFTConfig, "world_env_training.train_sft:run", 4),
-    "train-world-model": Stage(configs.TrainWorldModelConfig, "world_env_training.train_world_model:run", 5),
-    "train-reflector": Stage(configs.TrainReflectorConfig, "world_env_training.train_reflector:run", 6),
-    "post-train": Stage(configs.PostTrainConfig, "world_env_training.post_train:run", 7),
-    "pipeline": Stage(configs.PipelineConfig, "world_env_training.cli:_run_pipeline", 7),
-    "bench": Stage(configs.BenchConfig, "world_env_training.bench:run", 2),
+    "collect-demos": Stage(configs.CollectDemosConfig, "world_env_training.collect:run_collect_demos"),
+    "explore": Stage(configs.ExploreConfig, "world_env_training.collect:run_explore"),
+    "evaluate": Stage(configs.EvaluateConfig, "world_env_training.evaluation:run"),
+    "train-sft": Stage(configs.TrainSFTConfig, "world_env_training.train_sft:run"),
+    "train-world-model": Stage(configs.TrainWorldModelConfig, "world_env_training.train_world_model:run"),
+    "train-reflector": Stage(configs.TrainReflectorConfig, "world_env_training.train_reflector:run"),
+    "post-train": Stage(configs.PostTrainConfig, "world_env_training.post_train:run"),
+    "evaluate-world-model": Stage(configs.WorldModelEvalConfig, "world_env_training.world_model_eval:run"),
+    "pipeline": Stage(configs.PipelineConfig, "world_env_training.pipeline:run_pipeline"),
+    "bench": Stage(configs.BenchConfig, "world_env_training.bench:run"),
 }
 
 
@@ -112,12 +91,7 @@ def parse(argv: list[str] | None = None) -> tuple[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     name, cfg = parse(argv)
-    stage = STAGES[name]
-    if stage.runner is None:
-        print(f"world-env {name}: this stage is not built yet (issue {stage.issue}). "
-              f"Resolved configuration:\n{cfg.to_yaml()}", file=sys.stderr)
-        return 3
-    return stage.run(cfg)
+    return STAGES[name].run(cfg)
 
 
 if __name__ == "__main__":

@@ -370,6 +370,48 @@ class TrainWorldModelConfig(StageConfig):
 
 
 @dataclass
+class WorldModelEvalConfig(StageConfig):
+    """Evaluate world-model checkpoints on held-out real trajectories.
+
+    Args:
+        checkpoints: Checkpoints to compare, each ``label=path`` or a path (a run folder or a
+            model folder); all are scored on the same episodes.
+        holdout: A run's holdout.json naming the evaluation episodes (empty: the first
+            checkpoint's run's).
+        max_episodes: Held-out episodes used at most (0: all).
+        horizon: Open-loop rollout length in steps.
+        starts_per_episode: Open-loop rollouts per episode, started evenly over it.
+        one_step_stride: One-step evaluation on every this-many-th transition.
+        sampler: ddim or dpmsolver (empty: the model's own).
+        sampler_steps: Denoising steps (0: the model's own).
+        output_dir: Folder the report, metrics and figures are written to.
+        seed: Seed of the sampling noise.
+        device: Torch device: cpu, cuda, cuda:N or auto.
+    """
+
+    checkpoints: list[str] = field(default_factory=lambda: ["runs/default/world_model"])
+    holdout: str = ""
+    max_episodes: int = 4
+    horizon: int = 24
+    starts_per_episode: int = 2
+    one_step_stride: int = 2
+    sampler: str = ""
+    sampler_steps: int = 0
+    output_dir: str = "runs/default/world_model_eval"
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _check(len(self.checkpoints) > 0, "checkpoints", self.checkpoints, "at least one checkpoint")
+        _check(self.max_episodes >= 0, "max_episodes", self.max_episodes, "a non-negative integer")
+        for name in ("horizon", "starts_per_episode", "one_step_stride"):
+            _check(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
+        _check(self.sampler in ("", "ddim", "dpmsolver"), "sampler", self.sampler, "ddim, dpmsolver or empty")
+        _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer")
+        _check_common(self)
+
+
+@dataclass
 class TrainReflectorConfig(StageConfig):
     """Train the Instant Reflector's projector and reward head (encoder and LLM frozen).
 
@@ -529,27 +571,81 @@ class PostTrainConfig(StageConfig):
 
 @dataclass
 class PipelineConfig(StageConfig):
-    """Every stage in order: demos, SFT, exploration, world model, reflector, LOOP, evaluation.
+    """Every stage in order: demos, SFT, exploration, world model, reflector, LOOP, evaluation, report.
+
+    The defaults are the embedded default: one LIBERO-Object task at 64x64 with the cpu
+    profile's small models, sized to finish on two CPU cores in about half an hour.
 
     Args:
-        run_dir: Folder holding every stage's output; a stage whose output exists is skipped.
+        run_dir: Folder holding every stage's output, pipeline/ (each stage's config and
+            done-record) and report.md; a stage whose done-record matches its config is skipped.
         suites: LIBERO suites the run covers.
+        task_ids: Task ids used in every suite (empty: all ten).
         resolution: Image size in pixels (square) for every stage.
-        dry_run: Print the stages and their settings without running them.
+        profile: cpu (small models for two CPU cores: the policy at 64x64 with 4 LLM layers,
+            4 denoising steps per imagined frame) or full (every stage's own defaults, for a GPU).
+        demos_per_task: Demonstrations per task (the paper's few-shot setting: 5).
+        sft_steps: Supervised fine-tuning steps.
+        explore_episodes_per_task: Exploration rollouts of the SFT policy per task.
+        exploration: Train the world model and the reflector on exploration rollouts too
+            (false: demonstrations only, the paper's ablation).
+        world_model_steps: World-model training steps.
+        reflector_steps: Reflector training steps.
+        rollouts_per_state: LOOP's N rollouts per initial state.
+        loop_batch_size: Initial states per LOOP update.
+        loop_updates: LOOP updates.
+        loop_max_steps: Imagined steps per LOOP episode at most.
+        binary_reward: LOOP with 0/1 reward from the reflector's threshold (the ablation).
+        eval_episodes_per_task: Real LIBERO episodes per task and protocol for each policy.
+        protocol: gt_termination, self_termination or both.
+        workers: Simulator processes in the LIBERO stages.
+        skip: Stages not to run (their outputs must already exist), e.g. [collect-demos].
+        dry_run: Print the stages and whether each is cached, without running them.
         seed: Seed shared by all stages.
         device: Torch device: cpu, cuda, cuda:N or auto.
     """
 
     run_dir: str = "runs/default"
     suites: list[str] = field(default_factory=lambda: ["libero_object"])
+    task_ids: list[int] = field(default_factory=lambda: [0])
     resolution: int = 64
+    profile: str = "cpu"
+    demos_per_task: int = 5
+    sft_steps: int = 1000
+    explore_episodes_per_task: int = 4
+    exploration: bool = True
+    world_model_steps: int = 400
+    reflector_steps: int = 200
+    rollouts_per_state: int = 8
+    loop_batch_size: int = 2
+    loop_updates: int = 4
+    loop_max_steps: int = 40
+    binary_reward: bool = False
+    eval_episodes_per_task: int = 10
+    protocol: str = "both"
+    workers: int = 2
+    skip: list[str] = field(default_factory=list)
     dry_run: bool = False
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self):
+        from world_env_training.pipeline import STAGE_ORDER
+
         _check_suites(self.suites)
+        _check_task_ids(self.task_ids)
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
+        _check(self.profile in ("cpu", "full"), "profile", self.profile, "cpu or full")
+        for name in ("demos_per_task", "sft_steps", "explore_episodes_per_task", "world_model_steps",
+                     "reflector_steps", "loop_batch_size", "loop_updates", "loop_max_steps",
+                     "eval_episodes_per_task", "workers"):
+            _check(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
+        _check(self.rollouts_per_state >= 2, "rollouts_per_state", self.rollouts_per_state, "at least 2")
+        _check(self.protocol in ("gt_termination", "self_termination", "both"), "protocol", self.protocol,
+               "gt_termination, self_termination or both")
+        for name in self.skip:
+            _check(name in STAGE_ORDER and name != "report", "skip", name,
+                   f"one of {', '.join(s for s in STAGE_ORDER if s != 'report')}")
         _check_common(self)
 
 

@@ -29,14 +29,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from world_env_training.configs import StageConfig, _check, _check_common
+from world_env_training.configs import WorldModelEvalConfig
 
 PSNR_CAP_DB = 100.0
 
@@ -169,48 +168,6 @@ def open_loop(model, episodes, horizon: int, starts_per_episode: int, sampler: s
 
 # --- the report ---------------------------------------------------------------------------------
 
-@dataclass
-class WorldModelEvalConfig(StageConfig):
-    """Evaluate world-model checkpoints on held-out real trajectories.
-
-    Args:
-        checkpoints: Checkpoints to compare, each ``label=path`` or a path (a run folder or a
-            model folder); all are scored on the same episodes.
-        holdout: A run's holdout.json naming the evaluation episodes (empty: the first
-            checkpoint's run's).
-        max_episodes: Held-out episodes used at most (0: all).
-        horizon: Open-loop rollout length in steps.
-        starts_per_episode: Open-loop rollouts per episode, started evenly over it.
-        one_step_stride: One-step evaluation on every this-many-th transition.
-        sampler: ddim or dpmsolver (empty: the model's own).
-        sampler_steps: Denoising steps (0: the model's own).
-        output_dir: Folder the report, metrics and figures are written to.
-        seed: Seed of the sampling noise.
-        device: Torch device: cpu, cuda, cuda:N or auto.
-    """
-
-    checkpoints: list[str] = field(default_factory=lambda: ["runs/default/world_model"])
-    holdout: str = ""
-    max_episodes: int = 4
-    horizon: int = 24
-    starts_per_episode: int = 2
-    one_step_stride: int = 2
-    sampler: str = ""
-    sampler_steps: int = 0
-    output_dir: str = "runs/default/world_model_eval"
-    seed: int = 0
-    device: str = "cpu"
-
-    def __post_init__(self):
-        _check(len(self.checkpoints) > 0, "checkpoints", self.checkpoints, "at least one checkpoint")
-        _check(self.max_episodes >= 0, "max_episodes", self.max_episodes, "a non-negative integer")
-        for name in ("horizon", "starts_per_episode", "one_step_stride"):
-            _check(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
-        _check(self.sampler in ("", "ddim", "dpmsolver"), "sampler", self.sampler, "ddim, dpmsolver or empty")
-        _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer")
-        _check_common(self)
-
-
 def _parse_checkpoints(items: list[str]) -> list[tuple[str, Path]]:
     out = []
     for item in items:
@@ -332,7 +289,7 @@ def run(cfg: WorldModelEvalConfig) -> int:
     try:
         evaluate(cfg)
     except (FileNotFoundError, ValueError) as err:
-        print(f"world-env world-model-eval: {err}", file=sys.stderr)
+        print(f"world-env evaluate-world-model: {err}", file=sys.stderr)
         return 2
     print((Path(cfg.output_dir) / "report.md").read_text())
     return 0

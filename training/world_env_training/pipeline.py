@@ -1,0 +1,169 @@
+"""``world-env pipeline``: every stage in order, cached, ending with a report.
+
+Stages (each one the ``world-env`` subcommand of the same name, run as its own process):
+
+    collect-demos -> train-sft -> explore -> train-world-model -> train-reflector ->
+    evaluate-world-model -> post-train -> evaluate-sft -> evaluate-loop -> report
+
+Each stage's configuration is derived from the pipeline's options, written to
+``RUN/pipeline/<stage>.yaml`` and run as ``world-env <command> --config RUN/pipeline/<stage>.yaml``
+(the line is printed, so any stage can be rerun alone). When a stage finishes,
+``RUN/pipeline/<stage>.done.json`` records its configuration and duration; the next run skips a
+stage whose record matches its configuration and none of whose inputs (``INPUTS``) run again;
+otherwise it runs again, resuming from its own checkpoints (so raising ``sft_steps`` continues
+training instead of starting over; delete a stage's folder to train it from scratch). A killed
+pipeline therefore loses at most the unfinished part of one stage.
+
+The report (``RUN/report.md``) has the paper's table (success rate of the SFT policy and of the
+post-trained one, per suite, under ground-truth termination and under self-termination, with
+Wilson 95% intervals), the world model's and the reflector's held-out quality, the training
+curves (``RUN/report/training_curves.png``), success rates (``RUN/report/success.png``) and
+imagined-vs-real frame strips.
+
+Profiles. ``cpu`` (the embedded default): small models for two CPU cores (policy at 64x64
+with 4 of SmolLM2's 30 layers, world model sampled with 4 DDIM steps, reflector with 8 LLM
+layers). ``full``: every stage's own defaults (the paper's sizes; for a GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from world_env_training import configs
+
+PIPELINE_DIR = "pipeline"
+REPORT_FILE = "report.md"
+
+#: VLAConfig fields of the cpu profile's policy (a train-sft ``policy_config`` file).
+CPU_POLICY = {"image_size": 64, "llm_layers": 4, "vision_grid": 2}
+#: World-model denoising steps per frame in the cpu profile (training and rollouts).
+CPU_SAMPLER_STEPS = 4
+
+STAGE_ORDER = ("collect-demos", "train-sft", "explore", "train-world-model", "train-reflector",
+               "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "report")
+#: The stages whose outputs each stage reads: when one of them runs, so does the stage.
+INPUTS = {"collect-demos": (), "train-sft": ("collect-demos",), "explore": ("train-sft",),
+          "train-world-model": ("collect-demos", "explore"), "train-reflector": ("collect-demos", "explore"),
+          "evaluate-world-model": ("train-world-model",),
+          "post-train": ("collect-demos", "train-sft", "train-world-model", "train-reflector"),
+          "evaluate-sft": ("train-sft", "train-reflector"), "evaluate-loop": ("post-train", "train-reflector")}
+
+
+def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
+    """{stage: (world-env command, its config object)} for every stage but the report."""
+    run = Path(cfg.run_dir)
+    common = {"seed": cfg.seed, "device": cfg.device}
+    tasks = {"suites": list(cfg.suites), "task_ids": list(cfg.task_ids)}
+    cpu = cfg.profile == "cpu"
+    exploration = str(run / "explore") if cfg.exploration else ""
+    sft_extra = {"policy_config": str(run / PIPELINE_DIR / "policy_config.yaml")} if cpu else {}
+    wm_extra = {"sampler_steps": CPU_SAMPLER_STEPS} if cpu else {}
+    evaluate = dict(tasks, episodes_per_task=cfg.eval_episodes_per_task, protocol=cfg.protocol,
+                    reflector=str(run / "reflector"), resolution=cfg.resolution, workers=cfg.workers, **common)
+    return {
+        "collect-demos": ("collect-demos", configs.CollectDemosConfig(
+            **tasks, demos_per_task=cfg.demos_per_task, resolution=cfg.resolution, output_dir=str(run / "demos"),
+            workers=cfg.workers, **common)),
+        "train-sft": ("train-sft", configs.TrainSFTConfig(
+            demos=str(run / "demos"), output_dir=str(run / "sft"), steps=cfg.sft_steps,
+            save_every=max(1, cfg.sft_steps // 4), **sft_extra, **common)),
+        "explore": ("explore", configs.ExploreConfig(
+            policy=str(run / "sft"), **tasks, episodes_per_task=cfg.explore_episodes_per_task,
+            resolution=cfg.resolution, output_dir=str(run / "explore"), workers=cfg.workers, **common)),
+        "train-world-model": ("train-world-model", configs.TrainWorldModelConfig(
+            demos=str(run / "demos"), exploration=exploration, output_dir=str(run / "world_model"),
+            resolution=cfg.resolution, steps=cfg.world_model_steps, save_every=max(1, cfg.world_model_steps // 4),
+            **wm_extra, **common)),
+        "train-reflector": ("train-reflector", configs.TrainReflectorConfig(
+            demos=str(run / "demos"), exploration=exploration, output_dir=str(run / "reflector"),
+            steps=cfg.reflector_steps, save_every=max(1, cfg.reflector_steps // 4),
+            eval_every=max(1, cfg.reflector_steps // 4), **common)),
+        "evaluate-world-model": ("evaluate-world-model", configs.WorldModelEvalConfig(
+            checkpoints=[f"world_model={run / 'world_model'}"], max_episodes=2, horizon=24, starts_per_episode=1,
+            one_step_stride=4, output_dir=str(run / "world_model_eval"), **common)),
+        "post-train": ("post-train", configs.PostTrainConfig(
+            policy=str(run / "sft"), world_model=str(run / "world_model"), reflector=str(run / "reflector"),
+            demos=str(run / "demos"), output_dir=str(run / "loop"), rollouts_per_state=cfg.rollouts_per_state,
+            batch_size=cfg.loop_batch_size, updates=cfg.loop_updates, max_steps=cfg.loop_max_steps,
+            binary_reward=cfg.binary_reward, **common)),
+        "evaluate-sft": ("evaluate", configs.EvaluateConfig(
+            policy=str(run / "sft"), output_dir=str(run / "eval_sft"), **evaluate)),
+        "evaluate-loop": ("evaluate", configs.EvaluateConfig(
+            policy=str(run / "loop"), output_dir=str(run / "eval_loop"), **evaluate)),
+    }
+
+
+def _done_record(run: Path, stage: str) -> dict | None:
+    path = run / PIPELINE_DIR / f"{stage}.done.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def run_pipeline(cfg: configs.PipelineConfig) -> int:
+    run = Path(cfg.run_dir)
+    stages = stage_configs(cfg)
+    print(f"world-env pipeline: run folder {run}, suites {', '.join(cfg.suites)}"
+          + (f" tasks {cfg.task_ids}" if cfg.task_ids else "") + f", {cfg.resolution}x{cfg.resolution}, "
+          f"profile {cfg.profile}, device {cfg.device}, seed {cfg.seed}", flush=True)
+    plan = []
+    runs: set[str] = set()
+    for i, name in enumerate(STAGE_ORDER, 1):
+        if name == "report":
+            state = "always written"
+        elif name in cfg.skip:
+            state = "skipped (skip option)"
+        else:
+            record = _done_record(run, name)
+            changed = [s for s in INPUTS[name] if s in runs]
+            if record is None:
+                state = "to run"
+            elif record["config"] != stages[name][1].to_dict():
+                state = "to run again (configuration changed; resumes from its checkpoints)"
+            elif changed:
+                state = f"to run again ({', '.join(changed)} runs first)"
+            else:
+                state = "done, cached"
+            if state.startswith("to run"):
+                runs.add(name)
+        plan.append((name, state))
+        print(f"  {i:2d}. {name:<21} {state}", flush=True)
+    if cfg.dry_run:
+        return 0
+
+    (run / PIPELINE_DIR).mkdir(parents=True, exist_ok=True)
+    if cfg.profile == "cpu":
+        (run / PIPELINE_DIR / "policy_config.yaml").write_text(yaml.safe_dump(CPU_POLICY))
+    t_start = time.perf_counter()
+    for name, state in plan:
+        if name == "report" or not state.startswith("to run"):
+            continue
+        command, stage_cfg = stages[name]
+        config_file = run / PIPELINE_DIR / f"{name}.yaml"
+        config_file.write_text(stage_cfg.to_yaml())
+        (run / PIPELINE_DIR / f"{name}.done.json").unlink(missing_ok=True)  # not done until it finishes again
+        print(f"\n=== pipeline stage {name}: world-env {command} --config {config_file}", flush=True)
+        t0 = time.perf_counter()
+        code = subprocess.call([sys.executable, "-m", "world_env_training.cli", command, "--config", str(config_file)])
+        seconds = time.perf_counter() - t0
+        if code != 0:
+            print(f"world-env pipeline: stage {name} failed (exit {code}) after {seconds:.0f} s; fix the cause "
+                  f"and run the same command again: finished stages are skipped, this one resumes",
+                  file=sys.stderr)
+            return code
+        record = {"config": stage_cfg.to_dict(), "seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        (run / PIPELINE_DIR / f"{name}.done.json").write_text(json.dumps(record, indent=1))
+        print(f"=== pipeline stage {name}: done in {seconds / 60:.1f} min", flush=True)
+
+    from world_env_training.report import write_report
+
+    path = write_report(cfg, stages)
+    print(f"\nworld-env pipeline: finished in {(time.perf_counter() - t_start) / 60:.1f} min; report: {path}")
+    return 0

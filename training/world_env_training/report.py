@@ -1,0 +1,212 @@
+"""The pipeline's report: ``RUN/report.md`` and its figures in ``RUN/report/``.
+
+Built only from what the stages wrote (evaluation JSON, training logs, metrics), so it can be
+rewritten at any time from a finished run folder: ``world-env pipeline`` with every stage
+cached writes it again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from world_env_training import configs
+from world_env_training.evaluation import PROTOCOLS
+
+PROTOCOL_NAMES = {"gt_termination": "GT termination", "self_termination": "self-termination"}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _cell(rate: dict | None) -> str:
+    if not rate:
+        return "-"
+    low, high = rate["ci95"]
+    return f"{100 * rate['rate']:.1f} [{100 * low:.0f}, {100 * high:.0f}] ({rate['successes']}/{rate['episodes']})"
+
+
+def success_table(sft: dict | None, loop: dict | None) -> list[str]:
+    """The paper's table: rows SFT and LOOP, a column per suite and protocol, then overall."""
+    summaries = {k: v["summary"] for k, v in (("SFT", sft), ("World-Env (LOOP)", loop)) if v}
+    if not summaries:
+        return ["No evaluation results (the evaluate stages did not run)."]
+    any_summary = next(iter(summaries.values()))
+    protocols = [p for p in PROTOCOLS if p in any_summary["overall"]]
+    suites = list(any_summary["suites"])
+    head = ["method"] + [f"{s} ({PROTOCOL_NAMES[p]})" for p in protocols for s in suites]
+    if len(suites) > 1:
+        head += [f"average ({PROTOCOL_NAMES[p]})" for p in protocols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, summary in summaries.items():
+        cells = [_cell(summary["suites"].get(s, {}).get(p)) for p in protocols for s in suites]
+        if len(suites) > 1:
+            cells += [_cell(summary["overall"].get(p)) for p in protocols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Success % in real LIBERO, Wilson 95% interval in brackets, (successes/episodes); "
+              "episode k of a task starts from LIBERO's fixed init state k."]
+    if len(summaries) == 2:
+        for p in protocols:
+            a, b = summaries["SFT"]["overall"][p], summaries["World-Env (LOOP)"]["overall"][p]
+            overlap = not (a["ci95"][1] < b["ci95"][0] or b["ci95"][1] < a["ci95"][0])
+            lines.append(f"- {PROTOCOL_NAMES[p]}: LOOP {100 * b['rate']:.1f}% vs SFT {100 * a['rate']:.1f}% "
+                         f"({100 * (b['rate'] - a['rate']):+.1f} points); the intervals "
+                         + ("overlap: this many episodes cannot tell the two apart." if overlap
+                            else "do not overlap."))
+    return lines
+
+
+def _scalars(tb_dir: Path, prefix: str = "train/loss") -> tuple[list[int], list[float]]:
+    """(steps, values) of a tensorboard scalar, read from the run's event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if not tb_dir.is_dir():
+        return [], []
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    if prefix not in acc.Tags().get("scalars", []):
+        return [], []
+    events = acc.Scalars(prefix)
+    return [e.step for e in events], [e.value for e in events]
+
+
+def _loop_metrics(run: Path) -> list[dict]:
+    path = run / "loop" / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def training_curves(run: Path, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loop = _loop_metrics(run)
+    panels = [("SFT loss (L1 + Laplace NLL)", *_scalars(run / "sft" / "tb")),
+              ("world model loss (v-prediction MSE)", *_scalars(run / "world_model" / "tb")),
+              ("reflector loss (BCE)", *_scalars(run / "reflector" / "tb")),
+              ("LOOP: imagined return (mean)", [m["update"] for m in loop], [m["return_mean"] for m in loop]),
+              ("LOOP: reflector fired (share)", [m["update"] for m in loop], [m["fired_rate"] for m in loop]),
+              ("LOOP: approx. KL / clip fraction", [m["update"] for m in loop], [m["approx_kl"] for m in loop])]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    for ax, (title, xs, ys) in zip(axes.flat, panels):
+        ax.set_title(title, fontsize=10)
+        if xs:
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3)
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("update" if title.startswith("LOOP") else "step")
+        ax.grid(alpha=0.3)
+    if loop:
+        axes.flat[5].plot([m["update"] for m in loop], [m["clip_fraction"] for m in loop], marker="s", ms=3)
+        axes.flat[5].legend(["approx. KL", "clip fraction"], fontsize=8)
+    fig.tight_layout()
+    path = out / "training_curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def success_plot(sft: dict | None, loop: dict | None, out: Path) -> Path | None:
+    if not sft or not loop:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    protocols = [p for p in PROTOCOLS if p in sft["summary"]["overall"]]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    width = 0.35
+    for i, (name, result) in enumerate((("SFT", sft), ("World-Env (LOOP)", loop))):
+        rates = [result["summary"]["overall"][p] for p in protocols]
+        x = np.arange(len(protocols)) + (i - 0.5) * width
+        y = np.array([100 * r["rate"] for r in rates])
+        err = np.array([[y[j] - 100 * r["ci95"][0], 100 * r["ci95"][1] - y[j]] for j, r in enumerate(rates)]).T
+        ax.bar(x, y, width, yerr=err, capsize=4, label=name)
+    ax.set_xticks(np.arange(len(protocols)), [PROTOCOL_NAMES[p] for p in protocols])
+    ax.set_ylabel("success % (95% CI)")
+    ax.set_ylim(0, 100)
+    ax.legend()
+    fig.tight_layout()
+    path = out / "success.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(cfg: configs.PipelineConfig, stages: dict) -> Path:
+    run = Path(cfg.run_dir)
+    out = run / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    sft = _read_json(run / "eval_sft" / "eval.json")
+    loop = _read_json(run / "eval_loop" / "eval.json")
+    lines = ["# World-Env pipeline report", "",
+             f"Run folder `{run}`: suites {', '.join(cfg.suites)}"
+             + (f", task ids {cfg.task_ids}" if cfg.task_ids else ", all tasks")
+             + f", {cfg.demos_per_task} demonstrations per task, {cfg.resolution}x{cfg.resolution}, profile "
+             f"`{cfg.profile}`, seed {cfg.seed}. Every figure below was measured in this run.", "",
+             "## Success in real LIBERO: SFT vs post-trained", ""]
+    lines += success_table(sft, loop)
+    if success_plot(sft, loop, out):
+        lines += ["", "![success](report/success.png)"]
+
+    lines += ["", "## Post-training (LOOP in imagination)", ""]
+    metrics = _loop_metrics(run)
+    if metrics:
+        first, last = metrics[0], metrics[-1]
+        lines += [f"{len(metrics)} updates; each {cfg.loop_batch_size} initial states x {cfg.rollouts_per_state} "
+                  f"rollouts of at most {cfg.loop_max_steps} imagined steps.", "",
+                  "| update | return mean | fired | episode length | abs advantage | clip fraction | approx. KL | "
+                  "scale | imagined frames/s |", "|---|---|---|---|---|---|---|---|---|"]
+        for m in metrics:
+            lines.append(f"| {m['update']} | {m['return_mean']:.3f} | {m['fired_rate']:.2f} | "
+                         f"{m['episode_length']:.1f} | {m['advantage_abs']:.4f} | {m['clip_fraction']:.3f} | "
+                         f"{m['approx_kl']:.4f} | {m['scale']:.3f} | {m['imagined_frames_per_s']:.1f} |")
+        lines += ["", f"Imagined return went from {first['return_mean']:.3f} to {last['return_mean']:.3f}."]
+        strips = sorted((run / "loop" / "strips").glob("update_*.png"))
+        for strip in (strips[:1] + strips[-1:]) if len(strips) > 1 else strips:
+            shutil.copy(strip, out / f"imagined_{strip.name}")
+            lines += ["", f"Imagined episode of {strip.stem.replace('_', ' ')} (first rollout, left to right):",
+                      f"![imagined](report/imagined_{strip.name})"]
+    else:
+        lines.append("No LOOP metrics (the post-train stage did not run).")
+
+    lines += ["", "## World simulator on held-out real episodes", ""]
+    wm_report = run / "world_model_eval" / "report.md"
+    if wm_report.is_file():
+        lines += [line.replace("](", "](world_model_eval/") if line.startswith("![") else line
+                  for line in wm_report.read_text().splitlines() if not line.startswith("#")]
+        for strip in sorted((run / "world_model_eval").glob("strip_*.png")):
+            shutil.copy(strip, out / f"world_model_{strip.name}")
+            lines += ["", "Real (top) vs open-loop prediction (bottom):", f"![strip](report/world_model_{strip.name})"]
+    else:
+        lines.append("No world-model evaluation (the evaluate-world-model stage did not run).")
+
+    lines += ["", "## Instant Reflector on held-out real episodes", ""]
+    reflector_md = run / "reflector" / "eval.md"
+    lines += (reflector_md.read_text().splitlines() if reflector_md.is_file()
+              else ["No reflector evaluation (the train-reflector stage did not run)."])
+
+    lines += ["", "## Training curves", "", f"![curves](report/{training_curves(run, out).name})", "",
+              "## Stages", "", "| stage | command | minutes |", "|---|---|---|"]
+    total = 0.0
+    for name in stages:
+        record = _read_json(run / "pipeline" / f"{name}.done.json")
+        minutes = record["seconds"] / 60 if record else None
+        total += minutes or 0.0
+        lines.append(f"| {name} | `world-env {stages[name][0]} --config {run / 'pipeline' / (name + '.yaml')}` | "
+                     + (f"{minutes:.1f}" if minutes is not None else "not run") + " |")
+    lines += [f"| **total** | | {total:.1f} |", ""]
+    path = run / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
