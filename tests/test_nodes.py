@@ -100,6 +100,9 @@ def test_action_map_node_without_rig_fails_naming_the_problem(tmp_path):
 # A new executable must be added here, so that it too is started and stopped in CI.
 NODE_STARTS = {
     ("world_env_sim", "action_map_node"): (lambda rig_file: ["-p", f"rig_file:={rig_file}"], "rendering"),
+    ("world_env_sim", "world_simulator_node"): (  # a tiny random world model saved next to the rig file
+        lambda rig_file: ["-p", f"rig_file:={rig_file}", "-p", "world_model:=" + __import__(
+            "test_world_simulator_node").tiny_world_model(rig_file.parent / "world_model")], "world simulator ready"),
     ("world_env_libero", "libero_robot_node"): (
         lambda rig_file: ["-p", "suite:=libero_object", "-p", "task_id:=0", "-p", "resolution:=128"],
         "LIBERO stand-in ready"),

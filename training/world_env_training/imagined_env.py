@@ -62,6 +62,7 @@ class ImaginedEnv:
         self.geometry = geometry_map(camera)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.states = None
+        self.action_maps = None  # of the last step, (B, H, W, 3) uint8: what the simulator node shows
         self.instructions: list[str] = []
 
     @property
@@ -100,22 +101,39 @@ class ImaginedEnv:
     def next_states(self, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(commanded (B, 7), next states (B, 7)) of a step; see the module docstring."""
         commanded = commanded_states(self.robot, states, actions)
+        return commanded, self._reached(states, commanded)
+
+    def _reached(self, states: np.ndarray, commanded: np.ndarray) -> np.ndarray:
+        """The state after a step towards ``commanded``: its pose, the gripper moved at its rate."""
         nxt = commanded.copy()
         nxt[:, 6] = states[:, 6] + np.clip(commanded[:, 6] - states[:, 6], -self.gripper_rate, self.gripper_rate)
-        return commanded, nxt
+        return nxt
 
-    @torch.no_grad()
     def _step_one(self, actions: np.ndarray) -> None:
         commanded, nxt = self.next_states(self.states, actions)
-        b = len(actions)
+        self._advance(commanded, nxt)
+
+    @torch.no_grad()
+    def _advance(self, commanded: np.ndarray, nxt: np.ndarray) -> None:
+        b = len(commanded)
+        self.action_maps = action_maps(commanded, self.camera, self.robot.gripper_open_width)
         batch = self.model.processor(
-            history=self.memory.history(),
-            action_map=action_maps(commanded, self.camera, self.robot.gripper_open_width),
-            state=self.states, commanded=commanded,
+            history=self.memory.history(), action_map=self.action_maps, state=self.states, commanded=commanded,
             geometry=np.broadcast_to(self.geometry, (b,) + self.geometry.shape), device=self.device)
         frames = predict_next_frames(self.model, batch, self.sampler, self.sampler_steps, self.generator)
         self.memory.add(tensor_to_frames(frames))
         self.states = nxt
+
+    def step_commanded(self, commanded: np.ndarray) -> dict:
+        """One step towards (B, 7) commanded states given directly (a joint-space command's FK)
+        instead of through actions; the pose is reached, the gripper moves at its rate."""
+        if self.states is None:
+            raise RuntimeError("ImaginedEnv.step_commanded before reset")
+        commanded = np.asarray(commanded, np.float32)
+        if commanded.shape != (self.batch_size, 7):
+            raise ValueError(f"commanded: shape {commanded.shape}, expected ({self.batch_size}, 7)")
+        self._advance(commanded, self._reached(self.states, commanded))
+        return self._obs()
 
     def step(self, actions: np.ndarray) -> dict:
         """Execute (B, 7) actions, or (B, k, 7) chunks in order; returns the observation."""

@@ -21,6 +21,7 @@ setup(
     entry_points={
         "console_scripts": [
             "action_map_node = world_env_sim.action_map_node:main",
+            "world_simulator_node = world_env_sim.world_simulator_node:main",
         ],
     },
 )

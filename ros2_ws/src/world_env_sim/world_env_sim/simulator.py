@@ -1,0 +1,159 @@
+"""The world simulator as an arm and a camera: the ROS-free core of ``world_simulator_node``.
+
+It takes what a real arm takes (joint trajectories, as a ros2_control
+joint_trajectory_controller) and gives what real drivers give (joint positions, camera frames),
+with the world model in place of physics and rendering:
+
+- ``reset(frame, arm_q, fingers, instruction, now)``: an episode starts from a real frame o_0 and
+  the arm's joint state s_0 (resized to the model's resolution if needed).
+- ``set_arm_trajectory`` / ``set_gripper_trajectory``: commands, sampled by time with the
+  controller's semantics (``world_env_common.trajectory``).
+- ``step(now)``: one control step. The arm target at ``now`` (joint limits clamped) gives the
+  commanded state c = [FK position, axis-angle, gripper width] in the rig's world frame; the
+  world model predicts the next frame from the memory bank and the action map of c
+  (``ImaginedEnv.step_commanded``); the arm is taken to reach its target within the step (the
+  world model's assumption) and the gripper width moves towards its target at LIBERO's rate.
+
+Joint positions are all it reports: the world model predicts pixels, not contacts, so a
+grasped object cannot stop the fingers here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES, PandaModel
+from world_env_common.trajectory import JointTrajectoryFollower, TrajectoryError, finger_width, validate_trajectory
+
+__all__ = ["TrajectoryError", "WorldSimulator"]
+
+
+def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8 (area-averaged when shrinking)."""
+    if frame.shape[:2] == (size, size):
+        return frame
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(frame).resize((size, size), Image.BOX if frame.shape[0] > size
+                                                    else Image.BILINEAR))
+
+
+class WorldSimulator:
+    """One imagined episode driven like a real arm (module docstring).
+
+    Args:
+        world_model: a trained ``WorldModel``.
+        camera: ``CameraModel`` of the rig (any resolution: scaled to the model's).
+        robot: ``PandaModel`` placed at the rig's base pose (FK gives world-frame poses).
+        joint_names, finger_joint_names: names used in commands and joint states.
+        device, sampler_steps, seed: as ``ImaginedEnv``'s.
+    """
+
+    def __init__(self, world_model, camera, robot: PandaModel, joint_names: Sequence[str] = DEFAULT_JOINT_NAMES,
+                 finger_joint_names: Sequence[str] = DEFAULT_FINGER_JOINT_NAMES, device: str = "cpu",
+                 sampler_steps: int | None = None, seed: int = 0):
+        from world_env_training.imagined_env import ImaginedEnv
+
+        size = world_model.config.resolution
+        self.size = size
+        self.robot = robot
+        self.joint_names, self.finger_joint_names = list(joint_names), list(finger_joint_names)
+        if len(self.joint_names) != 7 or len(self.finger_joint_names) != 2:
+            raise ValueError(f"need 7 arm joint names and 2 finger joint names, got {self.joint_names} "
+                             f"and {self.finger_joint_names}")
+        self.camera = camera if (camera.height, camera.width) == (size, size) else camera.resized(size, size)
+        self.env = ImaginedEnv(world_model, robot, self.camera, device, sampler_steps=sampler_steps, seed=seed)
+        half = 0.5 * robot.gripper_open_width
+        self.finger_lower, self.finger_upper = np.array([0.0, -half]), np.array([half, 0.0])
+        self.q: np.ndarray | None = None
+        self.arm: JointTrajectoryFollower | None = None
+        self.gripper: JointTrajectoryFollower | None = None
+        self.instruction = ""
+        self.steps = 0
+
+    @property
+    def started(self) -> bool:
+        return self.q is not None
+
+    @property
+    def width(self) -> float:
+        return float(self.env.states[0, 6])
+
+    @property
+    def finger_positions(self) -> np.ndarray:
+        return np.array([0.5 * self.width, -0.5 * self.width])
+
+    @property
+    def frame(self) -> np.ndarray:
+        return self.env.memory.frames[-1][0]
+
+    def reset(self, frame: np.ndarray, arm_q: Sequence[float], fingers: Sequence[float], instruction: str) -> None:
+        """Start an episode from a real (H, W, 3) uint8 RGB frame and the arm's joint state."""
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frame: {frame.dtype} {frame.shape}, expected uint8 (H, W, 3)")
+        q = np.asarray(arm_q, dtype=float)
+        if q.shape != (7,) or not np.all(np.isfinite(q)):
+            raise ValueError(f"arm joint positions: expected 7 finite values, got {q.tolist()}")
+        fingers = np.asarray(fingers, dtype=float)
+        if fingers.shape != (2,) or not np.all(np.isfinite(fingers)):
+            raise ValueError(f"finger joint positions: expected 2 finite values, got {fingers.tolist()}")
+        if not instruction.strip():
+            raise ValueError("empty instruction")
+        q = self.robot.clamp(q)
+        state = self.robot.state_from_joints(q, fingers).astype(np.float32)
+        self.env.reset(resize_frame(frame, self.size)[None], state[None], instruction)
+        self.q, self.arm, self.gripper, self.instruction, self.steps = q, None, None, instruction, 0
+
+    def set_arm_trajectory(self, joint_names, points, start_time: float) -> list[str]:
+        """Follow an arm trajectory (all 7 arm joints; finger joints in it command the gripper).
+        Returns notes for the log; raises ``TrajectoryError`` naming the reason."""
+        if not self.started:
+            raise TrajectoryError("no episode yet (call the reset service first)")
+        names, times, positions = validate_trajectory(joint_names, points, self.joint_names + self.finger_joint_names)
+        missing = [n for n in self.joint_names if n not in names]
+        if missing:
+            raise TrajectoryError(f"arm trajectory lacks joint(s) {missing}")
+        arm = positions[:, [names.index(n) for n in self.joint_names]]
+        clamped = self.robot.clamp(arm)
+        notes = []
+        if not np.array_equal(clamped, arm):
+            out = [n for n, o in zip(self.joint_names, np.any(clamped != arm, axis=0)) if o]
+            notes.append(f"arm targets outside the joint limits clamped for joint(s) {out}")
+        fingers = [i for i, n in enumerate(names) if n in self.finger_joint_names]
+        if fingers:
+            notes += self.set_gripper_trajectory([names[i] for i in fingers], list(zip(times, positions[:, fingers])),
+                                                 start_time)
+        self.arm = JointTrajectoryFollower(self.joint_names, list(zip(times, clamped)), self.q, start_time)
+        return notes
+
+    def set_gripper_trajectory(self, joint_names, points, start_time: float) -> list[str]:
+        """Follow finger position targets (one or both finger joints) as an opening width."""
+        if not self.started:
+            raise TrajectoryError("no episode yet (call the reset service first)")
+        names, times, positions = validate_trajectory(joint_names, points, self.finger_joint_names)
+        idx = [self.finger_joint_names.index(n) for n in names]
+        clamped = np.clip(positions, self.finger_lower[idx], self.finger_upper[idx])
+        notes = ([f"finger targets outside [0, {self.finger_upper[0]:.3f}] m clamped"]
+                 if not np.array_equal(clamped, positions) else [])
+        widths = [[finger_width(names, p, self.finger_joint_names)] for p in clamped]
+        self.gripper = JointTrajectoryFollower(["width"], list(zip(times, widths)), [self.width], start_time)
+        return notes
+
+    def step(self, now: float) -> dict:
+        """One control step at time ``now``: returns {"frame" (S, S, 3) uint8, "action_map" (S, S, 3)
+        uint8, "arm" (7,), "fingers" (2,), "state" (7,), "commanded" (7,)}."""
+        if not self.started:
+            raise RuntimeError("WorldSimulator.step before reset")
+        q_target = self.arm.sample(now) if self.arm is not None else self.q
+        width_target = float(self.gripper.sample(now)[0]) if self.gripper is not None else self.width
+        commanded = self.robot.state_from_joints(q_target, [0.5 * width_target, -0.5 * width_target])
+        commanded = commanded.astype(np.float32)[None]
+        obs = self.env.step_commanded(commanded)
+        self.q = q_target
+        self.steps += 1
+        return {"frame": obs["image"][0], "arm": self.q.copy(), "fingers": self.finger_positions,
+                "state": obs["state"][0], "commanded": commanded[0],
+                "action_map": self.env.action_maps[0]}
