@@ -54,6 +54,33 @@ class Rig:
         return cls(CameraModel.from_mujoco(model, data, camera_name, height, width),
                    raw_data.xpos[body].copy(), raw_data.xquat[body].copy())
 
+    @classmethod
+    def from_trajectory(cls, camera: CameraModel, states: np.ndarray, joint_positions: np.ndarray,
+                        tolerance_m: float = 1e-3) -> "Rig":
+        """The rig of a recorded episode: its camera, and the base pose that makes our forward
+        kinematics of the recorded joints give the recorded end-effector poses (a least-squares
+        fit over the frames). Raises ``RigError`` if no single base pose explains them to
+        ``tolerance_m`` (then the recording's states and joints disagree)."""
+        from .pose import axis_angle_to_matrix, matrix_to_quat, quat_xyzw_to_wxyz
+        from .robot import PandaModel
+
+        states, joints = np.asarray(states, dtype=float), np.asarray(joint_positions, dtype=float)
+        if len(states) == 0 or states.shape[1:] != (7,) or joints.shape != (len(states), 7):
+            raise RigError(f"episode: states {states.shape} and joint positions {joints.shape}, expected (T, 7) each")
+        robot = PandaModel()  # base at the origin: FK in the base frame
+        local = [robot.fk(q) for q in joints]
+        # Orientation: R_world = R_base R_local for every frame; the mean of R_world R_local^T,
+        # projected back onto a rotation.
+        mean = sum(axis_angle_to_matrix(s[3:6]) @ rot.T for s, (_, rot) in zip(states, local)) / len(states)
+        u, _, vt = np.linalg.svd(mean)
+        rot_base = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+        position = np.mean([s[:3] - rot_base @ pos for s, (pos, _) in zip(states, local)], axis=0)
+        residual = max(float(np.linalg.norm(s[:3] - (rot_base @ pos + position))) for s, (pos, _) in zip(states, local))
+        if residual > tolerance_m:
+            raise RigError(f"episode: no single base pose explains its states and joints "
+                           f"(residual {residual * 1e3:.1f} mm > {tolerance_m * 1e3:.1f} mm)")
+        return cls(camera, position, quat_xyzw_to_wxyz(matrix_to_quat(rot_base)))
+
     def to_dict(self) -> dict:
         return {"camera": self.camera.to_dict(),
                 "robot_base": {"position": [float(v) for v in self.base_position],

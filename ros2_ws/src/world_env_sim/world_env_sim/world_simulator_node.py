@@ -19,8 +19,9 @@ time, predicts the next frame, advances sim time by one period and publishes:
 - ``/clock`` (rosgraph_msgs/Clock) when ``publish_clock`` is true: run the other nodes with
   ``use_sim_time:=true`` and they live at the simulator's pace;
 - inspection topics for rviz (reliable): ``~/predicted/image_raw`` (the predicted frame, rgb8),
-  ``~/action_map/image_raw`` (the action map of the commanded state it was predicted from) and
-  ``task/instruction`` (String, latched);
+  ``~/action_map/image_raw`` (the action map of the commanded state it was predicted from),
+  ``~/eef_pose`` (PoseStamped of the end effector in ``world_frame``) and ``task/instruction``
+  (String, latched);
 - ``~/status`` (String, JSON, latched): episode id, steps, mean prediction time.
 
 Subscribes (reliable) ``arm_controller/joint_trajectory`` and
@@ -30,8 +31,11 @@ at start with exit code 2 and a message.
 
 Parameters:
     world_model (str, required): world-model checkpoint (train-world-model run or model folder).
-    rig_file (str, required): rig YAML (camera model + robot base), see world_env_common.rig.
+    rig_file (str): rig YAML (camera model + robot base), see world_env_common.rig; required
+        unless start_dataset is given (then its first episode's camera, and the base pose its
+        recorded joints and states imply).
     start_dataset (str): dataset whose episodes empty-frame resets start from (default none).
+    autostart (bool): start the first episode from start_dataset at once, default false.
     control_rate_hz (float): simulated control steps per second, default 20 (LIBERO's).
     sampler_steps (int): denoising steps per frame (0: the model's own), default 0.
     publish_clock (bool): publish /clock, default true.
@@ -39,6 +43,7 @@ Parameters:
     frame_id (str): camera frame_id, default the rig camera's name.
     joint_names, finger_joint_names (str[]): default panda_joint1..7, panda_finger_joint1..2.
     device (str): torch device, default cpu. seed (int): sampling-noise seed, default 0.
+    world_frame (str): frame_id of ~/eef_pose, default world.
 """
 
 from __future__ import annotations
@@ -53,11 +58,13 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
+from geometry_msgs.msg import PoseStamped
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
+from world_env_common.pose import axis_angle_to_quat
 from world_env_common.rig import Rig, RigError
 from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES, PandaModel
 from world_env_common.ros import qos
@@ -98,15 +105,18 @@ class WorldSimulatorNode(Node):
         rate = declare("control_rate_hz", 20.0, "simulated control steps per second", number=True)
         sampler_steps = declare("sampler_steps", 0, "denoising steps per frame (0: the model's own)")
         self.publish_clock = declare("publish_clock", True, "publish /clock (sim time)")
+        autostart = declare("autostart", False, "start the first episode from start_dataset at once")
         self.encoding = declare("encoding", "bgr8", "camera image encoding: bgr8 or rgb8")
         joint_names = declare("joint_names", list(DEFAULT_JOINT_NAMES), "the 7 arm joint names")
         finger_names = declare("finger_joint_names", list(DEFAULT_FINGER_JOINT_NAMES), "the 2 finger joint names")
         device = declare("device", "cpu", "torch device")
+        self.world_frame = declare("world_frame", "world", "frame_id of ~/eef_pose (the rig's world frame)")
         seed = declare("seed", 0, "seed of the sampling noise")
         if not checkpoint:
             raise ConfigError("parameter world_model is required (a train-world-model run or model folder)")
-        if not rig_file:
-            raise ConfigError("parameter rig_file is required (a rig YAML: camera model + robot base)")
+        if not rig_file and not start_dataset:
+            raise ConfigError("parameter rig_file is required (a rig YAML: camera model + robot base) "
+                              "unless start_dataset gives them")
         if self.encoding not in ENCODINGS:
             raise ConfigError(f"encoding must be one of {', '.join(ENCODINGS)}, got '{self.encoding}'")
         if not rate > 0:
@@ -115,7 +125,27 @@ class WorldSimulatorNode(Node):
             raise ConfigError(f"sampler_steps must be >= 0, got {sampler_steps}")
         self.period = 1.0 / float(rate)
 
-        rig = Rig.load(rig_file)
+        self.dataset = None
+        if start_dataset:
+            from world_env_training.dataset import Dataset, DatasetError
+
+            try:
+                self.dataset = Dataset(start_dataset)
+            except (FileNotFoundError, ValueError, DatasetError) as err:
+                raise ConfigError(f"start_dataset {start_dataset}: {err}") from err
+            if len(self.dataset) == 0:
+                raise ConfigError(f"start_dataset {start_dataset}: no episodes")
+        if rig_file:
+            rig = Rig.load(rig_file)
+        else:  # the recorded episode's camera, and the base pose its joints and states imply
+            from world_env_common.camera import CameraModel
+
+            first = self.dataset[0]
+            if not first.camera:
+                raise ConfigError(f"start_dataset {start_dataset}: no camera model in its episodes; give rig_file")
+            rig = Rig.from_trajectory(CameraModel.from_dict(first.camera), first.states, first.joint_positions)
+            self.get_logger().info(f"rig from {start_dataset}: camera '{rig.camera.name}', robot base at "
+                                   f"{np.round(rig.base_position, 4).tolist()}")
         self.frame_id = declare("frame_id", rig.camera.name, "camera frame_id")
         robot = PandaModel()
         robot.set_base_pose(rig.base_position, rig.base_quat_wxyz)
@@ -127,16 +157,6 @@ class WorldSimulatorNode(Node):
                                       sampler_steps or None, seed)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"world_model {checkpoint}: {err}") from err
-        self.dataset = None
-        if start_dataset:
-            from world_env_training.dataset import Dataset, DatasetError
-
-            try:
-                self.dataset = Dataset(start_dataset)
-            except (FileNotFoundError, ValueError, DatasetError) as err:
-                raise ConfigError(f"start_dataset {start_dataset}: {err}") from err
-            if len(self.dataset) == 0:
-                raise ConfigError(f"start_dataset {start_dataset}: no episodes")
         self._next_start = 0
         self.names = self.sim.joint_names + self.sim.finger_joint_names
         self.camera_info = self.sim.camera.camera_info_fields()
@@ -151,6 +171,7 @@ class WorldSimulatorNode(Node):
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", qos.SENSOR) if self.publish_clock else None
         self.predicted_pub = self.create_publisher(Image, "~/predicted/image_raw", qos.COMMAND)
         self.action_map_pub = self.create_publisher(Image, "~/action_map/image_raw", qos.COMMAND)
+        self.eef_pub = self.create_publisher(PoseStamped, "~/eef_pose", qos.COMMAND)
         self.instruction_pub = self.create_publisher(String, "task/instruction", qos.LATCHED)
         self.status_pub = self.create_publisher(String, "~/status", qos.LATCHED)
         self.create_subscription(JointTrajectory, "arm_controller/joint_trajectory",
@@ -163,7 +184,11 @@ class WorldSimulatorNode(Node):
         self._publish_status()
         self.get_logger().info(
             f"world simulator ready: {model.config.resolution}x{model.config.resolution} frames from {checkpoint}, "
-            f"control at {1 / self.period:g} Hz sim time; waiting for ~/reset")
+            f"control at {1 / self.period:g} Hz sim time" + ("" if autostart else "; waiting for ~/reset"))
+        if autostart:
+            if self.dataset is None:
+                raise ConfigError("autostart needs start_dataset")
+            self._on_reset(ResetEpisode.Request(), ResetEpisode.Response())
 
     # ------------------------------------------------------------------ time
     def _sim_now(self) -> float:
@@ -252,6 +277,13 @@ class WorldSimulatorNode(Node):
         predicted = rgb_to_image(frame, "rgb8")
         predicted.header = image.header
         self.predicted_pub.publish(predicted)
+        state = self.sim.env.states[0]
+        pose = PoseStamped()
+        pose.header.stamp, pose.header.frame_id = stamp, self.world_frame
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in state[:3])
+        qx, qy, qz, qw = (float(v) for v in axis_angle_to_quat(state[3:6]))
+        pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = qx, qy, qz, qw
+        self.eef_pub.publish(pose)
         if action_map is not None:
             amap = rgb_to_image(action_map, "rgb8")
             amap.header = image.header

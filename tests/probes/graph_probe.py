@@ -1,0 +1,59 @@
+"""A probe for the launch-graph tests: optionally enables the policy, then waits until the
+graph has produced enough of each output and records what it saw.
+
+Usage: graph_probe.py OUT_DIR TIMEOUT_S SPEC_JSON
+SPEC: {"enable": bool, "want": {"arm": n, "reflection": n, "clock": n, "joints": n}}
+Writes OUT_DIR/result.json.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import rclpy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
+from std_srvs.srv import SetBool
+from trajectory_msgs.msg import JointTrajectory
+
+from world_env_common.ros import qos
+from world_env_interfaces.msg import Reflection
+from probe_loop import ProbeLoop
+
+out_dir, timeout, spec = Path(sys.argv[1]), float(sys.argv[2]), json.loads(sys.argv[3])
+rclpy.init()
+node = rclpy.create_node("graph_probe")
+got = {"arm": [], "reflection": [], "clock": [], "joints": []}
+node.create_subscription(JointTrajectory, "arm_controller/joint_trajectory",
+                         lambda m: got["arm"].append(list(m.points[0].positions)), qos.COMMAND)
+node.create_subscription(Reflection, "reflection", lambda m: got["reflection"].append(
+    {"reward": m.reward, "done": m.done, "stamp": m.header.stamp.sec + m.header.stamp.nanosec * 1e-9}), qos.COMMAND)
+node.create_subscription(Clock, "/clock", lambda m: got["clock"].append(m.clock.sec + m.clock.nanosec * 1e-9),
+                         qos.SENSOR)
+node.create_subscription(JointState, "joint_states", lambda m: got["joints"].append(list(m.position[:7])), qos.SENSOR)
+enable = node.create_client(SetBool, "/policy/enable")
+result = {}
+loop = ProbeLoop(node, out_dir, time.monotonic() + timeout, result, tick_s=0.01)
+loop.spin_until(lambda: enable.service_is_ready(), "the policy node's ~/enable")
+if spec["enable"]:
+    future = enable.call_async(SetBool.Request(data=True))
+    loop.spin_until(future.done, "~/enable", 20)
+    result["enabled"] = future.result().success
+want = spec["want"]
+result["want"] = want
+
+
+def enough():
+    result["counts"] = {k: len(v) for k, v in got.items()}
+    return all(len(got[k]) >= n for k, n in want.items())
+
+
+loop.spin_until(enough, f"outputs {want}")
+result["arm_first"], result["arm_last"] = got["arm"][0], got["arm"][-1]
+result["joints_first"], result["joints_last"] = got["joints"][0], got["joints"][-1]
+result["clock"] = got["clock"][-50:]
+result["reflection"] = got["reflection"][-5:]
+(out_dir / "result.json").write_text(json.dumps(result))
+node.destroy_node()
+rclpy.shutdown()
