@@ -19,7 +19,7 @@ def test_top_level_help_lists_every_stage():
     out = run_cli("--help")
     assert out.returncode == 0, out.stderr
     names = {"collect-demos", "explore", "evaluate", "train-sft", "train-world-model", "train-reflector",
-             "evaluate-world-model", "post-train", "pipeline", "bench"}
+             "evaluate-world-model", "post-train", "audit-reward-hacking", "pipeline", "bench"}
     for name in names:
         assert name in out.stdout
     assert set(cli.STAGES) == names
@@ -108,7 +108,7 @@ def test_pipeline_dry_run_lists_stages_in_order():
     out = run_cli("pipeline", "--dry_run", "true")
     assert out.returncode == 0, out.stderr
     order = ["collect-demos", "train-sft", "explore", "train-world-model", "train-reflector",
-             "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "report"]
+             "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "audit-reward-hacking", "report"]
     positions = [out.stdout.index(f" {name} ") for name in order]
     assert positions == sorted(positions)
 

@@ -115,8 +115,15 @@ def test_rollouts_record_what_was_sampled_and_what_the_reflector_said(artifacts)
     np.testing.assert_array_equal(again.images, ro.images)
 
     binary = collect_rollouts(policy, reflector, make_env, starts[:2], n, max_steps, torch.Generator().manual_seed(0),
-                              binary_reward=True)
+                              binary_reward=True, keep_episodes=True)
     np.testing.assert_array_equal(binary.returns, binary.fired.astype(np.float32))
+    # Kept episodes: o_0..o_T and the T actions as executed (the sampled chunks, clipped, in order).
+    for e in range(2 * n):
+        length = binary.lengths.flat[e]
+        assert binary.episode_frames[e].shape == (length + 1, 16, 16, 3)
+        executed = np.clip(binary.actions[binary.episode == e], -1, 1).reshape(-1, 7)[:length]
+        np.testing.assert_array_equal(binary.episode_actions[e], executed)
+        np.testing.assert_array_equal(binary.episode_frames[e][0], starts[e // n].frame)
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])

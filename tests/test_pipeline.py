@@ -30,7 +30,7 @@ def test_pipeline_runs_every_stage_then_caches_them(tmp_path, report):
     out = _pipeline(run)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
     stages = ["collect-demos", "train-sft", "explore", "train-world-model", "train-reflector",
-              "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop"]
+              "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "audit-reward-hacking"]
     seconds = {}
     for name in stages:
         record = json.loads((run / "pipeline" / f"{name}.done.json").read_text())
@@ -45,6 +45,9 @@ def test_pipeline_runs_every_stage_then_caches_them(tmp_path, report):
     sft = json.loads((run / "eval_sft" / "eval.json").read_text())["summary"]["overall"]
     assert set(sft) == {"gt_termination", "self_termination"} and sft["gt_termination"]["episodes"] == 1
     assert json.loads((run / "loop" / "metrics.jsonl").read_text().splitlines()[0])["update"] == 1
+    audit = json.loads((run / "audit" / "audit.json").read_text())
+    assert audit["rollouts"] == 2 * 2 and "false_success_rate" in audit  # 2 demos x 2 rollouts
+    assert "Reward hacking" in text
 
     # Everything cached: nothing runs, the report is written again.
     again = _pipeline(run, timeout=300)
@@ -56,4 +59,5 @@ def test_pipeline_runs_every_stage_then_caches_them(tmp_path, report):
     assert plan.returncode == 0, plan.stderr[-3000:]
     lines = {line.split()[1]: line for line in plan.stdout.splitlines() if line.strip()[:2].strip(".").isdigit()}
     assert "configuration changed" in lines["post-train"] and "post-train runs first" in lines["evaluate-loop"]
+    assert "post-train runs first" in lines["audit-reward-hacking"]
     assert "done, cached" in lines["train-sft"] and "done, cached" in lines["evaluate-sft"]

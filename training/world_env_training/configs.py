@@ -570,8 +570,47 @@ class PostTrainConfig(StageConfig):
 
 
 @dataclass
+class AuditConfig(StageConfig):
+    """Reward-hacking audit: imagine rollouts of a policy, replay their actions in real LIBERO,
+    and count the successes the reflector claimed that the real simulator did not confirm.
+
+    Args:
+        policy: Policy whose rollouts are audited (a post-train or train-sft run, or a model folder).
+        world_model: World simulator checkpoint the rollouts are imagined in.
+        reflector: Instant Reflector checkpoint that scores them.
+        demos: Dataset of the initial states (LIBERO suite, task and init state of each episode).
+        starts: Initial states audited (the first this many episodes of ``demos``; 0: all).
+        rollouts_per_state: Imagined rollouts per initial state (actions sampled from the policy).
+        max_steps: Imagined steps per rollout at most (it also ends when the reflector fires).
+        sampler_steps: World-model denoising steps per frame (0: the model's own setting).
+        output_dir: Folder audit.json and audit.md are written to.
+        seed: Seed of action sampling and world-model noise.
+        device: Torch device: cpu, cuda, cuda:N or auto.
+    """
+
+    policy: str = "runs/default/loop"
+    world_model: str = "runs/default/world_model"
+    reflector: str = "runs/default/reflector"
+    demos: str = "runs/default/demos"
+    starts: int = 5
+    rollouts_per_state: int = 4
+    max_steps: int = 64
+    sampler_steps: int = 0
+    output_dir: str = "runs/default/audit"
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _check(self.starts >= 0, "starts", self.starts, "a non-negative integer (0: all)")
+        _check(self.rollouts_per_state > 0, "rollouts_per_state", self.rollouts_per_state, "a positive integer")
+        _check(self.max_steps > 0, "max_steps", self.max_steps, "a positive integer")
+        _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer")
+        _check_common(self)
+
+
+@dataclass
 class PipelineConfig(StageConfig):
-    """Every stage in order: demos, SFT, exploration, world model, reflector, LOOP, evaluation, report.
+    """Every stage in order: demos, SFT, exploration, world model, reflector, LOOP, evaluation, audit, report.
 
     The defaults are the embedded default: one LIBERO-Object task at 64x64 with the cpu
     profile's small models, sized to finish on two CPU cores in about half an hour.

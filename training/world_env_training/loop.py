@@ -89,6 +89,8 @@ class Rollouts:
     rewards: list[np.ndarray] = field(default_factory=list)
     scales: np.ndarray = field(default_factory=lambda: np.zeros(0))
     frames: np.ndarray | None = None
+    episode_frames: list[np.ndarray] | None = None   # per episode (T+1, H, W, 3), with keep_episodes
+    episode_actions: list[np.ndarray] | None = None  # per episode (T, 7) as executed (clipped)
 
     def __len__(self) -> int:
         return len(self.log_probs)
@@ -97,12 +99,14 @@ class Rollouts:
 @torch.no_grad()
 def collect_rollouts(policy, reflector, make_env, starts: list[StartState], rollouts_per_state: int,
                      max_steps: int, generator: torch.Generator, binary_reward: bool = False,
-                     progress=None) -> Rollouts:
+                     progress=None, keep_episodes: bool = False) -> Rollouts:
     """Roll the policy out N times from each start state in imagination (module docstring, 1-2).
 
     policy: ``VLAPolicy``; reflector: ``Reflector``; make_env(camera_dict) -> a fresh
     ``ImaginedEnv`` for frames of that camera (start states of different cameras are rolled out
     in separate groups). progress: optional callable(frames_predicted) for progress bars.
+    keep_episodes: also keep every episode's frames and executed actions (``episode_frames``,
+    ``episode_actions``), e.g. to replay them in the real simulator.
     """
     n = rollouts_per_state
     s_count = len(starts)
@@ -113,6 +117,8 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
     fired = np.zeros((s_count, n), bool)
     rewards: list[np.ndarray | None] = [None] * (s_count * n)
     first_frames = None
+    kept_frames = [[] for _ in range(s_count * n)] if keep_episodes else None
+    kept_actions = [[] for _ in range(s_count * n)] if keep_episodes else None
 
     groups: dict[str, list[int]] = {}
     for i, start in enumerate(starts):
@@ -128,6 +134,9 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
         session.reset(instructions)
         r0, done0 = session.score_batch(frames0)
         history = {int(e): [float(r)] for e, r in zip(ids, r0)}
+        if keep_episodes:
+            for row, e in enumerate(ids):
+                kept_frames[e].append(frames0[row])
         live = ~np.asarray(done0, bool)
         fired.flat[ids[~live]] = True  # judged done on the initial frame: no action taken
         trace = [frames0[0]] if ids[0] == 0 else None
@@ -163,6 +172,9 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
                 for j, row in enumerate(open_rows):
                     e = int(alive_ids[row])
                     history[e].append(float(r[j]))
+                    if keep_episodes:
+                        kept_frames[e].append(obs["images"][row, i])
+                        kept_actions[e].append(executed[row, i])
                     lengths.flat[e] = steps_taken + i + 1
                     if d[j]:
                         ended[row] = True
@@ -188,7 +200,10 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
                     instructions=rows["instructions"], actions=cat("actions", np.float32),
                     log_probs=cat("log_probs", np.float32), episode=cat("episode", np.int64),
                     returns=returns, lengths=lengths, fired=fired, rewards=rewards,
-                    scales=cat("scales", np.float32), frames=first_frames)
+                    scales=cat("scales", np.float32), frames=first_frames,
+                    episode_frames=[np.stack(f) for f in kept_frames] if keep_episodes else None,
+                    episode_actions=[np.array(a, np.float32).reshape(-1, 7) for a in kept_actions]
+                    if keep_episodes else None)
 
 
 def chunk_log_probs(distribution, policy, images, states, instructions, actions) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,7 @@
 Stages (each one the ``world-env`` subcommand of the same name, run as its own process):
 
     collect-demos -> train-sft -> explore -> train-world-model -> train-reflector ->
-    evaluate-world-model -> post-train -> evaluate-sft -> evaluate-loop -> report
+    evaluate-world-model -> post-train -> evaluate-sft -> evaluate-loop -> audit-reward-hacking -> report
 
 Each stage's configuration is derived from the pipeline's options, written to
 ``RUN/pipeline/<stage>.yaml`` and run as ``world-env <command> --config RUN/pipeline/<stage>.yaml``
@@ -16,7 +16,8 @@ pipeline therefore loses at most the unfinished part of one stage.
 
 The report (``RUN/report.md``) has the paper's table (success rate of the SFT policy and of the
 post-trained one, per suite, under ground-truth termination and under self-termination, with
-Wilson 95% intervals), the world model's and the reflector's held-out quality, the training
+Wilson 95% intervals), the reward-hacking audit of the post-trained policy's imagined rollouts
+(replayed in real LIBERO), the world model's and the reflector's held-out quality, the training
 curves (``RUN/report/training_curves.png``), success rates (``RUN/report/success.png``) and
 imagined-vs-real frame strips.
 
@@ -46,13 +47,14 @@ CPU_POLICY = {"image_size": 64, "llm_layers": 4, "vision_grid": 2}
 CPU_SAMPLER_STEPS = 4
 
 STAGE_ORDER = ("collect-demos", "train-sft", "explore", "train-world-model", "train-reflector",
-               "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "report")
+               "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "audit-reward-hacking", "report")
 #: The stages whose outputs each stage reads: when one of them runs, so does the stage.
 INPUTS = {"collect-demos": (), "train-sft": ("collect-demos",), "explore": ("train-sft",),
           "train-world-model": ("collect-demos", "explore"), "train-reflector": ("collect-demos", "explore"),
           "evaluate-world-model": ("train-world-model",),
           "post-train": ("collect-demos", "train-sft", "train-world-model", "train-reflector"),
-          "evaluate-sft": ("train-sft", "train-reflector"), "evaluate-loop": ("post-train", "train-reflector")}
+          "evaluate-sft": ("train-sft", "train-reflector"), "evaluate-loop": ("post-train", "train-reflector"),
+          "audit-reward-hacking": ("collect-demos", "train-world-model", "train-reflector", "post-train")}
 
 
 def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
@@ -96,6 +98,10 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
             policy=str(run / "sft"), output_dir=str(run / "eval_sft"), **evaluate)),
         "evaluate-loop": ("evaluate", configs.EvaluateConfig(
             policy=str(run / "loop"), output_dir=str(run / "eval_loop"), **evaluate)),
+        "audit-reward-hacking": ("audit-reward-hacking", configs.AuditConfig(
+            policy=str(run / "loop"), world_model=str(run / "world_model"), reflector=str(run / "reflector"),
+            demos=str(run / "demos"), starts=0, rollouts_per_state=2, max_steps=cfg.loop_max_steps,
+            output_dir=str(run / "audit"), **wm_extra, **common)),
     }
 
 

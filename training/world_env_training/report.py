@@ -181,6 +181,11 @@ def write_report(cfg: configs.PipelineConfig, stages: dict) -> Path:
     else:
         lines.append("No LOOP metrics (the post-train stage did not run).")
 
+    lines += ["", "## Reward hacking: imagined rollouts of the post-trained policy replayed in LIBERO", ""]
+    audit_md = run / "audit" / "audit.md"
+    lines += ([line for line in audit_md.read_text().splitlines() if not line.startswith("#")]
+              if audit_md.is_file() else ["No audit (the audit-reward-hacking stage did not run)."])
+
     lines += ["", "## World simulator on held-out real episodes", ""]
     wm_report = run / "world_model_eval" / "report.md"
     if wm_report.is_file():
