@@ -24,12 +24,15 @@ PROBES = Path(__file__).parent / "probes"
 SRC = Path(__file__).parents[1] / "ros2_ws" / "src"
 NODE_SOURCES = {"world_simulator": SRC / "world_env_sim" / "world_env_sim" / "world_simulator_node.py",
                 "policy": SRC / "world_env_policy" / "world_env_policy" / "policy_node.py",
-                "reflector": SRC / "world_env_reflector" / "world_env_reflector" / "reflector_node.py"}
+                "reflector": SRC / "world_env_reflector" / "world_env_reflector" / "reflector_node.py",
+                "loop_trainer": SRC / "world_env_policy" / "world_env_policy" / "loop_trainer_node.py"}
 
 
 def test_graph_modes_and_their_remaps():
     imagined = graph(mode="imagined")
-    assert [n.name for n in imagined] == ["world_simulator", "policy", "reflector"]
+    assert [n.name for n in imagined] == ["world_simulator", "policy", "reflector", "loop_trainer"]
+    assert imagined[1].params["sample"] is True and imagined[1].params["enabled"] is False
+    assert [n.name for n in graph(mode="imagined", train="false")] == ["world_simulator", "policy", "reflector"]
     real = graph(mode="real", camera_topic="/wrist_cam/color/image_raw", arm_command_topic="/arm/cmd",
                  success_topic="task/success")
     assert [n.name for n in real] == ["policy", "reflector"]
@@ -47,10 +50,16 @@ def test_graph_modes_and_their_remaps():
 
 @pytest.mark.parametrize("mode", ["imagined", "real"])
 def test_parameter_files_set_only_parameters_the_nodes_declare(mode):
+    from dataclasses import fields
+
+    from world_env_training.configs import PostTrainConfig
+
     params = yaml.safe_load((share_dir() / "params" / f"{mode}.yaml").read_text())
     for node_name, body in params.items():
         source = NODE_SOURCES[node_name].read_text()
-        declared = set(re.findall(r'(?:declare|number|numbers)\("(\w+)"', source))
+        declared = set(re.findall(r'(?:declare|number|numbers|declare_parameter)\(\s*f?"(\w+)"', source))
+        if node_name == "loop_trainer":  # declared in a loop over PostTrainConfig's fields
+            declared |= {f.name for f in fields(PostTrainConfig)}
         unknown = set(body["ros__parameters"]) - declared - {"use_sim_time"}
         assert not unknown, f"{mode}.yaml sets undeclared {node_name} parameter(s) {sorted(unknown)}"
 
@@ -152,12 +161,27 @@ def test_imagined_mode_graph_runs_on_sim_time(tmp_path):
     torch.manual_seed(0)
     WorldModel(WorldModelConfig.tiny()).save_pretrained(tmp_path / "world_model")
     _start_dataset(tmp_path / "starts")
+    # The packaged imagined parameters, with LOOP shrunk: 1 update of 1 initial state x 2 episodes of 8 steps.
+    params = yaml.safe_load((share_dir() / "params" / "imagined.yaml").read_text())
+    params["loop_trainer"]["ros__parameters"].update(rollouts_per_state=2, batch_size=1, updates=1, max_steps=8,
+                                                     minibatches=2, episode_timeout_s=120.0)
+    (tmp_path / "imagined.yaml").write_text(yaml.safe_dump(params))
     nodes = graph(mode="imagined", world_model=str(tmp_path / "world_model"), start_dataset=str(tmp_path / "starts"),
-                  **models)
-    result, diag = _run_graph(nodes, env, tmp_path, {"enable": False, "want": {"arm": 20, "reflection": 10,
-                                                                               "clock": 30, "joints": 20}})
+                  params_file=str(tmp_path / "imagined.yaml"), loop_output_dir=str(tmp_path / "loop_ros"), **models)
+    assert [n.name for n in nodes] == ["world_simulator", "policy", "reflector", "loop_trainer"]
+    result, diag = _run_graph(nodes, env, tmp_path, {"enable": False, "trainer_updates": 1,
+                                                     "want": {"arm": 10, "reflection": 10, "clock": 20, "joints": 10}},
+                              timeout=240)
     clock = np.array(result["clock"])
     assert np.all(np.diff(clock) >= 0) and clock[-1] > clock[0], clock
     # The policy's commands reach the simulated arm: its joints follow them.
     assert np.abs(np.array(result["joints_last"]) - np.array(result["joints_first"])).max() > 1e-4, diag
     assert "rig from" in diag and "world simulator ready" in diag
+    # Two episodes ran through the graph, one LOOP update learnt from them, and the policy node
+    # now runs the weights it wrote.
+    trainer = result["trainer"]
+    assert trainer["update"] == 1 and trainer["episodes"] == 2, trainer
+    assert trainer["checkpoint"].endswith("step_0000001") and result["policy_status"]["checkpoint"] == trainer["checkpoint"]
+    metrics = json.loads((tmp_path / "loop_ros" / "metrics.jsonl").read_text().splitlines()[0])
+    assert metrics["episodes"] == 2 and metrics["chunks"] == 2 * 2  # 8 steps = 2 chunks of 4, per episode
+    assert metrics["log_prob_gap"] < 1e-2  # the trainer scores the chunks as the policy node did

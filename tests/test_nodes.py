@@ -98,6 +98,13 @@ def test_action_map_node_without_rig_fails_naming_the_problem(tmp_path):
 
 # Every node executable, the arguments it needs, and a line its log prints once it is up.
 # A new executable must be added here, so that it too is started and stopped in CI.
+def _trainer_args(rig_file):
+    """A tiny policy and start dataset next to the rig file, for the LOOP trainer."""
+    paths = __import__("loop_fixtures").write_artifacts(rig_file.parent / "loop_artifacts")
+    return ["-p", f"policy:={paths['policy']}", "-p", f"start_dataset:={paths['demos']}",
+            "-p", f"output_dir:={rig_file.parent / 'loop_ros'}"]
+
+
 NODE_STARTS = {
     ("world_env_sim", "action_map_node"): (lambda rig_file: ["-p", f"rig_file:={rig_file}"], "rendering"),
     ("world_env_sim", "world_simulator_node"): (  # a tiny random world model saved next to the rig file
@@ -107,6 +114,7 @@ NODE_STARTS = {
         lambda rig_file: ["-p", "suite:=libero_object", "-p", "task_id:=0", "-p", "resolution:=128"],
         "LIBERO stand-in ready"),
     ("world_env_policy", "policy_node"): (lambda rig_file: ["-p", "checkpoint:=zero"], "policy node ready"),
+    ("world_env_policy", "loop_trainer_node"): (_trainer_args, "LOOP trainer ready"),
     ("world_env_reflector", "reflector_node"): (  # a tiny random reflector saved next to the rig file
         lambda rig_file: ["-p", "checkpoint:=" + __import__("test_reflector_node").tiny_reflector(
             rig_file.parent / "reflector")], "reflector node ready"),

@@ -2,7 +2,8 @@
 graph has produced enough of each output and records what it saw.
 
 Usage: graph_probe.py OUT_DIR TIMEOUT_S SPEC_JSON
-SPEC: {"enable": bool, "want": {"arm": n, "reflection": n, "clock": n, "joints": n}}
+SPEC: {"enable": bool, "want": {"arm": n, "reflection": n, "clock": n, "joints": n},
+       "trainer_updates": n (optional: also wait for the LOOP trainer's n-th update and the policy's swap)}
 Writes OUT_DIR/result.json.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import rclpy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
+from std_msgs.msg import String
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
@@ -32,6 +34,11 @@ node.create_subscription(Reflection, "reflection", lambda m: got["reflection"].a
 node.create_subscription(Clock, "/clock", lambda m: got["clock"].append(m.clock.sec + m.clock.nanosec * 1e-9),
                          qos.SENSOR)
 node.create_subscription(JointState, "joint_states", lambda m: got["joints"].append(list(m.position[:7])), qos.SENSOR)
+statuses = {"trainer": [], "policy": []}
+node.create_subscription(String, "/loop_trainer/status", lambda m: statuses["trainer"].append(json.loads(m.data)),
+                         qos.LATCHED)
+node.create_subscription(String, "/policy/status", lambda m: statuses["policy"].append(json.loads(m.data)),
+                         qos.LATCHED)
 enable = node.create_client(SetBool, "/policy/enable")
 result = {}
 loop = ProbeLoop(node, out_dir, time.monotonic() + timeout, result, tick_s=0.01)
@@ -50,6 +57,13 @@ def enough():
 
 
 loop.spin_until(enough, f"outputs {want}")
+updates = spec.get("trainer_updates", 0)
+if updates:
+    loop.spin_until(lambda: statuses["trainer"] and statuses["trainer"][-1]["update"] >= updates,
+                    f"{updates} LOOP update(s)")
+    trainer = statuses["trainer"][-1]
+    loop.spin_until(lambda: statuses["policy"][-1]["checkpoint"] == trainer["checkpoint"], "the policy's swap", 120)
+    result["trainer"], result["policy_status"] = trainer, statuses["policy"][-1]
 result["arm_first"], result["arm_last"] = got["arm"][0], got["arm"][-1]
 result["joints_first"], result["joints_last"] = got["joints"][0], got["joints"][-1]
 result["clock"] = got["clock"][-50:]

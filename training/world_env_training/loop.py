@@ -215,3 +215,36 @@ def chunk_log_probs(distribution, policy, images, states, instructions, actions)
     mu, log_scale = distribution(batch)
     a = torch.as_tensor(actions, device=mu.device, dtype=mu.dtype)
     return policy.log_prob(a, mu, log_scale).sum(-1), log_scale.detach().exp().mean(dim=(1, 2))
+
+
+def ppo_update(model, distribution, optimizer, trainable, samples: dict, old_log_probs: torch.Tensor,
+               advantages: torch.Tensor, clip_eps: float, epochs: int, minibatches: int, grad_clip: float,
+               seed) -> dict[str, float]:
+    """``epochs`` passes of PPO over M chunk samples in ``minibatches`` minibatches (module
+    docstring, 4); returns sums of loss, clip fraction and approximate KL, and the step count.
+
+    samples: {"images" (M, H, W, 3), "states" (M, 7), "instructions" (M), "actions" (M, K, 7)};
+    old_log_probs, advantages: (M,) on the model's device. ``seed``: a SeedSequence entropy
+    (int or list) for the minibatch orders, so that a resumed run draws them again.
+    """
+    sums = {"loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "minibatches": 0.0}
+    count = len(old_log_probs)
+    model.train()
+    for epoch in range(epochs):
+        order = np.random.default_rng(np.random.SeedSequence([*np.atleast_1d(seed).tolist(), epoch])).permutation(count)
+        if len(order) < minibatches:
+            order = np.resize(order, minibatches)
+        for part in np.array_split(order, minibatches):
+            new, _ = chunk_log_probs(distribution, model, samples["images"][part], samples["states"][part],
+                                     [samples["instructions"][i] for i in part], samples["actions"][part])
+            loss, stats = ppo_loss(new, old_log_probs[part], advantages[part], clip_eps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
+            optimizer.step()
+            sums["loss"] += float(loss.detach())
+            sums["clip_fraction"] += float(stats["clip_fraction"])
+            sums["approx_kl"] += float(stats["approx_kl"])
+            sums["minibatches"] += 1
+    return sums

@@ -46,7 +46,7 @@ from world_env_training.checkpoints import (OPTIMIZER_FILE, TRAIN_STATE_FILE, la
                                             save_training_checkpoint)
 from world_env_training.configs import PostTrainConfig
 from world_env_training.dataset import Dataset, DatasetError
-from world_env_training.loop import StartState, chunk_log_probs, collect_rollouts, ppo_loss, rloo_advantages
+from world_env_training.loop import StartState, collect_rollouts, ppo_update, rloo_advantages
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -254,26 +254,12 @@ def train(cfg: PostTrainConfig):
             # Every rank must run the same number of backward passes; a rank whose episodes all
             # ended on their first frame has nothing to learn from, so then nobody steps.
             if _min_over_ranks(len(rollouts), world) > 0:
-                model.train()
-                sample_adv = torch.from_numpy(advantages[rollouts.episode]).to(device)
-                old = torch.from_numpy(rollouts.log_probs).to(device)
-                for epoch in range(cfg.ppo_epochs):
-                    order = np.random.default_rng(_seed(cfg.seed, update, rank, 3, epoch)).permutation(len(rollouts))
-                    if len(order) < cfg.minibatches:
-                        order = np.resize(order, cfg.minibatches)
-                    for part in np.array_split(order, cfg.minibatches):
-                        new, _ = chunk_log_probs(distribution, model, rollouts.images[part], rollouts.states[part],
-                                                 [rollouts.instructions[i] for i in part], rollouts.actions[part])
-                        loss, stats = ppo_loss(new, old[part], sample_adv[part], cfg.clip_eps)
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        if cfg.grad_clip > 0:
-                            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-                        optimizer.step()
-                        sums["loss"] += float(loss.detach())
-                        sums["clip_fraction"] += float(stats["clip_fraction"])
-                        sums["approx_kl"] += float(stats["approx_kl"])
-                        sums["minibatches"] += 1
+                samples = {"images": rollouts.images, "states": rollouts.states,
+                           "instructions": rollouts.instructions, "actions": rollouts.actions}
+                sums.update(ppo_update(model, distribution, optimizer, trainable, samples,
+                                       torch.from_numpy(rollouts.log_probs).to(device),
+                                       torch.from_numpy(advantages[rollouts.episode]).to(device), cfg.clip_eps,
+                                       cfg.ppo_epochs, cfg.minibatches, cfg.grad_clip, [cfg.seed, update, rank, 3]))
             total = _sum_over_ranks(sums, world)
             done = update + 1
             seconds = time.perf_counter() - t0

@@ -21,6 +21,7 @@ setup(
     entry_points={
         "console_scripts": [
             "policy_node = world_env_policy.policy_node:main",
+            "loop_trainer_node = world_env_policy.loop_trainer_node:main",
         ],
     },
 )

@@ -6,8 +6,11 @@ installable from the registries here) start the same executables with ``NodeSpec
 so both run one graph. ROS-free: importable without ``launch``.
 
 imagined: world_simulator (the world model as camera and arm, sim time on /clock) + policy
-    (enabled, sampling its chunks from the Laplace head for exploration) + reflector, all on
-    sim time.
+    (sampling its chunks from the Laplace head for exploration) + reflector, on sim time, + the
+    LOOP trainer, which runs the episodes (resets, enables the policy), learns from the chunks
+    and rewards that flow through the graph, and hands each update's weights to the policy node
+    (``train:=false``: no trainer; the simulator starts an episode itself and the policy is
+    enabled, to watch a policy in imagination).
 real: policy (starts disabled: enable it when the arm is ready) + reflector against the real
     camera and arm drivers' topics; no simulator. Commands are clamped to the joint limits and the
     workspace box of the parameter file.
@@ -30,6 +33,8 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "start_dataset": ("runs/default/demos", "imagined: dataset whose first frames start imagined episodes"),
     "rig_file": ("", "imagined: rig YAML (camera + robot base); empty: taken from start_dataset"),
     "params_file": ("", "parameter file of the nodes; empty: the packaged params/<mode>.yaml"),
+    "train": ("true", "imagined: run the LOOP trainer node (post-trains the policy from the graph's episodes)"),
+    "loop_output_dir": ("runs/default/loop_ros", "imagined: the LOOP trainer's checkpoints and metrics"),
     "camera_topic": ("camera/image_raw", "camera Image topic (any size, bgr8/rgb8)"),
     "joint_states_topic": ("joint_states", "the arm's JointState topic"),
     "arm_command_topic": ("arm_controller/joint_trajectory", "arm joint_trajectory_controller command topic"),
@@ -114,8 +119,12 @@ def graph(**arguments: str) -> list[NodeSpec]:
                               {**topics, "camera/image_raw": a["camera_topic"],
                                "camera/camera_info": _info_topic(a["camera_topic"]),
                                "task/instruction": a["instruction_topic"]}))
+    train = imagined and _bool(a["train"], "train")
     policy_params = {"checkpoint": a["policy"], "image_topic": a["camera_topic"], "control_rate_hz": rate,
                      "device": a["device"], "use_sim_time": sim_time}
+    if train:  # the trainer runs the episodes: it enables the policy, which samples its chunks
+        policy_params.update(sample=True, enabled=False)
+        nodes[0].params["autostart"] = False
     if a["success_topic"]:
         policy_params["success_topic"] = a["success_topic"]
     nodes.append(NodeSpec("world_env_policy", "policy_node", "policy", params_file, policy_params,
@@ -124,6 +133,10 @@ def graph(**arguments: str) -> list[NodeSpec]:
                           {"checkpoint": a["reflector"], "image_topic": a["camera_topic"], "device": a["device"],
                            "use_sim_time": sim_time},
                           {"instruction": a["instruction_topic"]}))
+    if train:
+        nodes.append(NodeSpec("world_env_policy", "loop_trainer_node", "loop_trainer", params_file,
+                              {"policy": a["policy"], "start_dataset": a["start_dataset"],
+                               "output_dir": a["loop_output_dir"], "device": a["device"], "use_sim_time": False}))
     return nodes
 
 

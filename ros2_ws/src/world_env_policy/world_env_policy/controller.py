@@ -47,7 +47,7 @@ import numpy as np
 from world_env_common.pose import quat_to_matrix
 from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES, PandaModel
 
-__all__ = ["BUILT_IN", "Command", "ControllerConfig", "PolicyController", "PolicyLoadError", "Refusal",
+__all__ = ["BUILT_IN", "ChunkRecord", "Command", "ControllerConfig", "PolicyController", "PolicyLoadError", "Refusal",
            "ZeroChunkPolicy", "check_checkpoint", "load_policy"]
 
 #: Policies by name. ``expert`` (the scripted expert) needs the simulator's privileged state, so
@@ -80,16 +80,24 @@ class ZeroChunkPolicy:
 
 
 class VLAChunkPredictor:
-    """A ``VLAPolicy`` (world_env_training.vla) as a ``ChunkPolicy``: the chunk's means."""
+    """A ``VLAPolicy`` (world_env_training.vla) as a ``ChunkPolicy``: the chunk's means, or with
+    ``sample`` a chunk drawn from its Laplace law (exploration, as LOOP's rollouts). After each
+    ``predict``, ``last_log_prob`` is the chunk's joint log-likelihood under the policy."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, sample: bool = False, seed: int = 0):
+        import torch
+
+        self.model, self.sample = model, sample
         self.chunk_size = int(model.config.chunk_size)
+        self.generator = torch.Generator(device=model.device).manual_seed(seed)
+        self.last_log_prob = float("nan")
 
     def predict(self, image: np.ndarray, state: np.ndarray, instruction: str) -> np.ndarray:
-        mu, _ = self.model.predict_action_chunk(image[None], np.asarray(state, dtype=np.float32)[None],
-                                                [instruction])
-        return mu[0].detach().cpu().numpy().astype(np.float64)
+        mu, log_scale = self.model.predict_action_chunk(image[None], np.asarray(state, dtype=np.float32)[None],
+                                                        [instruction])
+        chunk = self.model.sample(mu, log_scale, self.generator) if self.sample else mu
+        self.last_log_prob = float(self.model.log_prob(chunk, mu, log_scale).sum())
+        return chunk[0].detach().cpu().numpy().astype(np.float64)
 
 
 def check_checkpoint(spec: str) -> str | None:
@@ -116,9 +124,10 @@ def check_checkpoint(spec: str) -> str | None:
     return None
 
 
-def load_policy(spec: str, device: str = "cpu") -> ChunkPolicy:
-    """The policy ``spec`` names (see ``check_checkpoint``), on ``device`` (cpu, cuda, auto).
-    Raises ``PolicyLoadError`` with the reason."""
+def load_policy(spec: str, device: str = "cpu", sample: bool = False) -> ChunkPolicy:
+    """The policy ``spec`` names (see ``check_checkpoint``), on ``device`` (cpu, cuda, auto);
+    ``sample``: a VLA draws its chunks from its Laplace law. Raises ``PolicyLoadError`` with
+    the reason."""
     reason = check_checkpoint(spec)
     if reason:
         raise PolicyLoadError(reason)
@@ -127,9 +136,22 @@ def load_policy(spec: str, device: str = "cpu") -> ChunkPolicy:
     from world_env_training.policies import make_policy
 
     try:
-        return VLAChunkPredictor(make_policy(spec, device=device).model)
+        return VLAChunkPredictor(make_policy(spec, device=device).model, sample=sample)
     except Exception as err:  # noqa: BLE001 - any failure to build is a reason for the caller
         raise PolicyLoadError(f"cannot load {spec}: {type(err).__name__}: {err}") from err
+
+
+@dataclass
+class ChunkRecord:
+    """A chunk the controller predicted and the inputs it predicted it from (``take_chunk``)."""
+
+    image: np.ndarray          # (H, W, 3) uint8 RGB
+    state: np.ndarray          # (7,)
+    instruction: str
+    actions: np.ndarray        # (chunk, 7), before clipping
+    log_prob: float            # NaN if the policy has no distribution
+    sampled: bool
+    checkpoint: str
 
 
 @dataclass
@@ -267,6 +289,7 @@ class PolicyController:
         self.episode_start = -math.inf
         self.episode_id: str | None = None
         self.queue: deque[np.ndarray] = deque()
+        self.last_chunk: ChunkRecord | None = None
         self.stats = _Stats()
         self.last_reason: str | None = "not started"
         self._base_rot = quat_to_matrix(config.base_quat_wxyz, order="wxyz")
@@ -494,12 +517,20 @@ class PolicyController:
             if not np.all(np.isfinite(chunk)):
                 raise ConversionError("policy returned non-finite actions")
             self.queue.extend(np.clip(chunk, -1.0, 1.0))
+            self.last_chunk = ChunkRecord(self.image.value, state, self.instruction, chunk,
+                                          float(getattr(self.policy, "last_log_prob", float("nan"))),
+                                          bool(getattr(self.policy, "sample", False)), self.checkpoint)
         command = self.convert(q, fingers, self.queue.popleft())
         self.last_reason = None
         self.stats.steps += 1
         self.stats.episode_steps += 1
         self.stats.clamped_steps += int(command.clamped)
         return command
+
+    def take_chunk(self) -> ChunkRecord | None:
+        """The chunk predicted since the last call (None if none)."""
+        chunk, self.last_chunk = self.last_chunk, None
+        return chunk
 
     def to_base(self, p_world: np.ndarray) -> np.ndarray:
         """A position in the policy-state frame -> the robot base frame."""

@@ -7,7 +7,11 @@ the topic is the ``image_topic`` parameter), ``joint_states`` (JointState, senso
 a Bool task-success topic (reliable). Publishes at ``control_rate_hz``:
 ``arm_controller/joint_trajectory`` and ``gripper_controller/joint_trajectory`` (JointTrajectory,
 one point one control period ahead, reliable), and ``~/status`` (String, JSON; reliable,
-transient local). Services ``~/enable`` (SetBool), ``~/reset`` (Trigger). The work is done by
+transient local), and ``~/chunk`` (world_env_interfaces/ActionChunk, reliable: every chunk the
+policy predicts, with the image, state and instruction it came from, and its log-likelihood; what
+the LOOP trainer node learns from). Parameter ``sample`` (read-only, default false): draw each
+chunk from the policy's Laplace law instead of taking its mean (imagined-mode exploration).
+Services ``~/enable`` (SetBool), ``~/reset`` (Trigger). The work is done by
 ``world_env_policy.controller.PolicyController``; this node converts messages and keeps time.
 
 Safety: starts disabled; disabling, termination, stale or bad inputs and shutdown all stop the
@@ -34,8 +38,8 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES
 from world_env_common.ros import qos
 from world_env_common.ros.node_main import spin_until_signal
-from world_env_common.ros.images import ImageError, image_to_rgb
-from world_env_interfaces.msg import Reflection
+from world_env_common.ros.images import ImageError, image_to_rgb, rgb_to_image
+from world_env_interfaces.msg import ActionChunk, Reflection
 from world_env_policy.controller import (BUILT_IN, Command, ControllerConfig, PolicyController, PolicyLoadError,
                                          check_checkpoint, load_policy)
 
@@ -101,6 +105,7 @@ class PolicyNode(Node):
         threads = declare("torch_threads", 1, "torch intra-op threads (0: torch's default)")
         self.image_topic = declare("image_topic", "camera/image_raw", "camera image topic")
         success_topic = declare("success_topic", "", "Bool task-success topic ending the episode ('' : none)")
+        self.sample = declare("sample", False, "draw chunks from the policy's Laplace law instead of its mean")
         try:
             config = ControllerConfig(
                 joint_names=declare("joint_names", list(DEFAULT_JOINT_NAMES), "the 7 arm joint names"),
@@ -146,6 +151,8 @@ class PolicyNode(Node):
         self.arm_pub = self.create_publisher(JointTrajectory, "arm_controller/joint_trajectory", qos.COMMAND)
         self.gripper_pub = self.create_publisher(JointTrajectory, "gripper_controller/joint_trajectory", qos.COMMAND)
         self.status_pub = self.create_publisher(String, "~/status", qos.LATCHED)
+        self.chunk_pub = self.create_publisher(ActionChunk, "~/chunk", qos.COMMAND)
+        self._image_header = None  # of the newest good frame: the chunk's observation
         self.create_subscription(Image, self.image_topic, self._on_image, qos.SENSOR)
         self.create_subscription(JointState, "joint_states", self._on_joint_state, qos.SENSOR)
         self.create_subscription(String, "instruction", self._on_instruction, qos.LATCHED)
@@ -176,7 +183,7 @@ class PolicyNode(Node):
             import torch
 
             torch.set_num_threads(self.torch_threads)
-        return load_policy(spec, device)
+        return load_policy(spec, device, sample=self.sample)
 
     def _log_reason(self, reason: str | None) -> None:
         """Log a change of what the node does, each reason at most once per RELOG_S."""
@@ -215,6 +222,7 @@ class PolicyNode(Node):
             self.controller.image_error(str(err), self._now())
             return
         self.controller.on_image(rgb, self._now())
+        self._image_header = msg.header
 
     def _on_joint_state(self, msg: JointState) -> None:
         self.controller.on_joint_state(msg.name, msg.position, self._now())
@@ -296,6 +304,9 @@ class PolicyNode(Node):
         result = self.controller.tick(self._now())
         self._ticks += 1
         self._handle_load_events()
+        chunk = self.controller.take_chunk()
+        if chunk is not None:
+            self._publish_chunk(chunk)
         if isinstance(result, Command):
             self.arm_pub.publish(_trajectory(result.arm_joint_names, result.arm_positions, result.time_from_start_s))
             self.gripper_pub.publish(_trajectory(result.finger_joint_names, result.finger_positions,
@@ -305,6 +316,16 @@ class PolicyNode(Node):
         else:
             self._log_reason(result.reason)
         self._publish_status()
+
+    def _publish_chunk(self, chunk) -> None:
+        msg = ActionChunk(image=rgb_to_image(chunk.image, "rgb8"), state=[float(v) for v in chunk.state],
+                          instruction=chunk.instruction, chunk_size=len(chunk.actions), action_dim=7,
+                          actions=[float(v) for v in chunk.actions.reshape(-1)], sampled=chunk.sampled,
+                          log_prob=chunk.log_prob, checkpoint=chunk.checkpoint)
+        if self._image_header is not None:
+            msg.header = self._image_header
+            msg.image.header = self._image_header
+        self.chunk_pub.publish(msg)
 
     def _report_rates(self) -> None:
         now = time.monotonic()

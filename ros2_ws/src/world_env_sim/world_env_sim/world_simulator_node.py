@@ -230,10 +230,14 @@ class WorldSimulatorNode(Node):
             return response
         self.episode_id = request.episode_id or uuid.uuid4().hex[:12]
         self._predict_s = 0.0
+        # One period passes at a reset, so that o_0's stamp is later than anything of the episode
+        # before: "stamped at or after the reset stamp" identifies the new episode's messages.
+        self.sim_time_ns += int(round(self.period * 1e9))
         self.instruction_pub.publish(String(data=instruction))
         self._publish(self.sim.frame, None)  # o_0, as a camera would show it
         self._publish_status()
         response.success, response.message, response.episode_id = True, instruction, self.episode_id
+        response.stamp = self._time_msg()
         self.get_logger().info(f"episode {self.episode_id}: '{instruction}'")
         return response
 

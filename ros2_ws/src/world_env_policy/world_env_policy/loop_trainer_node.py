@@ -1,0 +1,285 @@
+"""loop_trainer_node: LOOP post-training from the episodes that flow through the ROS graph.
+
+Imagined mode: the world simulator stands in for camera and arm, the policy node samples chunks
+(``sample:=true``) and the reflector scores frames. This node runs the episodes and learns from
+them (``world_env_training.online_loop.OnlineLOOP`` holds the science):
+
+1. For each update it draws ``batch_size`` initial states from ``start_dataset`` and runs
+   ``rollouts_per_state`` episodes from each. An episode: disable the policy, reset the
+   simulator with the initial frame and joint state (``ResetEpisode``), reset reflector and
+   policy, enable the policy; record every ``~/chunk`` the policy publishes (observation,
+   sampled actions, log-likelihood) and the reflector's rewards for frames stamped from the
+   reset on; stop at the reflector's done, or once ``max_steps`` steps of chunks have run, or
+   after ``episode_timeout_s`` of wall time (the episode is then run again).
+2. With the groups complete: leave-one-out advantages, PPO, an atomic checkpoint in
+   ``output_dir`` (``checkpoints/step_N``), then the policy node's ``checkpoint`` parameter is
+   set to it and the node waits until the policy reports running it (hot swap).
+
+Publishes ``~/status`` (String, JSON, latched): update, episodes run, last metrics. Parameters:
+``policy`` (start weights; also what the policy node must be running at start), ``start_dataset``,
+``output_dir``, and the LOOP settings of ``world-env post-train`` under the same names
+(rollouts_per_state, batch_size, updates, max_steps, clip_eps, lr_lora, lr_heads, ppo_epochs,
+minibatches, grad_clip, binary_reward, keep_checkpoints, seed, device), plus
+``episode_timeout_s`` and the names of the nodes it drives (``policy_node``,
+``simulator_node``, ``reflector_node``). A run restarted on the same ``output_dir`` resumes from
+its newest checkpoint. Configuration errors stop the node at start with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import threading
+import time
+
+import numpy as np
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.exceptions import InvalidParameterTypeException
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+
+from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES
+from world_env_common.ros import qos
+from world_env_common.ros.images import image_to_rgb, rgb_to_image
+from world_env_common.ros.node_main import spin_until_signal
+from world_env_interfaces.msg import ActionChunk, Reflection
+from world_env_interfaces.srv import ResetEpisode
+
+
+class ConfigError(ValueError):
+    """A parameter value the node cannot start with."""
+
+
+def _seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+class LoopTrainerNode(Node):
+    def __init__(self):
+        super().__init__("loop_trainer")
+        from world_env_training.configs import PostTrainConfig
+
+        defaults = PostTrainConfig()
+        values = {}
+        for name in ("policy", "output_dir", "rollouts_per_state", "batch_size", "updates", "max_steps", "clip_eps",
+                     "lr_lora", "lr_heads", "ppo_epochs", "minibatches", "grad_clip", "binary_reward",
+                     "keep_checkpoints", "seed", "device"):
+            default = getattr(defaults, name)
+            try:
+                values[name] = self.declare_parameter(
+                    name, default, ParameterDescriptor(read_only=True, dynamic_typing=isinstance(default, float),
+                                                       description=f"as world-env post-train --{name}")).value
+            except InvalidParameterTypeException as err:
+                raise ConfigError(f"parameter {name}: {err}") from err
+        start_dataset = self.declare_parameter("start_dataset", "runs/default/demos").value
+        self.timeout_s = float(self.declare_parameter("episode_timeout_s", 300.0).value)
+        names = {k: self.declare_parameter(f"{k}_node", default).value
+                 for k, default in (("policy", "policy"), ("simulator", "world_simulator"),
+                                    ("reflector", "reflector"))}
+        try:
+            self.cfg = PostTrainConfig(demos=start_dataset, **values)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        from world_env_training.dataset import Dataset, DatasetError
+
+        try:
+            self.dataset = Dataset(start_dataset)
+        except (FileNotFoundError, ValueError, DatasetError) as err:
+            raise ConfigError(f"start_dataset {start_dataset}: {err}") from err
+        if len(self.dataset) == 0:
+            raise ConfigError(f"start_dataset {start_dataset}: no episodes")
+        from world_env_training.online_loop import OnlineLOOP
+
+        try:
+            self.core = OnlineLOOP(self.cfg)
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(f"policy {self.cfg.policy}: {err}") from err
+
+        self.lock = threading.Lock()
+        self.episode = None          # the Episode being recorded
+        self.episode_start = math.inf
+        self.expected_checkpoint = self.core.checkpoint
+        self.last_reward: float | None = None
+        self.fired = threading.Event()
+        self.limit = threading.Event()
+        self.max_chunks = 0
+        self.policy_status: dict = {}
+        self.episodes_run = 0
+        self.stop_event = threading.Event()
+
+        p, s, r = names["policy"], names["simulator"], names["reflector"]
+        self.enable = self.create_client(SetBool, f"/{p}/enable")
+        self.policy_reset = self.create_client(Trigger, f"/{p}/reset")
+        self.set_params = self.create_client(SetParameters, f"/{p}/set_parameters")
+        self.sim_reset = self.create_client(ResetEpisode, f"/{s}/reset")
+        self.reflector_reset = self.create_client(Trigger, f"/{r}/reset")
+        self.create_subscription(ActionChunk, f"/{p}/chunk", self._on_chunk, qos.COMMAND)
+        self.create_subscription(String, f"/{p}/status", self._on_policy_status, qos.LATCHED)
+        self.create_subscription(Reflection, "reflection", self._on_reflection, qos.COMMAND)
+        self.status_pub = self.create_publisher(String, "~/status", qos.LATCHED)
+        self._publish_status(None)
+        self.worker = threading.Thread(target=self._run, name="loop-trainer", daemon=True)
+        self.worker.start()
+        self.get_logger().info(
+            f"LOOP trainer ready: {self.cfg.batch_size} initial states x {self.cfg.rollouts_per_state} episodes per "
+            f"update, {self.cfg.updates} updates (now at {self.core.update_count}), up to {self.cfg.max_steps} steps; "
+            f"checkpoints in {self.cfg.output_dir}")
+
+    # ------------------------------------------------------------------ callbacks (executor thread)
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        with self.lock:
+            if self.episode is None or _seconds(msg.header.stamp) < self.episode_start:
+                return
+            if msg.checkpoint != self.expected_checkpoint or msg.instruction != self.episode.instruction:
+                return
+            if len(self.episode.actions) >= self.max_chunks:
+                self.limit.set()  # the previous chunks have all been executed
+                return
+            actions = np.asarray(msg.actions, np.float32).reshape(msg.chunk_size, msg.action_dim)
+            self.episode.add_chunk(image_to_rgb(msg.image), msg.state, actions, msg.log_prob)
+
+    def _on_reflection(self, msg: Reflection) -> None:
+        with self.lock:
+            if self.episode is None or _seconds(msg.header.stamp) < self.episode_start:
+                return
+            self.last_reward = float(msg.reward)
+            if msg.done:
+                self.fired.set()
+
+    def _on_policy_status(self, msg: String) -> None:
+        try:
+            self.policy_status = json.loads(msg.data)
+        except json.JSONDecodeError:
+            pass
+
+    # ------------------------------------------------------------------ worker thread
+    def _call(self, client, request, what: str, timeout: float = 60.0):
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise RuntimeError(f"{what}: service {client.srv_name} not available")
+        future = client.call_async(request)
+        end = time.monotonic() + timeout
+        while not future.done():
+            if self.stop_event.is_set():
+                raise RuntimeError("shutting down")
+            if time.monotonic() > end:
+                raise RuntimeError(f"{what}: no answer within {timeout:.0f} s")
+            time.sleep(0.01)
+        return future.result()
+
+    def _set_policy_checkpoint(self, path: str) -> None:
+        request = SetParameters.Request(parameters=[ParameterMsg(
+            name="checkpoint", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=path))])
+        result = self._call(self.set_params, request, "set the policy checkpoint").results[0]
+        if not result.successful:
+            raise RuntimeError(f"the policy node refused checkpoint {path}: {result.reason}")
+        end = time.monotonic() + 300
+        while self.policy_status.get("checkpoint") != path or self.policy_status.get("loading"):
+            if time.monotonic() > end or self.stop_event.is_set():
+                raise RuntimeError(f"the policy node did not swap to {path}")
+            time.sleep(0.05)
+        self.expected_checkpoint = path
+
+    def _reset_request(self, index: int) -> tuple[ResetEpisode.Request, str]:
+        episode = self.dataset[index]
+        width = float(episode.states[0, 6])
+        joints = JointState(name=list(DEFAULT_JOINT_NAMES) + list(DEFAULT_FINGER_JOINT_NAMES),
+                            position=[*map(float, episode.joint_positions[0]), 0.5 * width, -0.5 * width])
+        request = ResetEpisode.Request(instruction=episode.instruction, frame=rgb_to_image(episode.frames[0], "rgb8"),
+                                       joint_state=joints)
+        return request, episode.instruction
+
+    def _run_episode(self, index: int):
+        from world_env_training.online_loop import Episode
+
+        self._call(self.enable, SetBool.Request(data=False), "disable the policy")
+        with self.lock:
+            self.episode = None
+        request, instruction = self._reset_request(index)
+        response = self._call(self.sim_reset, request, "reset the simulator")
+        if not response.success:
+            raise RuntimeError(f"the simulator refused the reset: {response.message}")
+        self._call(self.reflector_reset, Trigger.Request(), "reset the reflector")
+        self._call(self.policy_reset, Trigger.Request(), "reset the policy")
+        chunk = int(self.core.model.config.chunk_size)
+        with self.lock:
+            self.episode = Episode(instruction=instruction)
+            self.episode_start = _seconds(response.stamp)
+            self.max_chunks = math.ceil(self.cfg.max_steps / chunk)
+            self.last_reward = None
+            self.fired.clear()
+            self.limit.clear()
+        self._call(self.enable, SetBool.Request(data=True), "enable the policy")
+        end = time.monotonic() + self.timeout_s
+        while not (self.fired.is_set() or self.limit.is_set()):
+            if self.stop_event.is_set():
+                raise RuntimeError("shutting down")
+            if time.monotonic() > end:
+                self.get_logger().warning(f"episode from start {index} timed out after {self.timeout_s:.0f} s; "
+                                          "running it again")
+                return None
+            time.sleep(0.02)
+        self._call(self.enable, SetBool.Request(data=False), "disable the policy")
+        with self.lock:
+            episode, self.episode = self.episode, None
+            episode.fired = self.fired.is_set()
+            episode.ret = self.last_reward if self.last_reward is not None else 0.0
+        self.episodes_run += 1
+        return episode
+
+    def _run(self) -> None:
+        try:
+            if self.policy_status.get("checkpoint") != self.core.checkpoint:
+                self._wait_for_policy_status()
+                if self.policy_status.get("checkpoint") != self.core.checkpoint:
+                    self._set_policy_checkpoint(self.core.checkpoint)  # a resumed run
+            while not self.core.done and not self.stop_event.is_set():
+                rng = np.random.default_rng([self.cfg.seed, self.core.update_count])
+                picks = rng.choice(len(self.dataset), size=self.cfg.batch_size,
+                                   replace=len(self.dataset) < self.cfg.batch_size)
+                for group, index in enumerate(picks):
+                    done = 0
+                    while done < self.cfg.rollouts_per_state:
+                        episode = self._run_episode(int(index))
+                        if episode is not None:
+                            self.core.add_episode(group, episode)
+                            done += 1
+                        self._publish_status(None)
+                record = self.core.update()
+                self.get_logger().info(f"LOOP update {record['update']}: return {record['return_mean']:.3f}, "
+                                       f"fired {record['fired_rate']:.2f}, {record['chunks']} chunks; "
+                                       f"handing {self.core.checkpoint} to the policy node")
+                self._set_policy_checkpoint(self.core.checkpoint)
+                self._publish_status(record)
+            self.get_logger().info(f"LOOP finished: {self.core.update_count} updates in {self.cfg.output_dir}")
+        except RuntimeError as err:
+            if not self.stop_event.is_set():
+                self.get_logger().error(f"LOOP trainer stopped: {err}")
+
+    def _wait_for_policy_status(self) -> None:
+        end = time.monotonic() + 60
+        while not self.policy_status and time.monotonic() < end and not self.stop_event.is_set():
+            time.sleep(0.05)
+
+    def _publish_status(self, record: dict | None) -> None:
+        status = {"update": self.core.update_count, "updates": self.cfg.updates, "episodes": self.episodes_run,
+                  "checkpoint": self.core.checkpoint, "done": self.core.done}
+        if record is not None:
+            status["last"] = record
+        self.status_pub.publish(String(data=json.dumps(status)))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+def main(args=None) -> int:
+    return spin_until_signal(LoopTrainerNode, "loop_trainer_node", (ConfigError,), args,
+                             on_shutdown=lambda node: node.stop())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
