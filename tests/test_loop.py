@@ -20,7 +20,7 @@ import torch
 
 from loop_fixtures import write_artifacts
 from world_env_training.configs import PostTrainConfig
-from world_env_training.loop import chunk_log_probs, collect_rollouts, ppo_loss, rloo_advantages
+from world_env_training.loop import chunk_log_probs, collect_rollouts, ppo_loss, ppo_update, rloo_advantages
 
 TESTS = Path(__file__).parent
 
@@ -146,6 +146,25 @@ def test_ppo_steps_move_chunk_likelihoods_the_way_the_advantage_says(artifacts, 
     # chunks may move the other way (two rollouts share their first observation).
     change = (new - old).numpy()
     assert sign * change.mean() > 0.1, change
+
+
+def test_the_kl_limit_stops_an_update_that_drifts(artifacts):
+    policy, reflector, make_env, starts = _load(artifacts)
+    ro = collect_rollouts(policy, reflector, make_env, starts[:1], 2, 8, torch.Generator().manual_seed(2))
+    samples = {"images": ro.images, "states": ro.states, "instructions": ro.instructions, "actions": ro.actions}
+    state = {k: v.clone() for k, v in policy.state_dict().items()}
+    runs = {}
+    for target in (0.0, 1e-3):
+        policy.load_state_dict(state)
+        optimizer = torch.optim.AdamW(policy.lora_parameters() + policy.head_parameters(), lr=1e-2)
+        # Tiny advantages: Adam still moves by about the learning rate per step.
+        runs[target] = ppo_update(policy, policy.action_distribution, optimizer,
+                                  policy.lora_parameters() + policy.head_parameters(), samples,
+                                  torch.from_numpy(ro.log_probs), torch.full((len(ro),), 1e-6), 0.1, epochs=3,
+                                  minibatches=2, grad_clip=1.0, seed=0, target_kl=target)
+    assert runs[0.0]["minibatches"] == 6 and not runs[0.0]["kl_stopped"]
+    assert runs[0.0]["approx_kl"] / 6 > 1e-3  # without the limit it drifts past it ...
+    assert runs[1e-3]["kl_stopped"] and 1 <= runs[1e-3]["minibatches"] < 6  # ... with it, it stops
 
 
 def _post_train_script(paths: dict, run_dir: Path, **overrides) -> str:

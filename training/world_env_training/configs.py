@@ -519,6 +519,9 @@ class PostTrainConfig(StageConfig):
         ppo_epochs: Passes of PPO over each update's rollouts.
         minibatches: Minibatches per PPO pass (each process splits its own chunks into this many).
         grad_clip: Gradient norm clipping threshold (0: off).
+        target_kl: Stop an update's PPO steps once a minibatch's approximate KL from the rollout
+            policy exceeds this (0: never). The KL is of whole chunks (summed over 8 x 7 action
+            dimensions), hence larger than per-token figures.
         sampler_steps: World-model denoising steps per frame (0: the model's own setting).
         binary_reward: Return 1 if the reflector fired and 0 if not, instead of its continuous
             reward (the paper's ablation without the reward head's graded signal).
@@ -544,6 +547,7 @@ class PostTrainConfig(StageConfig):
     ppo_epochs: int = 2
     minibatches: int = 4
     grad_clip: float = 1.0
+    target_kl: float = 0.5
     sampler_steps: int = 0
     binary_reward: bool = False
     save_every: int = 1
@@ -563,6 +567,7 @@ class PostTrainConfig(StageConfig):
         _check(self.ppo_epochs > 0, "ppo_epochs", self.ppo_epochs, "a positive integer")
         _check(self.minibatches > 0, "minibatches", self.minibatches, "a positive integer")
         _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "a non-negative number (0: off)")
+        _check(self.target_kl >= 0, "target_kl", self.target_kl, "a non-negative number (0: no limit)")
         _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer (0: the model's)")
         _check(self.save_every > 0, "save_every", self.save_every, "a positive integer")
         _check(self.keep_checkpoints >= 0, "keep_checkpoints", self.keep_checkpoints, "a non-negative integer")

@@ -53,7 +53,7 @@ class OnlineLOOP:
 
     Uses these ``PostTrainConfig`` fields: policy (start weights), output_dir,
     rollouts_per_state, batch_size, updates, clip_eps, lr_lora, lr_heads, ppo_epochs, minibatches,
-    grad_clip, binary_reward, keep_checkpoints, seed, device.
+    grad_clip, target_kl, binary_reward, keep_checkpoints, seed, device.
     """
 
     def __init__(self, cfg: PostTrainConfig):
@@ -123,10 +123,12 @@ class OnlineLOOP:
             sums = ppo_update(self.model, self.model.action_distribution, self.optimizer,
                               self.model.lora_parameters() + self.model.head_parameters(), samples, old,
                               torch.from_numpy(advantages[[i for i, _ in rows]]).to(self.device), cfg.clip_eps,
-                              cfg.ppo_epochs, cfg.minibatches, cfg.grad_clip, [cfg.seed, self.update_count])
+                              cfg.ppo_epochs, cfg.minibatches, cfg.grad_clip, [cfg.seed, self.update_count],
+                              cfg.target_kl)
             per = max(sums["minibatches"], 1.0)
             record.update(loss=sums["loss"] / per, clip_fraction=sums["clip_fraction"] / per,
-                          approx_kl=sums["approx_kl"] / per, scale=float(scale.mean()),
+                          approx_kl=sums["approx_kl"] / per, scale=float(scale.mean()), steps=int(sums["minibatches"]),
+                          kl_stopped=bool(sums["kl_stopped"]),
                           log_prob_gap=float(np.nanmax(gaps)) if np.isfinite(gaps).any() else None)
         self.update_count += 1
         path = save_training_checkpoint(self.run_dir, self.update_count, self.model.write_files, self.optimizer,

@@ -19,7 +19,7 @@ Publishes ``~/status`` (String, JSON, latched): update, episodes run, last metri
 ``policy`` (start weights; also what the policy node must be running at start), ``start_dataset``,
 ``output_dir``, and the LOOP settings of ``world-env post-train`` under the same names
 (rollouts_per_state, batch_size, updates, max_steps, clip_eps, lr_lora, lr_heads, ppo_epochs,
-minibatches, grad_clip, binary_reward, keep_checkpoints, seed, device), plus
+minibatches, grad_clip, target_kl, binary_reward, keep_checkpoints, seed, device), plus
 ``episode_timeout_s`` and the names of the nodes it drives (``policy_node``,
 ``simulator_node``, ``reflector_node``). A run restarted on the same ``output_dir`` resumes from
 its newest checkpoint. Configuration errors stop the node at start with exit code 2.
@@ -67,7 +67,7 @@ class LoopTrainerNode(Node):
         defaults = PostTrainConfig()
         values = {}
         for name in ("policy", "output_dir", "rollouts_per_state", "batch_size", "updates", "max_steps", "clip_eps",
-                     "lr_lora", "lr_heads", "ppo_epochs", "minibatches", "grad_clip", "binary_reward",
+                     "lr_lora", "lr_heads", "ppo_epochs", "minibatches", "grad_clip", "target_kl", "binary_reward",
                      "keep_checkpoints", "seed", "device"):
             default = getattr(defaults, name)
             try:
