@@ -115,6 +115,8 @@ NODE_STARTS = {
         "LIBERO stand-in ready"),
     ("world_env_policy", "policy_node"): (lambda rig_file: ["-p", "checkpoint:=zero"], "policy node ready"),
     ("world_env_policy", "loop_trainer_node"): (_trainer_args, "LOOP trainer ready"),
+    ("world_env_bringup", "bag_recorder_node"): (lambda rig_file: ["-p", f"output:={rig_file.parent / 'bag'}"],
+                                                 "recording 8 topics"),
     ("world_env_reflector", "reflector_node"): (  # a tiny random reflector saved next to the rig file
         lambda rig_file: ["-p", "checkpoint:=" + __import__("test_reflector_node").tiny_reflector(
             rig_file.parent / "reflector")], "reflector node ready"),

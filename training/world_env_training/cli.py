@@ -38,6 +38,7 @@ STAGES: dict[str, Stage] = {
     "train-reflector": Stage(configs.TrainReflectorConfig, "world_env_training.train_reflector:run"),
     "post-train": Stage(configs.PostTrainConfig, "world_env_training.post_train:run"),
     "audit-reward-hacking": Stage(configs.AuditConfig, "world_env_training.audit:run"),
+    "bag-to-dataset": Stage(configs.BagToDatasetConfig, "world_env_training.bag_dataset:run"),
     "evaluate-world-model": Stage(configs.WorldModelEvalConfig, "world_env_training.world_model_eval:run"),
     "pipeline": Stage(configs.PipelineConfig, "world_env_training.pipeline:run_pipeline"),
     "bench": Stage(configs.BenchConfig, "world_env_training.bench:run"),

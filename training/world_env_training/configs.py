@@ -614,6 +614,59 @@ class AuditConfig(StageConfig):
 
 
 @dataclass
+class BagToDatasetConfig(StageConfig):
+    """Convert a recorded robot run (rosbag2: MCAP or sqlite3) into a training dataset.
+
+    Args:
+        bag: The bag folder (as bag_recorder_node or ros2 bag record writes it).
+        output_dir: Dataset folder to write (appended to if it exists).
+        rig_file: Rig YAML (camera model + robot base) of the recording; gives states their
+            frame and the dataset its camera (needed for world-model training). Empty: the base
+            pose below and no camera.
+        base_position: Robot base position in the state frame (m), without a rig file.
+        base_quat_wxyz: Robot base orientation in the state frame, without a rig file.
+        resolution: Frame size of the dataset (square; frames are resized).
+        instruction: Instruction for every episode (empty: the instruction topic's messages).
+        suite: Suite name stored with the episodes.
+        task_id: Task id stored with the episodes.
+        camera_topic: Recorded camera Image topic (rgb8 or bgr8).
+        joint_states_topic: Recorded JointState topic.
+        arm_command_topic: Recorded arm JointTrajectory command topic.
+        gripper_command_topic: Recorded gripper JointTrajectory command topic.
+        instruction_topic: Recorded instruction String topic.
+        success_topic: Recorded task-success Bool topic (empty: none; labels 0).
+        split_gap_s: A pause in arm commands longer than this ends an episode (s).
+        min_steps: Episodes with fewer steps are skipped.
+    """
+
+    bag: str = "runs/recording"
+    output_dir: str = "runs/recorded_dataset"
+    rig_file: str = ""
+    base_position: list[float] = field(default_factory=lambda: [-0.6, 0.0, 0.0])
+    base_quat_wxyz: list[float] = field(default_factory=lambda: [1.0, 0.0, 0.0, 0.0])
+    resolution: int = 64
+    instruction: str = ""
+    suite: str = "recorded"
+    task_id: int = 0
+    camera_topic: str = "/camera/image_raw"
+    joint_states_topic: str = "/joint_states"
+    arm_command_topic: str = "/arm_controller/joint_trajectory"
+    gripper_command_topic: str = "/gripper_controller/joint_trajectory"
+    instruction_topic: str = "/task/instruction"
+    success_topic: str = "/task/success"
+    split_gap_s: float = 1.0
+    min_steps: int = 2
+
+    def __post_init__(self):
+        _check(len(self.base_position) == 3, "base_position", self.base_position, "3 numbers")
+        _check(len(self.base_quat_wxyz) == 4, "base_quat_wxyz", self.base_quat_wxyz, "4 numbers")
+        _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
+        _check(self.task_id >= 0, "task_id", self.task_id, "a non-negative integer")
+        _check(self.split_gap_s > 0, "split_gap_s", self.split_gap_s, "a positive number")
+        _check(self.min_steps > 0, "min_steps", self.min_steps, "a positive integer")
+
+
+@dataclass
 class PipelineConfig(StageConfig):
     """Every stage in order: demos, SFT, exploration, world model, reflector, LOOP, evaluation, audit, report.
 

@@ -23,4 +23,9 @@ setup(
     maintainer_email="dev@world-env.invalid",
     description="world-env bring-up: launch file, parameter files, node graph, rviz configuration.",
     license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "bag_recorder_node = world_env_bringup.bag_recorder_node:main",
+        ],
+    },
 )
