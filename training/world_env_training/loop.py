@@ -221,8 +221,8 @@ def ppo_update(model, distribution, optimizer, trainable, samples: dict, old_log
                advantages: torch.Tensor, clip_eps: float, epochs: int, minibatches: int, grad_clip: float,
                seed, target_kl: float = 0.0, agree=lambda value: value) -> dict[str, float]:
     """``epochs`` passes of PPO over M chunk samples in ``minibatches`` minibatches (module
-    docstring, 4); returns sums of loss, clip fraction and approximate KL, the step count and
-    whether the KL limit stopped it.
+    docstring, 4); returns sums of loss, clip fraction and approximate KL over the steps taken,
+    the step count, whether the KL limit stopped it and the KL that did (``stop_kl``).
 
     samples: {"images" (M, H, W, 3), "states" (M, 7), "instructions" (M), "actions" (M, K, 7)};
     old_log_probs, advantages: (M,) on the model's device. ``seed``: a SeedSequence entropy
@@ -233,7 +233,8 @@ def ppo_update(model, distribution, optimizer, trainable, samples: dict, old_log
     drift by noise alone. ``agree(kl)``: the KL all processes decide on (their mean under DDP),
     so that they stop together.
     """
-    sums = {"loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "minibatches": 0.0, "kl_stopped": 0.0}
+    sums = {"loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "minibatches": 0.0, "kl_stopped": 0.0,
+            "stop_kl": 0.0}
     count = len(old_log_probs)
     model.train()
     for epoch in range(epochs):
@@ -244,8 +245,9 @@ def ppo_update(model, distribution, optimizer, trainable, samples: dict, old_log
             new, _ = chunk_log_probs(distribution, model, samples["images"][part], samples["states"][part],
                                      [samples["instructions"][i] for i in part], samples["actions"][part])
             loss, stats = ppo_loss(new, old_log_probs[part], advantages[part], clip_eps)
-            if target_kl > 0 and agree(float(stats["approx_kl"])) > target_kl:
-                sums["kl_stopped"] = 1.0
+            kl = agree(float(stats["approx_kl"])) if target_kl > 0 else 0.0
+            if kl > target_kl > 0:
+                sums["kl_stopped"], sums["stop_kl"] = 1.0, kl
                 return sums
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

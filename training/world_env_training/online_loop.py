@@ -128,7 +128,7 @@ class OnlineLOOP:
             per = max(sums["minibatches"], 1.0)
             record.update(loss=sums["loss"] / per, clip_fraction=sums["clip_fraction"] / per,
                           approx_kl=sums["approx_kl"] / per, scale=float(scale.mean()), steps=int(sums["minibatches"]),
-                          kl_stopped=bool(sums["kl_stopped"]),
+                          kl_stopped=bool(sums["kl_stopped"]), stop_kl=sums["stop_kl"] if sums["kl_stopped"] else None,
                           log_prob_gap=float(np.nanmax(gaps)) if np.isfinite(gaps).any() else None)
         self.update_count += 1
         path = save_training_checkpoint(self.run_dir, self.update_count, self.model.write_files, self.optimizer,

@@ -250,7 +250,8 @@ def train(cfg: PostTrainConfig):
                     "fired": float(rollouts.fired.sum()), "length": float(rollouts.lengths.sum()),
                     "adv_abs": float(np.abs(advantages).sum()), "chunks": float(len(rollouts)),
                     "scale": float(rollouts.scales.sum()), "frames": float(rollouts.lengths.sum()),
-                    "loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "minibatches": 0.0, "kl_stopped": 0.0}
+                    "loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "minibatches": 0.0, "kl_stopped": 0.0,
+                    "stop_kl": 0.0}
             # Every rank must run the same number of backward passes; a rank whose episodes all
             # ended on their first frame has nothing to learn from, so then nobody steps.
             if _min_over_ranks(len(rollouts), world) > 0:
@@ -273,10 +274,12 @@ def train(cfg: PostTrainConfig):
                       "approx_kl": total["approx_kl"] / per_mb,
                       "scale": total["scale"] / max(total["chunks"], 1.0), "chunks": int(total["chunks"]),
                       "imagined_frames_per_s": total["frames"] / max(t_rollout, 1e-9), "seconds": seconds,
-                      "stepped": total["minibatches"] > 0, "kl_stopped": total["kl_stopped"] > 0}
+                      "stepped": total["minibatches"] > 0, "kl_stopped": total["kl_stopped"] > 0,
+                      "ppo_steps": int(total["minibatches"] / world),
+                      "stop_kl": total["stop_kl"] / world if total["kl_stopped"] else None}
             if rank == 0:
                 for key, value in record.items():
-                    if key not in ("update", "stepped", "kl_stopped"):
+                    if key not in ("update", "stepped", "kl_stopped", "stop_kl"):
                         writer.add_scalar(f"loop/{key}", float(value), done)
                 bar.set_postfix(ret=f"{record['return_mean']:.3f}", fired=f"{record['fired_rate']:.2f}",
                                 kl=f"{record['approx_kl']:.4f}", clip=f"{record['clip_fraction']:.2f}")

@@ -166,12 +166,16 @@ def write_report(cfg: configs.PipelineConfig, stages: dict) -> Path:
         first, last = metrics[0], metrics[-1]
         lines += [f"{len(metrics)} updates; each {cfg.loop_batch_size} initial states x {cfg.rollouts_per_state} "
                   f"rollouts of at most {cfg.loop_max_steps} imagined steps.", "",
-                  "| update | return mean | fired | episode length | abs advantage | clip fraction | approx. KL | "
-                  "scale | imagined frames/s |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| update | return mean | fired | episode length | abs advantage | PPO steps | clip fraction | "
+                  "approx. KL | KL that stopped it | scale | imagined frames/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for m in metrics:
-            lines.append(f"| {m['update']} | {m['return_mean']:.3f} | {m['fired_rate']:.2f} | "
-                         f"{m['episode_length']:.1f} | {m['advantage_abs']:.4f} | {m['clip_fraction']:.3f} | "
-                         f"{m['approx_kl']:.4f} | {m['scale']:.3f} | {m['imagined_frames_per_s']:.1f} |")
+            stop = m.get("stop_kl")
+            lines.append(f"| {m['update']} | {m['return_mean']:.4f} | {m['fired_rate']:.2f} | "
+                         f"{m['episode_length']:.1f} | {m['advantage_abs']:.5f} | {m.get('ppo_steps', '-')} | "
+                         f"{m['clip_fraction']:.3f} | {m['approx_kl']:.4f} | "
+                         + (f"{stop:.2f}" if stop is not None else ("yes" if m.get("kl_stopped") else "-"))
+                         + f" | {m['scale']:.4f} | {m['imagined_frames_per_s']:.1f} |")
         lines += ["", f"Imagined return went from {first['return_mean']:.3f} to {last['return_mean']:.3f}."]
         strips = sorted((run / "loop" / "strips").glob("update_*.png"))
         for strip in (strips[:1] + strips[-1:]) if len(strips) > 1 else strips:
