@@ -19,6 +19,7 @@ import yaml
 
 from rosutil import kill, node_executable, ros_env, stop
 from world_env_bringup.graph import LAUNCH_ARGUMENTS, graph, share_dir
+from world_env_training.tiny import write_start_states
 
 PROBES = Path(__file__).parent / "probes"
 SRC = Path(__file__).parents[1] / "ros2_ws" / "src"
@@ -128,28 +129,6 @@ def test_real_mode_graph_drives_the_libero_stand_in(tmp_path):
     assert all(0.0 <= r["reward"] <= 1.0 for r in result["reflection"])
 
 
-def _start_dataset(path: Path, episodes: int = 2) -> None:
-    """Episodes whose states are our FK of their joints (as recorded ones are), 16x16 frames."""
-    from world_env_common.camera import CameraModel, look_at
-    from world_env_common.robot import PandaModel
-    from world_env_training.dataset import DatasetWriter, Episode
-
-    base = np.array([-0.6, 0.0, 0.0])
-    robot = PandaModel(base, np.array([1.0, 0.0, 0.0, 0.0]))
-    q0 = np.array([0.0, -0.16, 0.0, -2.44, 0.0, 2.23, 0.79])
-    camera = CameraModel.from_fovy(45.0, 16, 16, look_at((0.6, 0.0, 1.4), (-0.1, 0.0, 0.9)))
-    rng = np.random.default_rng(0)
-    with DatasetWriter(path) as writer:
-        for e in range(episodes):
-            joints = np.stack([q0 + 0.01 * t for t in range(4)])
-            states = np.stack([robot.state_from_joints(q, [0.04, -0.04]) for q in joints]).astype(np.float32)
-            writer.append(Episode(frames=rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8),
-                                  actions=np.zeros((3, 7), np.float32), states=states,
-                                  joint_positions=joints.astype(np.float32), success=np.zeros(4, np.uint8),
-                                  instruction="pick up the soup", suite="libero_object", task_id=0,
-                                  init_state_id=e, camera=camera.to_dict(), source="expert", seed=e))
-
-
 @pytest.mark.ros
 def test_imagined_mode_graph_runs_on_sim_time(tmp_path):
     import torch
@@ -160,7 +139,7 @@ def test_imagined_mode_graph_runs_on_sim_time(tmp_path):
     models = _tiny_models(tmp_path)
     torch.manual_seed(0)
     WorldModel(WorldModelConfig.tiny()).save_pretrained(tmp_path / "world_model")
-    _start_dataset(tmp_path / "starts")
+    write_start_states(tmp_path / "starts", episodes=2)
     # The packaged imagined parameters, with LOOP shrunk: 1 update of 1 initial state x 2 episodes of 8 steps.
     params = yaml.safe_load((share_dir() / "params" / "imagined.yaml").read_text())
     params["loop_trainer"]["ros__parameters"].update(rollouts_per_state=2, batch_size=1, updates=1, max_steps=8,

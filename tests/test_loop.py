@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from loop_fixtures import write_artifacts
+from world_env_training.tiny import write_artifacts
 from world_env_training.configs import PostTrainConfig
 from world_env_training.loop import chunk_log_probs, collect_rollouts, ppo_loss, ppo_update, rloo_advantages
 

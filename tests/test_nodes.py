@@ -100,7 +100,9 @@ def test_action_map_node_without_rig_fails_naming_the_problem(tmp_path):
 # A new executable must be added here, so that it too is started and stopped in CI.
 def _trainer_args(rig_file):
     """A tiny policy and start dataset next to the rig file, for the LOOP trainer."""
-    paths = __import__("loop_fixtures").write_artifacts(rig_file.parent / "loop_artifacts")
+    from world_env_training.tiny import write_artifacts
+
+    paths = write_artifacts(rig_file.parent / "loop_artifacts")
     return ["-p", f"policy:={paths['policy']}", "-p", f"start_dataset:={paths['demos']}",
             "-p", f"output_dir:={rig_file.parent / 'loop_ros'}"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loop_fixtures import write_start_states
+from world_env_training.tiny import write_start_states
 from rosutil import kill, node_executable, ros_env, stop
 from world_env_common.camera import CameraModel, look_at
 from world_env_common.rig import Rig

@@ -58,7 +58,14 @@ def _world_model(cfg: BenchConfig):
     return result, format_report(result)
 
 
-BENCHES = {"robot": _robot, "camera": _camera, "libero": _libero, "policy": _policy, "reflector": _reflector, "world_model": _world_model}
+def _loop(cfg: BenchConfig):
+    from world_env_training.bench_loop import bench_loop, format_report
+
+    result = bench_loop(seed=cfg.seed)
+    return result, format_report(result)
+
+
+BENCHES = {"loop": _loop, "robot": _robot, "camera": _camera, "libero": _libero, "policy": _policy, "reflector": _reflector, "world_model": _world_model}
 NOT_BUILT: dict[str, int] = {}  # benchmark -> issue that builds it, while unbuilt
 
 

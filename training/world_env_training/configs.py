@@ -752,7 +752,8 @@ class BenchConfig(StageConfig):
 
     Args:
         what: Benchmarks to run: robot (FK/IK against LIBERO), camera (projection against
-            LIBERO's renderer), libero, world_model, policy, reflector, or all (every built one).
+            LIBERO's renderer), libero, world_model, policy, reflector, loop (post-training
+            episodes/s through the ROS graph vs in-process), or all.
         samples: Random joint configurations (robot) or robot poses (camera) checked.
         output: JSON file the figures are also written to (empty string: print only).
         seed: Seed.
@@ -766,7 +767,7 @@ class BenchConfig(StageConfig):
     device: str = "cpu"
 
     def __post_init__(self):
-        known = ("robot", "camera", "libero", "world_model", "policy", "reflector", "all")
+        known = ("robot", "camera", "libero", "world_model", "policy", "reflector", "loop", "all")
         for item in self.what:
             _check(item in known, "what", item, f"one of {', '.join(known)}")
         _check(self.samples > 0, "samples", self.samples, "a positive integer")

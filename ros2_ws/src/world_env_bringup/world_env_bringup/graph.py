@@ -66,6 +66,15 @@ class NodeSpec:
     params: dict = field(default_factory=dict)
     remaps: dict = field(default_factory=dict)
 
+    def command(self) -> list[str]:
+        """The installed executable (what ``ros2 run`` starts) with ``ros_args()``."""
+        from ament_index_python.packages import get_package_prefix
+
+        executable = Path(get_package_prefix(self.package)) / "lib" / self.package / self.executable
+        if not executable.exists():
+            raise FileNotFoundError(f"{executable} not found: build the workspace (scripts/build_ws.sh)")
+        return [str(executable), *self.ros_args()]
+
     def ros_args(self) -> list[str]:
         """Command-line arguments that start the executable as the launch file would."""
         args = ["--ros-args", "-r", f"__node:={self.name}", "--params-file", str(self.params_file)]
