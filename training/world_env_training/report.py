@@ -203,8 +203,8 @@ def write_report(cfg: configs.PipelineConfig, stages: dict) -> Path:
 
     lines += ["", "## Instant Reflector on held-out real episodes", ""]
     reflector_md = run / "reflector" / "eval.md"
-    lines += (reflector_md.read_text().splitlines() if reflector_md.is_file()
-              else ["No reflector evaluation (the train-reflector stage did not run)."])
+    lines += ([line for line in reflector_md.read_text().splitlines() if not line.startswith("#")]
+              if reflector_md.is_file() else ["No reflector evaluation (the train-reflector stage did not run)."])
 
     lines += ["", "## Training curves", "", f"![curves](report/{training_curves(run, out).name})", "",
               "## Stages", "", "| stage | command | minutes |", "|---|---|---|"]
