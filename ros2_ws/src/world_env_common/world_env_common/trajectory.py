@@ -3,7 +3,8 @@
 Shared by the nodes that stand in for an arm (the LIBERO stand-in and the world simulator):
 ``validate_trajectory`` checks one, ``JointTrajectoryFollower`` samples it by time with the
 controller's semantics (see ``world_env_libero.standin`` for them), ``finger_width`` turns
-finger joint targets into the gripper's opening width.
+finger joint targets into the gripper's opening width, and ``CommandFollower`` is the arm's and
+the gripper's controllers together (validation, clamping, sampling of the current targets).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["JointTrajectoryFollower", "TrajectoryError", "finger_width", "validate_trajectory"]
+__all__ = ["CommandFollower", "JointTrajectoryFollower", "TrajectoryError", "finger_width", "validate_trajectory"]
 
 
 class TrajectoryError(ValueError):
@@ -118,3 +119,70 @@ def finger_width(names: Sequence[str], positions: Sequence[float], finger_names:
     if f1 in index:
         return 2.0 * float(positions[index[f1]])
     return -2.0 * float(positions[index[f2]])
+
+
+class CommandFollower:
+    """The arm's and the gripper's joint_trajectory_controllers as a stand-in arm needs them.
+
+    ``set_arm`` takes an arm trajectory (all 7 arm joints; finger joints in it command the
+    gripper too), ``set_gripper`` finger targets (one or both fingers), each starting from the
+    current positions; targets outside the joint limits of ``robot`` (a ``PandaModel``) or the
+    fingers' ranges are clamped, and the returned notes say so. ``arm_target(now)`` and
+    ``width_target(now)`` sample the commands (None: nothing commanded yet). Invalid
+    trajectories raise ``TrajectoryError`` with the reason and change nothing.
+    """
+
+    def __init__(self, robot, joint_names: Sequence[str], finger_joint_names: Sequence[str]):
+        self.robot = robot
+        self.joint_names, self.finger_joint_names = list(joint_names), list(finger_joint_names)
+        half = 0.5 * robot.gripper_open_width
+        self.finger_lower, self.finger_upper = np.array([0.0, -half]), np.array([half, 0.0])
+        self.arm: JointTrajectoryFollower | None = None
+        self.gripper: JointTrajectoryFollower | None = None
+
+    def clear(self) -> None:
+        self.arm = self.gripper = None
+
+    def set_arm(self, joint_names, points, start_time: float, q_now, width_now: float) -> list[str]:
+        names, times, positions = validate_trajectory(joint_names, points, self.joint_names + self.finger_joint_names)
+        missing = [n for n in self.joint_names if n not in names]
+        if missing:
+            raise TrajectoryError(f"arm trajectory lacks joint(s) {missing}")
+        arm = positions[:, [names.index(n) for n in self.joint_names]]
+        clamped = self.robot.clamp(arm)
+        notes = []
+        if not np.array_equal(clamped, arm):
+            out = [n for n, o in zip(self.joint_names, np.any(clamped != arm, axis=0)) if o]
+            notes.append(f"arm targets outside the joint limits clamped for joint(s) {out}")
+        fingers = [i for i, n in enumerate(names) if n in self.finger_joint_names]
+        gripper = None
+        if fingers:
+            gripper, note = self._gripper_follower([names[i] for i in fingers], times, positions[:, fingers],
+                                                   start_time, width_now)
+            notes += note
+        self.arm = JointTrajectoryFollower(self.joint_names, list(zip(times, clamped)), q_now, start_time)
+        if gripper is not None:
+            self.gripper = gripper
+        return notes
+
+    def set_gripper(self, joint_names, points, start_time: float, width_now: float) -> list[str]:
+        names, times, positions = validate_trajectory(joint_names, points, self.finger_joint_names)
+        self.gripper, notes = self._gripper_follower(names, times, positions, start_time, width_now)
+        return notes
+
+    def _gripper_follower(self, names, times, positions, start_time, width_now):
+        """Follower of the opening width (one 'joint') from finger position targets."""
+        idx = [self.finger_joint_names.index(n) for n in names]
+        clamped = np.clip(positions, self.finger_lower[idx], self.finger_upper[idx])
+        notes = []
+        if not np.array_equal(clamped, positions):
+            notes.append(f"finger targets outside [0, {self.finger_upper[0]}] (joint1) / "
+                         f"[{self.finger_lower[1]}, 0] (joint2) clamped")
+        widths = [[finger_width(names, p, self.finger_joint_names)] for p in clamped]
+        return JointTrajectoryFollower(["width"], list(zip(times, widths)), [width_now], start_time), notes
+
+    def arm_target(self, now: float) -> np.ndarray | None:
+        return None if self.arm is None else self.arm.sample(now)
+
+    def width_target(self, now: float) -> float | None:
+        return None if self.gripper is None else float(self.gripper.sample(now)[0])

@@ -161,7 +161,7 @@ def test_standin_holds_without_a_command_and_clamps(standin):
     beyond[3] = 0.5  # joint 4's upper limit is -0.0698
     notes = standin.set_arm_trajectory(ARM, [(1.0, beyond)], 1.0)
     assert notes == ["arm targets outside the joint limits clamped for joint(s) ['panda_joint4']"]
-    assert standin.arm.positions[-1][3] == pytest.approx(standin.robot.upper[3])
+    assert standin.commands.arm.positions[-1][3] == pytest.approx(standin.robot.upper[3])
     with pytest.raises(TrajectoryError, match=r"lacks joint\(s\) \['panda_joint7'\]"):
         standin.set_arm_trajectory(ARM[:6], [(1.0, q0[:6])], 1.0)
     with pytest.raises(TrajectoryError, match="unknown"):

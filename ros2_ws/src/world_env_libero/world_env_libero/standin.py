@@ -29,7 +29,8 @@ import numpy as np
 
 from world_env_common.pose import matrix_to_axis_angle
 from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES, PandaModel
-from world_env_common.trajectory import JointTrajectoryFollower, TrajectoryError, finger_width, validate_trajectory
+from world_env_common.trajectory import (CommandFollower, JointTrajectoryFollower, TrajectoryError,
+                                         validate_trajectory)
 
 __all__ = ["JointTrajectoryFollower", "StandIn", "TrajectoryError", "camera_rate_budget", "osc_action",
            "validate_trajectory"]
@@ -81,12 +82,9 @@ class StandIn:
                              f"and {self.finger_joint_names}")
         if len(set(self.joint_names + self.finger_joint_names)) != 9:
             raise ValueError(f"joint names must be distinct: {self.joint_names + self.finger_joint_names}")
-        half = 0.5 * self.robot.gripper_open_width
-        self.finger_lower, self.finger_upper = np.array([0.0, -half]), np.array([half, 0.0])
+        self.commands = CommandFollower(self.robot, self.joint_names, self.finger_joint_names)
         self.obs: dict = {}
         self.success = False
-        self.arm: JointTrajectoryFollower | None = None
-        self.gripper: JointTrajectoryFollower | None = None
 
     # ------------------------------------------------------------------ episode
     def reset(self, init_state_id: int) -> dict:
@@ -94,7 +92,8 @@ class StandIn:
         Returns the observation without the image."""
         obs = self.env.reset(init_state_id)
         obs.pop("image", None)
-        self.obs, self.success, self.arm, self.gripper = obs, False, None, None
+        self.obs, self.success = obs, False
+        self.commands.clear()
         return obs
 
     @property
@@ -120,55 +119,21 @@ class StandIn:
         """Follow an arm trajectory: all 7 arm joints in any order, optionally with finger joints
         (then its finger part replaces the gripper command too). Returns notes for the log
         (targets clamped into the joint limits). Raises ``TrajectoryError`` with the reason."""
-        names, times, positions = validate_trajectory(joint_names, points,
-                                                      self.joint_names + self.finger_joint_names)
-        missing = [n for n in self.joint_names if n not in names]
-        if missing:
-            raise TrajectoryError(f"arm trajectory lacks joint(s) {missing}")
-        cols = [names.index(n) for n in self.joint_names]
-        arm = positions[:, cols]
-        clamped = self.robot.clamp(arm)
-        notes = []
-        if not np.array_equal(clamped, arm):
-            out = [n for n, o in zip(self.joint_names, np.any(clamped != arm, axis=0)) if o]
-            notes.append(f"arm targets outside the joint limits clamped for joint(s) {out}")
-        fingers = [i for i, n in enumerate(names) if n in self.finger_joint_names]
-        gripper = None
-        if fingers:
-            gripper, note = self._gripper_follower([names[i] for i in fingers], times, positions[:, fingers],
-                                                   start_time)
-            notes += note
-        self.arm = JointTrajectoryFollower(self.joint_names, list(zip(times, clamped)),
-                                           self.joint_positions, start_time)
-        if gripper is not None:
-            self.gripper = gripper
-        return notes
+        return self.commands.set_arm(joint_names, points, start_time, self.joint_positions, self._width())
 
     def set_gripper_trajectory(self, joint_names: Sequence[str], points, start_time: float) -> list[str]:
         """Follow a gripper trajectory of one or both finger joints (target finger positions).
         Returns notes for the log; raises ``TrajectoryError`` with the reason."""
-        names, times, positions = validate_trajectory(joint_names, points, self.finger_joint_names)
-        self.gripper, notes = self._gripper_follower(names, times, positions, start_time)
-        return notes
+        return self.commands.set_gripper(joint_names, points, start_time, self._width())
 
-    def _gripper_follower(self, names, times, positions, start_time):
-        """Follower of the opening width (one 'joint') from finger position targets."""
-        idx = [self.finger_joint_names.index(n) for n in names]
-        clamped = np.clip(positions, self.finger_lower[idx], self.finger_upper[idx])
-        notes = []
-        if not np.array_equal(clamped, positions):
-            notes.append(f"finger targets outside [0, {self.finger_upper[0]}] (joint1) / "
-                         f"[{self.finger_lower[1]}, 0] (joint2) clamped")
-        widths = [[finger_width(names, p, self.finger_joint_names)] for p in clamped]
-        start = [self.robot.gripper_width(self.finger_positions)]
-        return JointTrajectoryFollower(["width"], list(zip(times, widths)), start, start_time), notes
+    def _width(self) -> float:
+        return self.robot.gripper_width(self.finger_positions)
 
     # ------------------------------------------------------------------ control
     def action(self, now: float) -> np.ndarray:
         """(7,) OSC_POSE action of the current command at time ``now``."""
-        q_target = None if self.arm is None else self.arm.sample(now)
-        width = None if self.gripper is None else float(self.gripper.sample(now)[0])
-        return osc_action(self.robot, self.joint_positions, q_target, width)
+        return osc_action(self.robot, self.joint_positions, self.commands.arm_target(now),
+                          self.commands.width_target(now))
 
     def step(self, now: float) -> tuple[dict, bool]:
         """One LIBERO control step towards the command at ``now``, without rendering.

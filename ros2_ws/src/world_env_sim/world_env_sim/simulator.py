@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES, PandaModel
-from world_env_common.trajectory import JointTrajectoryFollower, TrajectoryError, finger_width, validate_trajectory
+from world_env_common.trajectory import CommandFollower, TrajectoryError
 
 __all__ = ["TrajectoryError", "WorldSimulator"]
 
@@ -65,11 +65,8 @@ class WorldSimulator:
                              f"and {self.finger_joint_names}")
         self.camera = camera if (camera.height, camera.width) == (size, size) else camera.resized(size, size)
         self.env = ImaginedEnv(world_model, robot, self.camera, device, sampler_steps=sampler_steps, seed=seed)
-        half = 0.5 * robot.gripper_open_width
-        self.finger_lower, self.finger_upper = np.array([0.0, -half]), np.array([half, 0.0])
+        self.commands = CommandFollower(robot, self.joint_names, self.finger_joint_names)
         self.q: np.ndarray | None = None
-        self.arm: JointTrajectoryFollower | None = None
-        self.gripper: JointTrajectoryFollower | None = None
         self.instruction = ""
         self.steps = 0
 
@@ -105,50 +102,31 @@ class WorldSimulator:
         q = self.robot.clamp(q)
         state = self.robot.state_from_joints(q, fingers).astype(np.float32)
         self.env.reset(resize_frame(frame, self.size)[None], state[None], instruction)
-        self.q, self.arm, self.gripper, self.instruction, self.steps = q, None, None, instruction, 0
+        self.q, self.instruction, self.steps = q, instruction, 0
+        self.commands.clear()
 
     def set_arm_trajectory(self, joint_names, points, start_time: float) -> list[str]:
         """Follow an arm trajectory (all 7 arm joints; finger joints in it command the gripper).
         Returns notes for the log; raises ``TrajectoryError`` naming the reason."""
         if not self.started:
             raise TrajectoryError("no episode yet (call the reset service first)")
-        names, times, positions = validate_trajectory(joint_names, points, self.joint_names + self.finger_joint_names)
-        missing = [n for n in self.joint_names if n not in names]
-        if missing:
-            raise TrajectoryError(f"arm trajectory lacks joint(s) {missing}")
-        arm = positions[:, [names.index(n) for n in self.joint_names]]
-        clamped = self.robot.clamp(arm)
-        notes = []
-        if not np.array_equal(clamped, arm):
-            out = [n for n, o in zip(self.joint_names, np.any(clamped != arm, axis=0)) if o]
-            notes.append(f"arm targets outside the joint limits clamped for joint(s) {out}")
-        fingers = [i for i, n in enumerate(names) if n in self.finger_joint_names]
-        if fingers:
-            notes += self.set_gripper_trajectory([names[i] for i in fingers], list(zip(times, positions[:, fingers])),
-                                                 start_time)
-        self.arm = JointTrajectoryFollower(self.joint_names, list(zip(times, clamped)), self.q, start_time)
-        return notes
+        return self.commands.set_arm(joint_names, points, start_time, self.q, self.width)
 
     def set_gripper_trajectory(self, joint_names, points, start_time: float) -> list[str]:
         """Follow finger position targets (one or both finger joints) as an opening width."""
         if not self.started:
             raise TrajectoryError("no episode yet (call the reset service first)")
-        names, times, positions = validate_trajectory(joint_names, points, self.finger_joint_names)
-        idx = [self.finger_joint_names.index(n) for n in names]
-        clamped = np.clip(positions, self.finger_lower[idx], self.finger_upper[idx])
-        notes = ([f"finger targets outside [0, {self.finger_upper[0]:.3f}] m clamped"]
-                 if not np.array_equal(clamped, positions) else [])
-        widths = [[finger_width(names, p, self.finger_joint_names)] for p in clamped]
-        self.gripper = JointTrajectoryFollower(["width"], list(zip(times, widths)), [self.width], start_time)
-        return notes
+        return self.commands.set_gripper(joint_names, points, start_time, self.width)
 
     def step(self, now: float) -> dict:
         """One control step at time ``now``: returns {"frame" (S, S, 3) uint8, "action_map" (S, S, 3)
         uint8, "arm" (7,), "fingers" (2,), "state" (7,), "commanded" (7,)}."""
         if not self.started:
             raise RuntimeError("WorldSimulator.step before reset")
-        q_target = self.arm.sample(now) if self.arm is not None else self.q
-        width_target = float(self.gripper.sample(now)[0]) if self.gripper is not None else self.width
+        q_target = self.commands.arm_target(now)
+        q_target = self.q if q_target is None else q_target
+        width_target = self.commands.width_target(now)
+        width_target = self.width if width_target is None else width_target
         commanded = self.robot.state_from_joints(q_target, [0.5 * width_target, -0.5 * width_target])
         commanded = commanded.astype(np.float32)[None]
         obs = self.env.step_commanded(commanded)
