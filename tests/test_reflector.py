@@ -29,13 +29,7 @@ from world_env_training.train_reflector import split_episodes, train
 INSTRUCTIONS = ("put the red block in the box", "put the blue block in the box")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two shared cores: keep these small tests off the other's core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(**overrides) -> Reflector:

@@ -30,13 +30,7 @@ from world_env_training.vla.processor_vla import compute_stats
 INSTRUCTIONS = ("push the red block left", "push the blue block right")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two shared cores: keep these small tests off the other's core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _obs(batch: int = 3, size: int = 32, seed: int = 0):
