@@ -27,6 +27,7 @@ from world_env_training.checkpoints import (OPTIMIZER_FILE, TRAIN_STATE_FILE, la
                                             save_training_checkpoint)
 from world_env_training.configs import PostTrainConfig
 from world_env_training.loop import ppo_update, rloo_advantages
+from world_env_training.post_train import write_metrics
 
 
 @dataclass
@@ -78,6 +79,7 @@ class OnlineLOOP:
             self.checkpoint = str(resume)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "train_config.yaml").write_text(cfg.to_yaml())
+        write_metrics(self.run_dir, self.update_count)  # a resume drops the lines of updates it redoes
         self.groups: list[list[Episode]] = []
 
     @property
@@ -131,9 +133,8 @@ class OnlineLOOP:
                           kl_stopped=bool(sums["kl_stopped"]), stop_kl=sums["stop_kl"] if sums["kl_stopped"] else None,
                           log_prob_gap=float(np.nanmax(gaps)) if np.isfinite(gaps).any() else None)
         self.update_count += 1
+        write_metrics(self.run_dir, self.update_count, record)  # before the checkpoint, as post-train
         path = save_training_checkpoint(self.run_dir, self.update_count, self.model.write_files, self.optimizer,
                                         cfg.to_dict(), cfg.keep_checkpoints)
         self.checkpoint = str(path)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
         return record

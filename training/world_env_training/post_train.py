@@ -133,7 +133,7 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def _write_metrics(run_dir: Path, start: int, record: dict | None = None) -> None:
+def write_metrics(run_dir: Path, start: int, record: dict | None = None) -> None:
     """Keep ``metrics.jsonl`` lines of updates up to ``start`` (a resume drops the rest); append ``record``."""
     path = run_dir / METRICS_FILE
     lines = path.read_text().splitlines() if path.is_file() else []
@@ -214,7 +214,7 @@ def train(cfg: PostTrainConfig):
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "train_config.yaml").write_text(cfg.to_yaml())
-        _write_metrics(run_dir, start)
+        write_metrics(run_dir, start)
     if start >= cfg.updates:
         if rank == 0:
             print(f"post-train: {resume} is already at update {start} of {cfg.updates}; nothing to do")
@@ -284,6 +284,10 @@ def train(cfg: PostTrainConfig):
                 bar.set_postfix(ret=f"{record['return_mean']:.3f}", fired=f"{record['fired_rate']:.2f}",
                                 kl=f"{record['approx_kl']:.4f}", clip=f"{record['clip_fraction']:.2f}")
                 _save_strip(run_dir / "strips" / f"update_{done:04d}.png", rollouts.frames)
+            if rank == 0:
+                # Before the checkpoint, so that no checkpointed update lacks its line; a resume
+                # drops the lines of the updates it redoes.
+                write_metrics(run_dir, done, record)
             if done % cfg.save_every == 0 or done == cfg.updates:
                 if rank == 0:
                     newest = save_training_checkpoint(run_dir, done, model.write_files, optimizer, cfg.to_dict(),
@@ -291,9 +295,6 @@ def train(cfg: PostTrainConfig):
                     writer.flush()
                 _barrier(world)
                 newest = latest_checkpoint(run_dir)
-            if rank == 0:
-                # After the checkpoint: a resume drops the lines of updates it redoes.
-                _write_metrics(run_dir, done, record)
     finally:
         bar.close()
         if writer is not None:
