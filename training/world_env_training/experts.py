@@ -336,9 +336,8 @@ class Expert:
         body = s.pos(name)
         lo, hi = p.min(0), p.max(0)
         xy = p[:, :2] - p[:, :2].mean(0)
-        evals, evecs = np.linalg.eigh(xy.T @ xy)
+        _, evecs = np.linalg.eigh(xy.T @ xy)
         minor = evecs[:, 0]
-        major = evecs[:, 1]
         w_minor = float(np.ptp(xy @ minor))
         height = hi[2] - lo[2]
         center = np.r_[(p[:, :2].max(0) + p[:, :2].min(0)) / 2, 0.0]
