@@ -132,6 +132,17 @@ def test_reflection_fields_and_types():
     # (Setter range/type assertions only run with ROS_PYTHON_CHECK_FIELDS=1 in Kilted.)
 
 
+def test_action_chunk_fields_and_types():
+    from world_env_interfaces.msg import ActionChunk
+
+    assert ActionChunk.get_fields_and_field_types() == {
+        "header": "std_msgs/Header", "image": "sensor_msgs/Image", "state": "sequence<float>",
+        "instruction": "string", "chunk_size": "uint32", "action_dim": "uint32", "actions": "sequence<float>",
+        "sampled": "boolean", "log_prob": "float", "checkpoint": "string"}
+    m = ActionChunk(chunk_size=2, action_dim=7, actions=[0.5] * 14, log_prob=float("nan"))
+    assert len(m.actions) == 14 and m.log_prob != m.log_prob  # NaN survives: "no distribution"
+
+
 def test_reset_episode_fields_and_types():
     assert ResetEpisode.Request.get_fields_and_field_types() == {
         "instruction": "string",
@@ -143,6 +154,7 @@ def test_reset_episode_fields_and_types():
         "success": "boolean",
         "message": "string",
         "episode_id": "string",
+        "stamp": "builtin_interfaces/Time",
     }
     from sensor_msgs.msg import Image, JointState
 
