@@ -136,7 +136,7 @@ def test_node_starts_and_stops_cleanly_on_sigint(package, executable, rig, tmp_p
     proc = start_node(package, executable, ros_env(tmp_path), *make_args(rig_file))
     try:
         # Wait for the ready line on stderr (rclpy logs there), bounded.
-        deadline, seen = time.monotonic() + 30, ""
+        deadline, seen = time.monotonic() + 120, ""  # torch, LIBERO and models load first
         while ready_line not in seen and time.monotonic() < deadline and proc.poll() is None:
             seen += proc.stderr.readline()
         assert ready_line in seen, f"{executable} did not come up:\n{seen}"
