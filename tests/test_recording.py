@@ -1,10 +1,9 @@
-"""Recording and the real-robot data path: a policy drives the LIBERO hardware stand-in, the bag
-recorder writes the run to MCAP over real DDS, and ``world-env bag-to-dataset`` turns the bag into
-a training dataset that SFT reads."""
+"""Recording and the real-robot data path: a teleoperator (a probe sending trajectory commands)
+drives the LIBERO hardware stand-in, the bag recorder writes the run to MCAP over real DDS, and
+``world-env bag-to-dataset`` turns the bag into a training dataset that SFT reads."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -26,27 +25,17 @@ def _start(package, executable, env, *args):
 @pytest.mark.ros
 @pytest.mark.libero
 def test_a_recorded_stand_in_run_becomes_a_training_dataset(tmp_path):
-    import torch
-
-    from world_env_training.vla import VLAConfig, VLAPolicy
-
-    torch.manual_seed(0)
-    VLAPolicy(VLAConfig.tiny()).save_pretrained(tmp_path / "policy")
     env = ros_env(tmp_path)
     bag = tmp_path / "run_bag"
     robot = _start("world_env_libero", "libero_robot_node", env, "-p", "suite:=libero_object", "-p", "task_id:=0",
                    "-p", "resolution:=64", "-p", "control_rate_hz:=10.0", "-p", "camera_rate_hz:=10.0")
     recorder = _start("world_env_bringup", "bag_recorder_node", env, "-p", f"output:={bag}")
-    policy = _start("world_env_policy", "policy_node", env, "-p", f"checkpoint:={tmp_path / 'policy'}",
-                    "-p", f"base_position:={BASE}", "-p", "success_topic:=task/success", "-p", "control_rate_hz:=10.0",
-                    "-r", "instruction:=task/instruction")
-    procs = {"robot": robot, "recorder": recorder, "policy": policy}
+    procs = {"robot": robot, "recorder": recorder}
     logs = {}
     try:
-        probe = subprocess.run([sys.executable, str(PROBES / "graph_probe.py"), str(tmp_path), "150",
-                                json.dumps({"enable": True, "want": {"arm": 80, "joints": 80}})],
+        probe = subprocess.run([sys.executable, str(PROBES / "arm_commander_probe.py"), str(tmp_path), "150", "60"],
                                env=env, capture_output=True, text=True, timeout=220)
-        for name in ("recorder", "policy", "robot"):  # the recorder first: the bag closes on SIGINT
+        for name in ("recorder", "robot"):  # the recorder first: the bag closes on SIGINT
             logs[name] = stop(procs[name])[1]
     finally:
         for p in procs.values():
@@ -65,7 +54,7 @@ def test_a_recorded_stand_in_run_becomes_a_training_dataset(tmp_path):
     assert len(dataset) == 1, [dataset.entry(i) for i in range(len(dataset))]
     episode = dataset[0]
     assert episode.source == "recorded" and episode.instruction  # LIBERO's instruction, from the latched topic
-    # One frame per command at 10 Hz, less what a loaded CPU makes the stand-in's camera skip.
+    # One frame per command at 10 Hz (60 commands), less what a loaded CPU makes the camera skip.
     assert episode.frames.shape[1:] == (64, 64, 3) and len(episode.actions) >= 25, episode.frames.shape
     # States are our FK of the recorded joints (base at BASE).
     from world_env_common.robot import PandaModel

@@ -33,6 +33,11 @@ def spin_until_signal(make_node: Callable[[], rclpy.node.Node], program: str,
     """
     rosenv.apply_defaults()
     stopping = threading.Event()
+    # Until the loop's own handlers are in place, SIGINT and SIGTERM raise KeyboardInterrupt, even
+    # when the process inherited them ignored (a background job of a non-interactive shell
+    # starts with SIGINT ignored): a stop asked for while the node loads must not be lost.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     try:
         try:
             context = rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
