@@ -31,9 +31,10 @@ from trajectory_msgs.msg import JointTrajectory
 from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES
 from world_env_common.ros import qos
 from world_env_common.ros.node_main import spin_until_signal
+from world_env_common.ros.trajectories import follow_trajectory
 from world_env_common.ros.images import rgb_to_image
 from world_env_libero.env import LiberoEnv
-from world_env_libero.standin import StandIn, TrajectoryError, camera_rate_budget
+from world_env_libero.standin import StandIn, camera_rate_budget
 
 ENCODINGS = ("bgr8", "rgb8")
 #: Seconds between the debug lines with the achieved rates (and the warnings if too slow).
@@ -45,9 +46,6 @@ EMA_WEIGHT = 0.2
 class ConfigError(ValueError):
     """A parameter value the node cannot start with."""
 
-
-def _seconds(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 class LiberoRobotNode(Node):
@@ -170,17 +168,8 @@ class LiberoRobotNode(Node):
             self.get_logger().warning(f"{text} (reported once)")
 
     def _on_trajectory(self, msg: JointTrajectory, controller: str) -> None:
-        now = self._now()
-        start = _seconds(msg.header.stamp) or now  # zero stamp: start now, as JTC
-        points = [(_seconds(p.time_from_start), list(p.positions)) for p in msg.points]
         setter = self.standin.set_arm_trajectory if controller == "arm" else self.standin.set_gripper_trajectory
-        try:
-            notes = setter(list(msg.joint_names), points, start)
-        except TrajectoryError as err:
-            self._note_once(f"dropping {controller}_controller trajectory: {err}")
-            return
-        for note in notes:
-            self._note_once(f"{controller}_controller trajectory: {note}")
+        follow_trajectory(msg, controller, setter, self._now(), self._note_once)
 
     # ------------------------------------------------------------------ loops
     def _now(self) -> float:

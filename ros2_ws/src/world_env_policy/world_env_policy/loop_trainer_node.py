@@ -47,6 +47,7 @@ from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAM
 from world_env_common.ros import qos
 from world_env_common.ros.images import image_to_rgb, rgb_to_image
 from world_env_common.ros.node_main import spin_until_signal
+from world_env_common.ros.trajectories import seconds
 from world_env_interfaces.msg import ActionChunk, Reflection
 from world_env_interfaces.srv import ResetEpisode
 
@@ -54,9 +55,6 @@ from world_env_interfaces.srv import ResetEpisode
 class ConfigError(ValueError):
     """A parameter value the node cannot start with."""
 
-
-def _seconds(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 class LoopTrainerNode(Node):
@@ -133,7 +131,7 @@ class LoopTrainerNode(Node):
     # ------------------------------------------------------------------ callbacks (executor thread)
     def _on_chunk(self, msg: ActionChunk) -> None:
         with self.lock:
-            if self.episode is None or _seconds(msg.header.stamp) < self.episode_start:
+            if self.episode is None or seconds(msg.header.stamp) < self.episode_start:
                 return
             if msg.checkpoint != self.expected_checkpoint or msg.instruction != self.episode.instruction:
                 return
@@ -145,7 +143,7 @@ class LoopTrainerNode(Node):
 
     def _on_reflection(self, msg: Reflection) -> None:
         with self.lock:
-            if self.episode is None or _seconds(msg.header.stamp) < self.episode_start:
+            if self.episode is None or seconds(msg.header.stamp) < self.episode_start:
                 return
             self.last_reward = float(msg.reward)
             if msg.done:
@@ -208,7 +206,7 @@ class LoopTrainerNode(Node):
         chunk = int(self.core.model.config.chunk_size)
         with self.lock:
             self.episode = Episode(instruction=instruction)
-            self.episode_start = _seconds(response.stamp)
+            self.episode_start = seconds(response.stamp)
             self.max_chunks = math.ceil(self.cfg.max_steps / chunk)
             self.last_reward = None
             self.fired.clear()

@@ -71,8 +71,9 @@ from world_env_common.ros import qos
 from world_env_common.ros.images import ImageError, image_to_rgb, rgb_to_image
 from world_env_common.ros.joints import JointStateError, joint_positions
 from world_env_common.ros.node_main import spin_until_signal
+from world_env_common.ros.trajectories import follow_trajectory
 from world_env_interfaces.srv import ResetEpisode
-from world_env_sim.simulator import TrajectoryError, WorldSimulator
+from world_env_sim.simulator import WorldSimulator
 
 ENCODINGS = ("bgr8", "rgb8")
 
@@ -80,9 +81,6 @@ ENCODINGS = ("bgr8", "rgb8")
 class ConfigError(ValueError):
     """A parameter value the node cannot start with."""
 
-
-def _seconds(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 class WorldSimulatorNode(Node):
@@ -243,16 +241,8 @@ class WorldSimulatorNode(Node):
 
     # ------------------------------------------------------------------ commands
     def _on_trajectory(self, msg: JointTrajectory, controller: str) -> None:
-        start = _seconds(msg.header.stamp) or self._sim_now()  # zero stamp: start now, as JTC
-        points = [(_seconds(p.time_from_start), list(p.positions)) for p in msg.points]
         setter = self.sim.set_arm_trajectory if controller == "arm" else self.sim.set_gripper_trajectory
-        try:
-            notes = setter(list(msg.joint_names), points, start)
-        except TrajectoryError as err:
-            self._note_once(f"dropping {controller}_controller trajectory: {err}")
-            return
-        for note in notes:
-            self._note_once(f"{controller}_controller trajectory: {note}")
+        follow_trajectory(msg, controller, setter, self._sim_now(), self._note_once)
 
     # ------------------------------------------------------------------ loop
     def _on_step(self) -> None:
