@@ -20,6 +20,7 @@ from world_env_training.world_model.memory_bank import MemoryBank, select_memory
 from world_env_training.world_model.processor_world_model import (
     ACTION_MAP, GEOMETRY, HISTORY, STATE, WorldModelProcessor, geometry_map,
 )
+from world_env_training.train_world_model import split_episodes
 from world_env_training.world_model_eval import copy_last_one_step, copy_last_open_loop, psnr, ssim
 
 # A 64x64 model small enough for CPU tests (attention only at 16x16).
@@ -43,8 +44,9 @@ def _raw_batch(cfg: WorldModelConfig, b: int = 2, seed: int = 0) -> dict:
             "target": rng.integers(0, 256, (b, r, r, 3), dtype=np.uint8)}
 
 
-def _write_dataset(path: Path, episodes: int = 3, steps: int = 12, size: int = 64) -> None:
-    """A synthetic dataset: a bright square that moves with the end effector, over two init states."""
+def _write_dataset(path: Path, episodes: int = 3, steps: int = 12, size: int = 64, init_states: int = 2) -> None:
+    """A synthetic dataset: a bright square that moves with the end effector; episode e starts
+    from init state e % init_states."""
     from world_env_training.dataset import DatasetWriter, Episode
 
     camera = _camera(size)
@@ -65,7 +67,7 @@ def _write_dataset(path: Path, episodes: int = 3, steps: int = 12, size: int = 6
             writer.append(Episode(frames=frames, actions=actions, states=states,
                                   joint_positions=np.zeros((steps + 1, 7), np.float32),
                                   success=np.zeros(steps + 1, np.uint8), instruction="move the square",
-                                  suite="libero_object", task_id=0, init_state_id=e % 2, camera=camera.to_dict(),
+                                  suite="libero_object", task_id=0, init_state_id=e % init_states, camera=camera.to_dict(),
                                   source="expert", seed=e))
 
 
@@ -108,6 +110,29 @@ def test_build_save_load_round_trip(tmp_path):
     b = predict_next_frames(loaded, batch2, generator=torch.Generator().manual_seed(1))
     assert a.shape == (2, 3, cfg.resolution, cfg.resolution)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_residual_is_diffused_at_unit_variance(tmp_path):
+    rng = np.random.default_rng(0)
+    # Two episodes whose frames change by +-3 grey levels at a tenth of the pixels.
+    frames = []
+    for _ in range(2):
+        f = np.full((6, 8, 8, 3), 100, np.uint8)
+        f[1::2] += (3 * (rng.random((3, 8, 8, 3)) < 0.1)).astype(np.uint8)
+        frames.append(f)
+    changes = np.concatenate([np.diff(f.astype(np.float64), axis=0).ravel() / 127.5 for f in frames])
+    processor = WorldModelProcessor.fit(rng.normal(size=(12, 7)), frames)
+    assert processor.residual_std == pytest.approx(changes.std(), rel=1e-6)
+    processor.save(tmp_path)
+    assert WorldModelProcessor.load(tmp_path).residual_std == pytest.approx(processor.residual_std)
+
+    model = WorldModel(WorldModelConfig.tiny(), processor)
+    raw = _raw_batch(model.config)
+    batch = processor(**raw)
+    x0 = model.clean_target(batch)
+    change = batch["target"] - batch[HISTORY][:, 0]
+    torch.testing.assert_close(x0, change / processor.residual_std)
+    torch.testing.assert_close(model.frame_from_sample(x0, batch), batch["target"])
 
 
 def test_samplers_swap_through_config():
@@ -228,12 +253,31 @@ def test_copy_last_baseline_and_metrics():
 
 def test_split_holds_out_init_states(tmp_path):
     from world_env_training.dataset import Dataset
-    from world_env_training.train_world_model import split_episodes
 
     _write_dataset(tmp_path / "demos", episodes=4, steps=3)
     train, held = split_episodes([Dataset(tmp_path / "demos")], 1)
     assert [i for _, i in held] == [1, 3] and [i for _, i in train] == [0, 2]  # init state 1 held out
     assert split_episodes([Dataset(tmp_path / "demos")], 0)[1] == []
+
+
+def test_more_evaluation_episodes_leave_out_training_init_states(tmp_path):
+    import json
+
+    from world_env_training.dataset import Dataset
+    from world_env_training.world_model_eval import held_out_episodes
+
+    _write_dataset(tmp_path / "demos", episodes=4, steps=3)
+    _write_dataset(tmp_path / "more", episodes=3, steps=3, init_states=3)
+    train, held = split_episodes([Dataset(tmp_path / "demos")], 1)
+    holdout = tmp_path / "holdout.json"
+    holdout.write_text(json.dumps({"datasets": [str(tmp_path / "demos")],
+                                   "held_out": [{"dataset": d, "index": i} for d, i in held],
+                                   "train": [{"dataset": d, "index": i} for d, i in train]}))
+    episodes = held_out_episodes(holdout, 64, 0, str(tmp_path / "more"))
+    # Training starts only from init state 0: the extra episodes from init states 1 and 2 join.
+    assert [ep.key for ep in episodes] == [Dataset(tmp_path / "demos").entry(i)["key"] for _, i in held] + [
+        Dataset(tmp_path / "more").entry(i)["key"] for i in (1, 2)]
+    assert len(held_out_episodes(holdout, 64, 3, str(tmp_path / "more"))) == 3
 
 
 def test_train_kill_and_resume(tmp_path):

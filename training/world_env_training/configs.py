@@ -378,6 +378,9 @@ class WorldModelEvalConfig(StageConfig):
             model folder); all are scored on the same episodes.
         holdout: A run's holdout.json naming the evaluation episodes (empty: the first
             checkpoint's run's).
+        more_episodes: A dataset folder whose episodes are evaluated after the held-out ones
+            (e.g. ``world-env explore`` rollouts from more init states); those that start from
+            an init state a training episode of the holdout's run starts from are left out.
         max_episodes: Held-out episodes used at most (0: all).
         horizon: Open-loop rollout length in steps.
         starts_per_episode: Open-loop rollouts per episode, started evenly over it.
@@ -391,6 +394,7 @@ class WorldModelEvalConfig(StageConfig):
 
     checkpoints: list[str] = field(default_factory=lambda: ["runs/default/world_model"])
     holdout: str = ""
+    more_episodes: str = ""
     max_episodes: int = 4
     horizon: int = 24
     starts_per_episode: int = 2

@@ -242,7 +242,7 @@ def train(cfg: TrainWorldModelConfig) -> Path:
         start = json.loads((resume / TRAIN_STATE_FILE).read_text())["step"]
     else:
         states = np.concatenate([ep.states for ep in episodes])
-        model = WorldModel(wm_config, WorldModelProcessor.fit(states)).to(device)
+        model = WorldModel(wm_config, WorldModelProcessor.fit(states, [ep.frames for ep in episodes])).to(device)
         ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         start = 0
     model.train()
@@ -266,7 +266,8 @@ def train(cfg: TrainWorldModelConfig) -> Path:
     counts = model.parameter_counts()
     print(f"train-world-model: {len(samples)} transitions from {len(episodes)} episodes "
           f"({len(held_ids)} held out); {counts['trainable'] / 1e6:.2f} M of {counts['total'] / 1e6:.1f} M "
-          "parameters trained; " + (f"resuming at step {start} from {resume}" if resume else "starting fresh"),
+          f"parameters trained; residual_std {model.processor.residual_std:.4f}; "
+          + (f"resuming at step {start} from {resume}" if resume else "starting fresh"),
           flush=True)
 
     # --- training loop ------------------------------------------------------------------------

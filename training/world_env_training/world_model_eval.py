@@ -2,7 +2,8 @@
 
 For each checkpoint given (label=path; several compare ablations: without exploration data,
 without geometry or semantic tokens, ...), on the same held-out episodes (by default those in
-the first checkpoint's run ``holdout.json``, see ``train_world_model.split_episodes``):
+the first checkpoint's run ``holdout.json``, see ``train_world_model.split_episodes``, plus
+those of ``more_episodes`` that start from init states no training episode starts from):
 
 - one-step: for every step t (every ``one_step_stride``-th), predict o_{t+1} from the real
   memory-bank frames, states and action; PSNR and SSIM against the real o_{t+1}.
@@ -180,15 +181,28 @@ def _run_dir(path: Path) -> Path:
     return path.parents[1] if path.parent.name == "checkpoints" else path
 
 
-def held_out_episodes(holdout_file: Path, resolution: int, max_episodes: int):
+def _start_key(entry: dict) -> tuple:
+    return entry["suite"], entry["task_id"], entry["init_state_id"]
+
+
+def held_out_episodes(holdout_file: Path, resolution: int, max_episodes: int, more_episodes: str = ""):
+    """The holdout's held-out episodes, then those of ``more_episodes`` whose init state no
+    training episode starts from; at most ``max_episodes`` (0: all)."""
     from world_env_training.dataset import Dataset
     from world_env_training.train_world_model import default_robot, load_episode
 
     info = json.loads(holdout_file.read_text())
     datasets = [Dataset(p) for p in info["datasets"]]
-    picks = info["held_out"][:max_episodes or None]
+    picks = [(datasets[p["dataset"]], p["index"]) for p in info["held_out"]]
+    if more_episodes:
+        seen = {_start_key(datasets[p["dataset"]].entry(p["index"])) for p in info["train"]}
+        extra = Dataset(more_episodes)
+        unseen = [e for e in extra.manifest["episodes"] if _start_key(e) not in seen]
+        print(f"world-model-eval: {more_episodes}: {len(unseen)} of {len(extra.manifest['episodes'])} episodes "
+              "start from init states no training episode starts from", flush=True)
+        picks += [(extra, e["index"]) for e in unseen]
     robot = default_robot()
-    return [load_episode(datasets[p["dataset"]], p["index"], robot, resolution) for p in picks]
+    return [load_episode(d, i, robot, resolution) for d, i in picks[:max_episodes or None]]
 
 
 def _strip(result: dict, start_frames: list, rollout: int = 0) -> tuple[np.ndarray, list[int]]:
@@ -221,7 +235,7 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
     for label, path in checkpoints:
         model = WorldModel.from_pretrained(path, device=device)
         if episodes is None:
-            episodes = held_out_episodes(holdout, model.config.resolution, cfg.max_episodes)
+            episodes = held_out_episodes(holdout, model.config.resolution, cfg.max_episodes, cfg.more_episodes)
             if not episodes:
                 raise ValueError(f"{holdout}: no held-out episodes")
         print(f"world-model-eval: {label}: one-step on {len(episodes)} held-out episodes", flush=True)

@@ -38,8 +38,11 @@ class WorldModelConfig(StageConfig):
         memory_recent: How many of the K slots hold the most recent frames.
         memory_stride: Spacing in steps of the strided older frames.
         action_map: Condition on the action map of the commanded next state (pixel condition).
-        predict_residual: Diffuse the change (o_{t+1} - o_t) / 2 instead of o_{t+1} itself
-            (residual video diffusion; a zero prediction is the copy-last-frame baseline).
+        predict_residual: Diffuse the change (o_{t+1} - o_t) / residual_std instead of o_{t+1}
+            itself (residual video diffusion; a zero prediction is the copy-last-frame baseline).
+            residual_std, the training changes' standard deviation (``WorldModelProcessor``),
+            gives the diffused signal unit variance, as the noise schedule assumes; the model's
+            errors then shrink by that factor in pixel space.
         history_noise_max: Training-time Gaussian noise on the history frames, standard deviation
             drawn per sample from U(0, history_noise_max) in [-1, 1] pixel units, so that the
             model tolerates its own imperfect frames in open-loop rollouts (0: off).

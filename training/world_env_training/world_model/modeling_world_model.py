@@ -1,7 +1,8 @@
 """The action-conditioned diffusion world model (World-Env's world simulator).
 
 ``WorldModel`` is the denoiser plus its condition encoders; it holds no noise schedule.
-One prediction: o_{t+1} (or the residual (o_{t+1} - o_t) / 2, ``predict_residual``) is denoised
+One prediction: o_{t+1} (or the residual (o_{t+1} - o_t) / residual_std, ``predict_residual``, with
+residual_std the training changes' standard deviation held by the processor) is denoised
 by a diffusers ``UNet2DConditionModel`` whose input is the noisy frame concatenated with
 
 - pixel conditions: the K memory-bank frames (slot 0 = o_t) and the action map of the
@@ -266,15 +267,15 @@ class WorldModel(nn.Module):
         return self.unet(torch.cat([noisy, pixels], 1), timesteps, encoder_hidden_states=tokens).sample
 
     def clean_target(self, batch: dict) -> torch.Tensor:
-        """What is diffused: the next frame, or the residual (o_{t+1} - o_t) / 2."""
+        """What is diffused: the next frame, or the residual (o_{t+1} - o_t) / residual_std."""
         if self.config.predict_residual:
-            return (batch[TARGET] - batch[HISTORY][:, 0]) / 2
+            return (batch[TARGET] - batch[HISTORY][:, 0]) / self.processor.residual_std
         return batch[TARGET]
 
     def frame_from_sample(self, sample: torch.Tensor, batch: dict) -> torch.Tensor:
         """Inverse of ``clean_target``: the predicted frame in [-1, 1]."""
         if self.config.predict_residual:
-            sample = batch[HISTORY][:, 0] + 2 * sample
+            sample = batch[HISTORY][:, 0] + self.processor.residual_std * sample
         return sample.clamp(-1, 1)
 
     # --- training -----------------------------------------------------------------------------

@@ -13,8 +13,10 @@ three feed the model identically:
   validity mask (1 channel), both zero where there is no depth.
 
 ``WorldModelProcessor`` turns those arrays into the model's batch of tensors: frames to [-1, 1]
-(B, C, H, W); states normalised with the training data's mean and standard deviation, which
-are saved with the model (``processor.json``). Batch keys are the constants below.
+(B, C, H, W); states normalised with the training data's mean and standard deviation; and the
+standard deviation of the training frame changes o_{t+1} - o_t, by which a residual model
+divides what it diffuses. The statistics are saved with the model (``processor.json``). Batch
+keys are the constants below.
 """
 
 from __future__ import annotations
@@ -86,16 +88,28 @@ class WorldModelProcessor:
 
     Args:
         state_mean, state_std: (7,) statistics of the training states (std floored at 1e-3).
+        residual_std: Standard deviation of the training frame changes o_{t+1} - o_t in [-1, 1]
+            pixel units (floored at 1e-3). The default 2.0 (no data) maps any change into [-1, 1].
     """
 
-    def __init__(self, state_mean=None, state_std=None):
+    def __init__(self, state_mean=None, state_std=None, residual_std: float = 2.0):
         self.state_mean = np.zeros(7, np.float32) if state_mean is None else np.asarray(state_mean, np.float32)
         self.state_std = np.ones(7, np.float32) if state_std is None else np.maximum(np.asarray(state_std, np.float32), 1e-3)
+        self.residual_std = max(float(residual_std), 1e-3)
 
     @classmethod
-    def fit(cls, states: np.ndarray) -> "WorldModelProcessor":
-        """Statistics of (N, 7) training states."""
-        return cls(states.mean(0), states.std(0))
+    def fit(cls, states: np.ndarray, frames: list[np.ndarray] | None = None) -> "WorldModelProcessor":
+        """Statistics of (N, 7) training states and, if given, of the frame changes within each
+        (T+1, H, W, 3) uint8 episode of ``frames``."""
+        if not frames:
+            return cls(states.mean(0), states.std(0))
+        # Accumulated per episode: the frames of a run do not fit in memory as float.
+        n, total, squares = 0, 0.0, 0.0
+        for f in frames:
+            change = np.diff(f.astype(np.int16), axis=0).astype(np.float64) / 127.5
+            n, total, squares = n + change.size, total + change.sum(), squares + np.square(change).sum()
+        mean = total / max(n, 1)
+        return cls(states.mean(0), states.std(0), float(np.sqrt(max(squares / max(n, 1) - mean ** 2, 0.0))))
 
     def normalise_states(self, states: np.ndarray, device=None) -> torch.Tensor:
         return torch.as_tensor((np.asarray(states, np.float32) - self.state_mean) / self.state_std, device=device)
@@ -112,7 +126,8 @@ class WorldModelProcessor:
         return batch
 
     def to_dict(self) -> dict:
-        return {"state_mean": self.state_mean.tolist(), "state_std": self.state_std.tolist()}
+        return {"state_mean": self.state_mean.tolist(), "state_std": self.state_std.tolist(),
+                "residual_std": self.residual_std}
 
     def save(self, folder: str | Path) -> None:
         (Path(folder) / PROCESSOR_NAME).write_text(json.dumps(self.to_dict(), indent=1))
