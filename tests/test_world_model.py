@@ -318,3 +318,13 @@ def test_train_kill_and_resume(tmp_path):
     model = WorldModel.from_pretrained(run_dir)
     assert model.config.memory_frames == 2
     assert (run_dir / "holdout.json").is_file()
+
+    # The trained run is what `world-env bench --what world_model --world_model RUN` measures.
+    from world_env_training.bench_world_model import bench_world_model, format_report
+
+    figures = bench_world_model(str(run_dir), batch_sizes=(1, 2), sampler_steps=2, steps=1, libero=False,
+                                psnr_sampler_steps=(1, 3), psnr_max_episodes=1, psnr_stride=4)
+    assert set(figures["imagined"]) == {1, 2} and all(f["frames_per_s"] > 0 for f in figures["imagined"].values())
+    quality = figures["sampler_quality"]
+    assert set(quality) == {1, 3} and all(q["frames"] == 3 and 0 < q["psnr"] < 100 for q in quality.values())
+    assert "sampler steps   3: one-step PSNR" in format_report(figures)

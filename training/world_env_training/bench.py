@@ -54,7 +54,7 @@ def _world_model(cfg: BenchConfig):
     from world_env_training.backbones import resolve_device
     from world_env_training.bench_world_model import bench_world_model, format_report
 
-    result = bench_world_model(device=resolve_device(cfg.device), seed=cfg.seed)
+    result = bench_world_model(cfg.world_model, device=resolve_device(cfg.device), seed=cfg.seed)
     return result, format_report(result)
 
 

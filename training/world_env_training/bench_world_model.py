@@ -9,7 +9,7 @@ Figures:
 - LIBERO frames/s (one step + one agent-view render) measured in the same run with
   ``bench_libero`` at the same resolution, and the ratio imagined / LIBERO per B;
 - with a trained checkpoint: one-step PSNR on its held-out episodes for each sampler step
-  count in ``psnr_sampler_steps`` (default 5, 10, 20), next to the copy-last-frame baseline.
+  count in ``psnr_sampler_steps`` (default 2, 4, 10, 20), next to the copy-last-frame baseline.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = ["bench_world_model", "format_report"]
 
 
 def bench_world_model(checkpoint: str = "", batch_sizes=(1, 8, 32), sampler_steps: int = 10, steps: int = 2,
-                      libero: bool = True, libero_steps: int = 30, psnr_sampler_steps=(5, 10, 20),
+                      libero: bool = True, libero_steps: int = 30, psnr_sampler_steps=(2, 4, 10, 20),
                       psnr_max_episodes: int = 2, psnr_stride: int = 8, seed: int = 0, device: str = "cpu") -> dict:
     """Measure (see the module docstring); returns a dict of figures."""
     from world_env_common.camera import CameraModel, look_at

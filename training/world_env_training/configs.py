@@ -759,6 +759,9 @@ class BenchConfig(StageConfig):
             LIBERO's renderer), libero, world_model, policy, reflector, loop (post-training
             episodes/s through the ROS graph vs in-process), or all.
         samples: Random joint configurations (robot) or robot poses (camera) checked.
+        world_model: A trained world-model run or model folder for the world_model benchmark:
+            its speed, plus one-step PSNR on its held-out episodes per sampler step count
+            (empty: the default CPU architecture with random weights, speed only).
         output: JSON file the figures are also written to (empty string: print only).
         seed: Seed.
         device: Torch device: cpu, cuda, cuda:N or auto.
@@ -766,6 +769,7 @@ class BenchConfig(StageConfig):
 
     what: list[str] = field(default_factory=lambda: ["all"])
     samples: int = 200
+    world_model: str = ""
     output: str = ""
     seed: int = 0
     device: str = "cpu"
