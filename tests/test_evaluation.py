@@ -3,7 +3,7 @@
 import pytest
 
 from world_env_training.evaluation import markdown_table, summarise
-from world_env_training.stats import wilson_interval
+from world_env_training.stats import mean_interval, wilson_interval
 
 
 @pytest.mark.parametrize("k, n, low, high", [
@@ -18,6 +18,14 @@ def test_wilson_interval_matches_reference_values(k, n, low, high):
 def test_wilson_interval_rejects_impossible_counts(k, n):
     with pytest.raises(ValueError):
         wilson_interval(k, n)
+
+
+def test_mean_interval_is_the_student_t_interval():
+    # mean 2, sample sd 1, n = 3: half width t(0.975, 2) / sqrt(3) = 4.3027 / 1.7321
+    mean, low, high = mean_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and low == pytest.approx(2 - 2.4841, abs=1e-4) and high == pytest.approx(2 + 2.4841, abs=1e-4)
+    with pytest.raises(ValueError):
+        mean_interval([1.0])
 
 
 def _records():

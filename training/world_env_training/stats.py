@@ -1,4 +1,4 @@
-"""Success-rate statistics."""
+"""Success-rate and paired-difference statistics."""
 
 from __future__ import annotations
 
@@ -20,3 +20,17 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): Student-t interval of the mean of ``values`` (e.g. paired differences
+    between a model and a baseline on the same targets)."""
+    import numpy as np
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size < 2:
+        raise ValueError(f"{x.size} values: need at least two for an interval")
+    mean = float(x.mean())
+    half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return mean, mean - half, mean + half

@@ -37,6 +37,7 @@ import torch
 from torch.nn import functional as F
 
 from world_env_training.configs import WorldModelEvalConfig
+from world_env_training.stats import mean_interval
 
 PSNR_CAP_DB = 100.0
 
@@ -287,12 +288,25 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
     first = next(iter(results.values()))["loop"]
     lines.append("| copy last frame | " + " | ".join(
         f"{first['baseline_psnr'][:, m - 1].mean():.2f} / {first['baseline_ssim'][:, m - 1].mean():.3f}" for m in marks) + " |")
+    rollouts = len(first["psnr"])
+    if rollouts >= 2:
+        lines += ["", f"## Open-loop PSNR gain over copy-last-frame (dB, paired over the {rollouts} rollouts: "
+                  "mean [95% t-interval], rollouts where the model is closer)", "",
+                  "| model | " + " | ".join(f"h={m}" for m in marks) + " |", "|---|" + "---|" * len(marks)]
+        for label, r in results.items():
+            cells = []
+            for m in marks:
+                gain = r["loop"]["psnr"][:, m - 1] - r["loop"]["baseline_psnr"][:, m - 1]
+                mean, low, high = mean_interval(gain)
+                cells.append(f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] {int((gain > 0).sum())}/{rollouts}")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Figures: `psnr_vs_horizon.png`, `ssim_vs_horizon.png`; strips `strip_<model>.png` (top real, "
               "bottom open-loop prediction; columns: start frame, then horizons "
               + ", ".join(map(str, next(iter(results.values()))["strip_horizons"])) + ")."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     metrics = {label: {"one_step": {k: float(r["one"][k].mean()) for k in ("psnr", "ssim", "baseline_psnr", "baseline_ssim")},
                        "open_loop": {k: r["loop"][k].mean(0).tolist() for k in ("psnr", "ssim", "baseline_psnr", "baseline_ssim")},
+                       "open_loop_rollouts": len(r["loop"]["psnr"]),
                        "params": r["params"], "path": r["path"]}
                for label, r in results.items()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
