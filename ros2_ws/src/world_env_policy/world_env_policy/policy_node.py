@@ -27,6 +27,7 @@ import time
 
 from builtin_interfaces.msg import Duration
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.duration import Duration as RclpyDuration
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -348,6 +349,9 @@ class PolicyNode(Node):
         """Stop commanding for good: nothing more is published but a last status."""
         self.controller.set_enabled(False, self._now())
         self._publish_status(force=True, reason="shut down")
+        # The node is destroyed right after this: without the acknowledgements a loaded machine
+        # can drop the last status (a CI run saw the one before it as the final word).
+        self.status_pub.wait_for_all_acked(RclpyDuration(seconds=1.0))
 
 
 def _shutdown(node: "PolicyNode") -> None:
