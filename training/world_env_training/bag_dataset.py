@@ -18,6 +18,10 @@ the controller reaches its targets), with the gripper from the newest gripper co
 above half the opening, close +1). Record at the control rate (one frame per command) for
 actions on LIBERO's scale. Success: the newest ``success_topic`` Bool (labels made monotone),
 else 0.
+
+The episodes go into our dataset format, or with ``format lerobot`` straight into a new
+LeRobotDataset v3 folder (``lerobot_format.LeRobotWriter``) at ``fps`` (default: the camera
+topic's median rate).
 """
 
 from __future__ import annotations
@@ -73,6 +77,14 @@ def _rgb(msg) -> np.ndarray:
 def _latest(times: list[float], items: list, t: float):
     i = bisect_right(times, t) - 1
     return items[i] if i >= 0 else None
+
+
+def _camera_fps(times: list[float]) -> int:
+    """The camera topic's rate (Hz): the median interval between frames, rounded to an integer
+    as LeRobot stores it."""
+    if len(times) < 2:
+        raise ValueError("the camera topic has fewer than 2 frames: give the fps option")
+    return max(1, int(round(1.0 / float(np.median(np.diff(times))))))
 
 
 def convert(cfg: BagToDatasetConfig) -> dict:
@@ -141,7 +153,15 @@ def convert(cfg: BagToDatasetConfig) -> dict:
     image_t = [t for t, _ in images]
     written, skipped = 0, 0
     size = cfg.resolution
-    with DatasetWriter(cfg.output_dir, info={"source": "recorded", "bag": str(Path(cfg.bag).resolve())}) as writer:
+    info = {"source": "recorded", "bag": str(Path(cfg.bag).resolve())}
+    if cfg.format == "lerobot":
+        from world_env_training.lerobot_format import LeRobotWriter
+
+        fps = cfg.fps or _camera_fps(image_t)
+        sink = LeRobotWriter(cfg.output_dir, fps=fps, video_codec=cfg.video_codec, rig=rig, info=info)
+    else:
+        sink = DatasetWriter(cfg.output_dir, info=info)
+    with sink as writer:
         for index, (t0, t1, text) in enumerate(segments):
             lo, hi = bisect_right(image_t, t0), bisect_right(image_t, t1 + cfg.split_gap_s)
             frames, states, qs, labels, times = [], [], [], [], []
@@ -184,7 +204,7 @@ def convert(cfg: BagToDatasetConfig) -> dict:
 def run(cfg: BagToDatasetConfig) -> int:
     try:
         result = convert(cfg)
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as err:
         print(f"world-env bag-to-dataset: {err}", file=sys.stderr)
         return 2
     print(f"bag-to-dataset: {result['episodes']} episodes written to {cfg.output_dir} "

@@ -39,6 +39,8 @@ STAGES: dict[str, Stage] = {
     "post-train": Stage(configs.PostTrainConfig, "world_env_training.post_train:run"),
     "audit-reward-hacking": Stage(configs.AuditConfig, "world_env_training.audit:run"),
     "bag-to-dataset": Stage(configs.BagToDatasetConfig, "world_env_training.bag_dataset:run"),
+    "export-lerobot": Stage(configs.ExportLeRobotConfig, "world_env_training.lerobot_format:run_export"),
+    "import-lerobot": Stage(configs.ImportLeRobotConfig, "world_env_training.lerobot_format:run_import"),
     "evaluate-world-model": Stage(configs.WorldModelEvalConfig, "world_env_training.world_model_eval:run"),
     "pipeline": Stage(configs.PipelineConfig, "world_env_training.pipeline:run_pipeline"),
     "bench": Stage(configs.BenchConfig, "world_env_training.bench:run"),

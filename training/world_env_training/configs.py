@@ -17,6 +17,7 @@ import yaml
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 RESOLUTIONS = (64, 128, 256)
 TASKS_PER_SUITE = 10  # each of the four standard suites
+VIDEO_CODECS = ("h264", "av1", "lossless")  # presets of lerobot_format.VIDEO_CODECS
 
 
 def _check(condition: bool, name: str, value, expected: str) -> None:
@@ -641,6 +642,10 @@ class BagToDatasetConfig(StageConfig):
         success_topic: Recorded task-success Bool topic (empty: none; labels 0).
         split_gap_s: A pause in arm commands longer than this ends an episode (s).
         min_steps: Episodes with fewer steps are skipped.
+        format: world-env (our episode format, DATASET.md) or lerobot (a new LeRobotDataset v3
+            folder; it must not exist yet).
+        fps: Frame rate stored in a lerobot dataset (0: the camera topic's median rate, rounded).
+        video_codec: Video codec of a lerobot dataset: h264, av1 or lossless (see export-lerobot).
     """
 
     bag: str = "runs/recording"
@@ -660,6 +665,9 @@ class BagToDatasetConfig(StageConfig):
     success_topic: str = "/task/success"
     split_gap_s: float = 1.0
     min_steps: int = 2
+    format: str = "world-env"
+    fps: int = 0
+    video_codec: str = "h264"
 
     def __post_init__(self):
         _check(len(self.base_position) == 3, "base_position", self.base_position, "3 numbers")
@@ -668,6 +676,79 @@ class BagToDatasetConfig(StageConfig):
         _check(self.task_id >= 0, "task_id", self.task_id, "a non-negative integer")
         _check(self.split_gap_s > 0, "split_gap_s", self.split_gap_s, "a positive number")
         _check(self.min_steps > 0, "min_steps", self.min_steps, "a positive integer")
+        _check(self.format in ("world-env", "lerobot"), "format", self.format, "world-env or lerobot")
+        _check(self.fps >= 0, "fps", self.fps, "0 (from the camera topic) or a positive integer")
+        _check(self.video_codec in VIDEO_CODECS, "video_codec", self.video_codec, f"one of {', '.join(VIDEO_CODECS)}")
+
+
+@dataclass
+class ExportLeRobotConfig(StageConfig):
+    """Export a dataset of ours as a LeRobotDataset v3 folder (parquet, mp4, meta).
+
+    Args:
+        dataset: Our dataset folder (DATASET.md) to export.
+        output_dir: LeRobotDataset v3 folder to create (must not exist, or be empty).
+        fps: Frame rate stored in the metadata and the video timestamps (LIBERO steps at 20 Hz).
+        video_codec: h264 (libx264, yuv420p, crf 18: plays in browsers), av1 (libsvtav1,
+            yuv420p, crf 30: LeRobot's own default) or lossless (libx264rgb, qp 0: frames come
+            back bit-exact, files several times larger).
+        rig_file: Rig YAML (camera model + robot base) kept in meta/info.json, so joint-space
+            tools can place the robot; empty: only each episode's camera model is kept.
+        robot_type: The robot_type field of meta/info.json.
+    """
+
+    dataset: str = "runs/demos"
+    output_dir: str = "runs/demos_lerobot"
+    fps: int = 20
+    video_codec: str = "h264"
+    rig_file: str = ""
+    robot_type: str = "panda"
+
+    def __post_init__(self):
+        _check(self.fps > 0, "fps", self.fps, "a positive integer")
+        _check(self.video_codec in VIDEO_CODECS, "video_codec", self.video_codec, f"one of {', '.join(VIDEO_CODECS)}")
+        _check(bool(self.robot_type), "robot_type", self.robot_type, "a non-empty string")
+
+
+@dataclass
+class ImportLeRobotConfig(StageConfig):
+    """Import a local LeRobotDataset v3 folder into our dataset format.
+
+    Args:
+        input_dir: LeRobotDataset v3 folder (meta/info.json, data/, videos/).
+        output_dir: Our dataset folder to write (resumed if it exists: episodes already in it are
+            skipped).
+        rig_file: Rig YAML (camera model + robot base). Needed when the state holds joint
+            positions (end-effector states are recomputed with our robot model's FK) or when
+            the dataset has no joint positions (solved by IK); it also gives episodes without a
+            camera model theirs. Empty: the rig exported into meta/info.json, if any.
+        state_kind: What the state feature holds: eef (our 7-D [x, y, z, rx, ry, rz, gripper
+            width]), joints (7 arm joints, then the gripper: 1 opening width or 2 finger joints,
+            m) or auto (eef for datasets we exported, joints when the state's names say joint).
+        state_key: The state feature.
+        image_key: Agent-view camera feature (empty: observation.images.agentview, else the only
+            camera that is not the wrist view).
+        wrist_key: Wrist camera feature (empty: observation.images.wrist if present, else none).
+        resolution: Resize frames (and depth, wrist view, camera model) to this square size;
+            0 keeps the dataset's size.
+        suite: Suite stored with episodes that carry none of ours (task_id is the task_index).
+    """
+
+    input_dir: str = "runs/demos_lerobot"
+    output_dir: str = "runs/demos_imported"
+    rig_file: str = ""
+    state_kind: str = "auto"
+    state_key: str = "observation.state"
+    image_key: str = ""
+    wrist_key: str = ""
+    resolution: int = 0
+    suite: str = "lerobot"
+
+    def __post_init__(self):
+        _check(self.state_kind in ("auto", "eef", "joints"), "state_kind", self.state_kind, "auto, eef or joints")
+        _check(bool(self.state_key), "state_key", self.state_key, "a feature name")
+        _check(self.resolution == 0 or self.resolution >= 8, "resolution", self.resolution, "0 (keep) or >= 8")
+        _check(bool(self.suite), "suite", self.suite, "a non-empty string")
 
 
 @dataclass
