@@ -158,6 +158,13 @@ def test_export_refuses_a_used_folder_and_mixed_frame_sizes(ours, tmp_path):
                               init_state_id=0, camera={}, source="expert", seed=0), key="small")
     with pytest.raises(ValueError, match="one shape per feature"):
         export_lerobot(ExportLeRobotConfig(dataset=str(mixed), output_dir=str(tmp_path / "out")))
+    odd = tmp_path / "odd"
+    _write_ours(odd, episodes=1, size=15, wrist=False, depth=False)
+    with pytest.raises(ValueError, match="odd height or width"):
+        export_lerobot(ExportLeRobotConfig(dataset=str(odd), output_dir=str(tmp_path / "odd_h264")))
+    export_lerobot(ExportLeRobotConfig(dataset=str(odd), output_dir=str(tmp_path / "odd_rgb"), video_codec="lossless"))
+    import_lerobot(ImportLeRobotConfig(input_dir=str(tmp_path / "odd_rgb"), output_dir=str(tmp_path / "odd_back")))
+    np.testing.assert_array_equal(Dataset(tmp_path / "odd_back")[0].frames, Dataset(odd)[0].frames)
 
 
 def _foreign(src: Path, dst: Path, state: str = "joints9", rename: dict | None = None) -> Path:

@@ -225,6 +225,11 @@ class LeRobotWriter:
         if key in self.keys:
             raise ValueError(f"key: {key!r} is already in {self.path}")
         features = self._episode_features(episode)
+        if self.codec.pix_fmt == "yuv420p":  # 4:2:0 halves the chroma planes: x264/SVT need even sizes
+            odd = [k for k in (IMAGE_KEY, WRIST_KEY) if k in features and any(s % 2 for s in features[k]["shape"][:2])]
+            if odd:
+                raise ValueError(f"episode {key!r}: {odd} have an odd height or width, which yuv420p cannot "
+                                 "encode; use video_codec lossless")
         if self.features is None:
             self.features = features
         elif features != self.features:
@@ -445,9 +450,9 @@ def _resize(images: np.ndarray, size: int, mode: str) -> np.ndarray:
 
     if images.shape[1:3] == (size, size):
         return images
+    # Depth is resampled by nearest neighbour: averaging across an object edge invents depths.
     method = Image.BILINEAR if mode == "rgb" else Image.NEAREST
-    out = [np.asarray(Image.fromarray(im if mode == "rgb" else im.astype(np.float32), None if mode == "rgb" else "F")
-                      .resize((size, size), method)) for im in images]
+    out = [np.asarray(Image.fromarray(im).resize((size, size), method)) for im in images]
     return np.stack(out).astype(images.dtype)
 
 
