@@ -1,8 +1,11 @@
-"""Evaluation harness: statistics, summaries and tables; a real LIBERO run of both protocols."""
+"""Evaluation harness: statistics, summaries and tables; held-out init states; a real LIBERO run
+of both protocols, with the reflector ending self-termination episodes and frames rendered only
+when read."""
 
 import pytest
 
-from world_env_training.evaluation import markdown_table, summarise
+from world_env_training.configs import EvaluateConfig
+from world_env_training.evaluation import choose_init_states, markdown_table, summarise
 from world_env_training.stats import mean_interval, wilson_interval
 
 
@@ -81,3 +84,69 @@ def test_evaluate_expert_and_zero_policies_in_libero(tmp_path):
                                    workers=1, output_dir=str(tmp_path / "zero")))
     rate = zero["tasks"]["libero_object/0"]["gt_termination"]
     assert rate["successes"] == 0 and rate["mean_steps"] == 280  # held still until libero_object's limit
+
+
+def test_init_states_are_drawn_seeded_from_those_training_did_not_use():
+    training = {("libero_object", 0): [0, 1, 2, 3, 4], ("libero_object", 1): list(range(40))}
+    cfg = EvaluateConfig(task_ids=[0, 1], episodes_per_task=10, seed=3)
+    chosen = choose_init_states(cfg, training)
+    for key, used in training.items():
+        assert len(chosen[key]) == 10 and len(set(chosen[key])) == 10
+        assert not set(chosen[key]) & set(used) and all(0 <= i < 50 for i in chosen[key])
+    assert chosen == choose_init_states(cfg, training)  # seeded: the same draw again
+    other = choose_init_states(EvaluateConfig(task_ids=[0, 1], episodes_per_task=10, seed=4), training)
+    assert other != chosen
+    # Task 1 has exactly 10 held-out states left: all of them, whatever the seed.
+    assert chosen[("libero_object", 1)] == list(range(40, 50))
+
+    with pytest.raises(ValueError, match="only 10 init states that no training dataset used"):
+        choose_init_states(EvaluateConfig(task_ids=[1], episodes_per_task=11), training)
+    with pytest.raises(ValueError, match=r"init_state_ids \[3\] of libero_object task 0 were used in training"):
+        choose_init_states(EvaluateConfig(task_ids=[0], init_state_ids=[3, 7]), training)
+    assert choose_init_states(EvaluateConfig(task_ids=[0], init_state_ids=[7, 9]), training) == {
+        ("libero_object", 0): [7, 9]}
+    with pytest.raises(ValueError, match="init_state_ids"):
+        EvaluateConfig(init_state_ids=[3, 3])
+
+
+@pytest.mark.libero
+def test_reflector_ends_self_termination_and_frames_render_only_when_read(tmp_path):
+    import json
+    import math
+
+    import torch
+
+    from world_env_training.evaluation import evaluate
+    from world_env_training.reflector import Reflector, ReflectorConfig
+    from world_env_training.tiny import write_start_states
+    from world_env_training.vla import VLAConfig, VLAPolicy
+
+    torch.manual_seed(0)
+    VLAPolicy(VLAConfig.tiny()).save_pretrained(tmp_path / "policy")
+    # A random reflector scores about 0.5: eta 0.99 never fires, eta 0.01 fires on the first frame.
+    for eta in (0.99, 0.01):
+        Reflector(ReflectorConfig.tiny(threshold=eta)).save_pretrained(tmp_path / f"reflector_{eta}")
+    write_start_states(tmp_path / "demos")  # libero_object task 0 starts from init state 0
+    common = dict(policy=str(tmp_path / "policy"), task_ids=[0], episodes_per_task=1,
+                  training_datasets=[str(tmp_path / "demos")], workers=2)
+
+    evaluate(EvaluateConfig(reflector=str(tmp_path / "reflector_0.99"), output_dir=str(tmp_path / "never"), **common))
+    result = json.loads((tmp_path / "never" / "eval.json").read_text())
+    assert result["training_init_states"] == {"libero_object/0": [0]}
+    evaluated = result["init_states"]["libero_object/0"]
+    assert len(evaluated) == 1 and evaluated[0] != 0
+    by_protocol = {e["protocol"]: e for e in result["episodes"]}
+    chunk = VLAConfig.tiny().chunk_size
+    gt, self_term = by_protocol["gt_termination"], by_protocol["self_termination"]
+    assert gt["ended"] == "step_limit" and gt["steps"] == 280
+    # The policy reads a frame once per chunk, so only those frames are rendered ...
+    assert gt["renders"] == math.ceil(gt["steps"] / chunk)
+    # ... while the reflector reads (and scores) every frame.
+    assert self_term["ended"] == "step_limit" and self_term["renders"] == self_term["steps"] == 280
+    assert 0.0 < self_term["reward"] < 0.99
+    assert "training used [0]" in (tmp_path / "never" / "eval.md").read_text()
+
+    evaluate(EvaluateConfig(reflector=str(tmp_path / "reflector_0.01"), protocol="self_termination",
+                            output_dir=str(tmp_path / "first"), **common))
+    episode, = json.loads((tmp_path / "first" / "eval.json").read_text())["episodes"]
+    assert episode["ended"] == "reflector" and episode["steps"] == 0 and episode["success"] is False

@@ -9,20 +9,17 @@ naming the field and what it got.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from world_env_training.config_base import StageConfig, _check
 
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 RESOLUTIONS = (64, 128, 256)
 TASKS_PER_SUITE = 10  # each of the four standard suites
 VIDEO_CODECS = ("h264", "av1", "lossless")  # presets of lerobot_format.VIDEO_CODECS
-
-
-def _check(condition: bool, name: str, value, expected: str) -> None:
-    if not condition:
-        raise ValueError(f"{name}={value!r}: expected {expected}")
 
 
 def _check_suites(suites: list[str]) -> None:
@@ -60,32 +57,6 @@ def model_config_values(stage_cfg, file_option: str, owned: tuple[str, ...], mod
             raise ValueError(f"{path}: sets {clash}; give them as {stage} options instead")
     values.update({name: getattr(stage_cfg, name) for name in owned})
     return values
-
-
-class StageConfig:
-    """Shared helpers: YAML round trip and dict conversion."""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    @classmethod
-    def from_dict(cls, data: dict):
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def from_yaml(cls, path: str):
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of option names to values, got {type(data).__name__}")
-        return cls.from_dict(data)
 
 
 @dataclass
@@ -175,15 +146,21 @@ class EvaluateConfig(StageConfig):
         policy: Policy checkpoint folder, or a built-in policy name (expert, zero).
         suites: LIBERO suites to evaluate.
         task_ids: Task ids to evaluate in every suite (empty: all tasks).
-        episodes_per_task: Episodes per task; episode k starts from LIBERO's fixed init state k.
+        episodes_per_task: Episodes per task, each from a different LIBERO init state, drawn
+            (seeded by seed) from the task's 50 init states less those training used.
         protocol: gt_termination (episode ends at success), self_termination (the policy or
             reflector decides when to stop, success judged at the end), or both.
-        reflector: Reflector checkpoint that stops episodes under self_termination (empty:
-            the policy's own done signal, or the step limit).
+        reflector: Reflector checkpoint that scores every frame under self_termination and ends
+            the episode when it fires (empty: the policy's own done signal, or the step limit).
+        training_datasets: Dataset folders the policy's training used (demonstrations,
+            exploration): their episodes' init states are never evaluated, and eval.json lists
+            them as training_init_states.
+        init_state_ids: Init states to evaluate in every task instead of a seeded draw (each
+            must be absent from training_datasets).
         resolution: Agent-view image size in pixels (square): 64, 128 or 256.
         output_dir: Folder the JSON and markdown tables are written to.
         workers: Simulator processes run in parallel.
-        seed: Seed for action sampling.
+        seed: Seed for action sampling and for the draw of init states.
         device: Torch device: cpu, cuda, cuda:N or auto.
     """
 
@@ -193,6 +170,8 @@ class EvaluateConfig(StageConfig):
     episodes_per_task: int = 10
     protocol: str = "both"
     reflector: str = ""
+    training_datasets: list[str] = field(default_factory=list)
+    init_state_ids: list[int] = field(default_factory=list)
     resolution: int = 64
     output_dir: str = "runs/default/eval"
     workers: int = 2
@@ -204,6 +183,8 @@ class EvaluateConfig(StageConfig):
         _check(0 < self.episodes_per_task <= 50, "episodes_per_task", self.episodes_per_task,
                "1 to 50 (LIBERO has 50 fixed init states per task)")
         _check_task_ids(self.task_ids)
+        _check(all(0 <= i < 50 for i in self.init_state_ids) and len(set(self.init_state_ids)) == len(self.init_state_ids),
+               "init_state_ids", self.init_state_ids, "distinct init state ids in 0..49")
         _check(self.protocol in ("gt_termination", "self_termination", "both"), "protocol",
                self.protocol, "gt_termination, self_termination or both")
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")

@@ -509,3 +509,17 @@ class DatasetWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def init_states_used(folders) -> dict[tuple[str, int], list[int]]:
+    """LIBERO init states the episodes of the dataset ``folders`` start from (manifests only):
+    {(suite, task_id): sorted init_state_ids}. Episodes without one (-1: recorded runs) are left
+    out. Evaluation excludes these so that it scores a policy on states no training stage saw."""
+    used: dict[tuple[str, int], set[int]] = {}
+    for folder in folders:
+        dataset = Dataset(folder)
+        for i in range(len(dataset)):
+            entry = dataset.entry(i)
+            if entry["init_state_id"] >= 0:
+                used.setdefault((entry["suite"], int(entry["task_id"])), set()).add(int(entry["init_state_id"]))
+    return {key: sorted(ids) for key, ids in sorted(used.items())}

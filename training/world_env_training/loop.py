@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from world_env_training.vla.sampling import ChunkSampler, chunk_log_prob
+
 
 def rloo_advantages(returns: torch.Tensor) -> torch.Tensor:
     """(S, N) returns -> (S, N) advantages R_n - mean_{m != n} R_m (N >= 2)."""
@@ -108,6 +110,7 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
     keep_episodes: also keep every episode's frames and executed actions (``episode_frames``,
     ``episode_actions``), e.g. to replay them in the real simulator.
     """
+    sampler = ChunkSampler(policy, sample=True, generator=generator)
     n = rollouts_per_state
     s_count = len(starts)
     chunk = policy.config.chunk_size
@@ -146,18 +149,15 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
         steps_taken = 0
         while len(alive_ids) and steps_taken < max_steps:
             k = min(chunk, max_steps - steps_taken)
-            batch = policy.processor(obs["image"], obs["state"], obs["instruction"], device=policy.device)
-            mu, log_scale = policy.action_distribution(batch)
-            actions = policy.sample(mu, log_scale, generator)
-            log_probs = policy.log_prob(actions, mu, log_scale).sum(-1)  # whole chunk
+            drawn = sampler(obs["image"], obs["state"], obs["instruction"])
             rows["images"].append(obs["image"])
             rows["states"].append(obs["state"])
             rows["instructions"] += obs["instruction"]
-            rows["actions"].append(actions.cpu().numpy())
-            rows["log_probs"].append(log_probs.cpu().numpy())
+            rows["actions"].append(drawn.actions.cpu().numpy())
+            rows["log_probs"].append(drawn.log_prob.cpu().numpy())
             rows["episode"].append(alive_ids.copy())
-            rows["scales"].append(log_scale.exp().mean(dim=(1, 2)).cpu().numpy())
-            executed = np.clip(actions[:, :k].cpu().numpy(), -1.0, 1.0)
+            rows["scales"].append(drawn.scale.cpu().numpy())
+            executed = drawn.executed(k)
             obs = env.step(executed)
             if progress is not None:
                 progress(len(alive_ids) * k)
@@ -214,7 +214,7 @@ def chunk_log_probs(distribution, policy, images, states, instructions, actions)
     batch = policy.processor(images, states, instructions, device=policy.device)
     mu, log_scale = distribution(batch)
     a = torch.as_tensor(actions, device=mu.device, dtype=mu.dtype)
-    return policy.log_prob(a, mu, log_scale).sum(-1), log_scale.detach().exp().mean(dim=(1, 2))
+    return chunk_log_prob(a, mu, log_scale), log_scale.detach().exp().mean(dim=(1, 2))
 
 
 def ppo_update(model, distribution, optimizer, trainable, samples: dict, old_log_probs: torch.Tensor,

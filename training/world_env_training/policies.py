@@ -1,8 +1,9 @@
 """Policies that ``evaluate`` and ``explore`` can run: built-ins by name, or a checkpoint folder.
 
-A policy has ``reset(env)`` (called after ``env.reset``), ``act(obs) -> (7,) action`` and a
-``done`` flag: its own judgement that the task is finished, used to stop episodes under the
-self-termination protocol.
+A policy has ``reset(env)`` (called after ``env.reset``), ``act(obs) -> (7,) action``, a
+``done`` flag (its own judgement that the task is finished, used to stop episodes under the
+self-termination protocol) and ``wants_frame``: whether its next ``act`` reads ``obs["image"]``,
+so that the simulator renders only frames that are read.
 
 A checkpoint folder (a VLA model folder, or a ``train-sft`` run folder: its newest checkpoint)
 loads as ``VLAChunkPolicy``.
@@ -15,12 +16,19 @@ from pathlib import Path
 import numpy as np
 
 BUILT_IN = ("expert", "zero")
+#: Built-ins that read the simulator's privileged state (object poses), not the camera.
+PRIVILEGED = ("expert",)
 
 
 class ZeroPolicy:
-    """All-zero actions: the arm holds still, the gripper keeps its state. Never done."""
+    """All-zero actions: the arm holds still, the gripper keeps its state. Never done.
+
+    Also a one-step chunk policy (``chunk_size``, ``predict``) for the ROS policy node's dry runs.
+    """
 
     done = False
+    chunk_size = 1
+    wants_frame = False  # reads no camera frame
 
     def reset(self, env) -> None:
         pass
@@ -28,9 +36,14 @@ class ZeroPolicy:
     def act(self, obs: dict) -> np.ndarray:
         return np.zeros(7)
 
+    def predict(self, image: np.ndarray, state: np.ndarray, instruction: str) -> np.ndarray:
+        return np.zeros((1, 7))
+
 
 class ExpertPolicy:
     """The scripted expert, reading the simulator's privileged state (object poses)."""
+
+    wants_frame = False  # reads object poses, not the camera
 
     def __init__(self, seed: int = 0):
         self.rng = np.random.default_rng(seed)
@@ -54,21 +67,28 @@ class VLAChunkPolicy:
     """A ``VLAPolicy`` driven as OpenVLA-OFT does: every ``chunk_size`` steps it predicts a chunk
     from the current frame, state and the env's instruction, then executes it open-loop.
 
-    Executes the chunk's means, or with ``sample=True`` draws each chunk from the policy's
-    Laplace distribution (seeded by ``seed``). Actions are clipped to LIBERO's [-1, 1].
-    ``done`` is always False: the policy has no stop signal (a reflector supplies one).
+    Chunks come from ``ChunkSampler``: the means, or with ``sample=True`` draws from the policy's
+    Laplace law (seeded by ``seed``), clipped to LIBERO's [-1, 1] when executed. ``last`` is the
+    newest ``ChunkSample`` (its log-probability is the one LOOP would record). ``done`` is always
+    False: the policy has no stop signal (a reflector supplies one).
     """
 
     done = False
 
     def __init__(self, model, sample: bool = False, seed: int = 0):
-        import torch
+        from world_env_training.vla import ChunkSampler
 
-        self.model, self.sample = model, sample
-        self.generator = torch.Generator(device=model.device).manual_seed(seed)
+        self.model = model
+        self.sampler = ChunkSampler(model, sample=sample, seed=seed)
         self.instruction = ""
         self.queue: list[np.ndarray] = []
         self.replans = 0
+        self.last = None
+
+    @property
+    def wants_frame(self) -> bool:
+        """Whether the next ``act`` reads ``obs["image"]`` (it does only at chunk boundaries)."""
+        return not self.queue
 
     def reset(self, env) -> None:
         self.instruction = env.instruction
@@ -76,12 +96,10 @@ class VLAChunkPolicy:
 
     def act(self, obs: dict) -> np.ndarray:
         if not self.queue:
-            mu, log_scale = self.model.predict_action_chunk(obs["image"][None], obs["state"][None],
-                                                            [self.instruction])
-            chunk = self.model.sample(mu, log_scale, self.generator) if self.sample else mu
-            self.queue = list(chunk[0].cpu().numpy().astype(np.float64))
+            self.last = self.sampler(obs["image"][None], obs["state"][None], [self.instruction])
+            self.queue = list(self.last.executed()[0])
             self.replans += 1
-        return np.clip(self.queue.pop(0), -1.0, 1.0)
+        return self.queue.pop(0)
 
 
 def make_policy(spec: str, seed: int = 0, device: str = "cpu", sample: bool = False):

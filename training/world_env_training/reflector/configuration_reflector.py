@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from world_env_training.backbones import LLMS, VISION_ENCODERS
-from world_env_training.configs import StageConfig, _check
+from world_env_training.config_base import StageConfig, _check
 
 REFLECTOR_PROMPT = "Task: {instruction}.\nFrames:"
 REFLECTOR_QUESTION = "\nIs the task complete? Answer:"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from world_env_training.backbones import LLMS, VISION_ENCODERS
-from world_env_training.configs import StageConfig, _check
+from world_env_training.config_base import StageConfig, _check
 
 def _is_path(name: str) -> bool:
     return "/" in name or Path(name).is_dir()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from world_env_training.configs import StageConfig, _check
+from world_env_training.config_base import StageConfig, _check
 
 SEMANTIC_ENCODERS = ("mobilenet_v2", "efficientnet_lite0", "tiny_cnn", "open_clip")
 GEOMETRY_ENCODERS = ("rays", "vggt")

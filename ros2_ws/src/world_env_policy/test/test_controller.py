@@ -8,7 +8,7 @@ import pytest
 
 from world_env_common.robot import IKResult, PandaModel
 from world_env_policy.controller import (Command, ControllerConfig, PolicyController, PolicyLoadError, Refusal,
-                                         ZeroChunkPolicy, check_checkpoint, load_policy)
+                                         ZeroPolicy, check_checkpoint, load_policy)
 
 ARM = [f"panda_joint{i}" for i in range(1, 8)]
 FINGERS = ["panda_finger_joint1", "panda_finger_joint2"]
@@ -219,7 +219,7 @@ def test_check_checkpoint(tmp_path):
     assert check_checkpoint(str(tmp_path / "model")) is None
     (tmp_path / "run" / "checkpoints" / "step_0000010").mkdir(parents=True)
     assert check_checkpoint(str(tmp_path / "run")) is None
-    assert isinstance(load_policy("zero"), ZeroChunkPolicy)
+    assert isinstance(load_policy("zero"), ZeroPolicy)
     with pytest.raises(PolicyLoadError, match="does not exist"):
         load_policy(str(tmp_path / "none"))
 

@@ -46,13 +46,15 @@ import numpy as np
 
 from world_env_common.pose import quat_to_matrix
 from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES, PandaModel
+from world_env_training.policies import BUILT_IN as TRAINING_BUILT_IN
+from world_env_training.policies import PRIVILEGED, ZeroPolicy
 
 __all__ = ["BUILT_IN", "ChunkRecord", "Command", "ControllerConfig", "PolicyController", "PolicyLoadError", "Refusal",
-           "ZeroChunkPolicy", "check_checkpoint", "load_policy"]
+           "ZeroPolicy", "check_checkpoint", "load_policy"]
 
-#: Policies by name. ``expert`` (the scripted expert) needs the simulator's privileged state, so
-#: it cannot run behind ROS.
-BUILT_IN = ("zero",)
+#: Policies by name: the training package's built-ins less those that read the simulator's
+#: privileged state (the scripted expert), which cannot run behind ROS.
+BUILT_IN = tuple(name for name in TRAINING_BUILT_IN if name not in PRIVILEGED)
 #: Weight of the newest inference time in its running mean.
 EMA_WEIGHT = 0.2
 
@@ -70,34 +72,24 @@ class ChunkPolicy(Protocol):
         """(chunk_size, 7) LIBERO actions for an (H, W, 3) uint8 RGB frame and a (7,) state."""
 
 
-class ZeroChunkPolicy:
-    """All-zero actions: the arm holds its pose, the gripper keeps its state. For dry runs."""
-
-    chunk_size = 1
-
-    def predict(self, image: np.ndarray, state: np.ndarray, instruction: str) -> np.ndarray:
-        return np.zeros((1, 7))
-
-
 class VLAChunkPredictor:
-    """A ``VLAPolicy`` (world_env_training.vla) as a ``ChunkPolicy``: the chunk's means, or with
-    ``sample`` a chunk drawn from its Laplace law (exploration, as LOOP's rollouts). After each
-    ``predict``, ``last_log_prob`` is the chunk's joint log-likelihood under the policy."""
+    """A ``VLAPolicy`` (world_env_training.vla) as a ``ChunkPolicy``, through the same
+    ``ChunkSampler`` as LOOP's rollouts and evaluation: the chunk's means, or with ``sample`` a
+    chunk drawn from its Laplace law. After each ``predict``, ``last_log_prob`` is the chunk's
+    joint log-likelihood under the policy."""
 
     def __init__(self, model, sample: bool = False, seed: int = 0):
-        import torch
+        from world_env_training.vla import ChunkSampler
 
-        self.model, self.sample = model, sample
-        self.chunk_size = int(model.config.chunk_size)
-        self.generator = torch.Generator(device=model.device).manual_seed(seed)
+        self.model = model
+        self.sampler = ChunkSampler(model, sample=sample, seed=seed)
+        self.chunk_size = self.sampler.chunk_size
         self.last_log_prob = float("nan")
 
     def predict(self, image: np.ndarray, state: np.ndarray, instruction: str) -> np.ndarray:
-        mu, log_scale = self.model.predict_action_chunk(image[None], np.asarray(state, dtype=np.float32)[None],
-                                                        [instruction])
-        chunk = self.model.sample(mu, log_scale, self.generator) if self.sample else mu
-        self.last_log_prob = float(self.model.log_prob(chunk, mu, log_scale).sum())
-        return chunk[0].detach().cpu().numpy().astype(np.float64)
+        drawn = self.sampler(image[None], np.asarray(state, dtype=np.float32)[None], [instruction])
+        self.last_log_prob = float(drawn.log_prob[0])
+        return drawn.actions[0].detach().cpu().numpy().astype(np.float64)
 
 
 def check_checkpoint(spec: str) -> str | None:
@@ -108,8 +100,8 @@ def check_checkpoint(spec: str) -> str | None:
         return "no checkpoint given (a VLA model folder, a train-sft run folder, or 'zero')"
     if spec in BUILT_IN:
         return None
-    if spec == "expert":
-        return "'expert' needs the simulator's privileged state and cannot run behind ROS"
+    if spec in PRIVILEGED:
+        return f"'{spec}' needs the simulator's privileged state and cannot run behind ROS"
     path = Path(spec)
     if not path.exists():
         return f"checkpoint {spec} does not exist"
@@ -132,7 +124,7 @@ def load_policy(spec: str, device: str = "cpu", sample: bool = False) -> ChunkPo
     if reason:
         raise PolicyLoadError(reason)
     if spec == "zero":
-        return ZeroChunkPolicy()
+        return ZeroPolicy()
     from world_env_training.policies import make_policy
 
     try:

@@ -1,0 +1,93 @@
+"""One chunk sampler for every user of the policy: LOOP's imagined rollouts, the evaluation
+policy and the ROS policy node's controller draw the same chunk, with the same
+log-probability, from the same observation and noise; the PPO update rescores it the same."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from world_env_training.tiny import write_artifacts
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    from world_env_common.camera import CameraModel
+    from world_env_training.imagined_env import ImaginedEnv
+    from world_env_training.post_train import load_start_states
+    from world_env_training.reflector import Reflector
+    from world_env_training.train_world_model import default_robot
+    from world_env_training.vla import VLAPolicy
+    from world_env_training.world_model import WorldModel
+
+    artifacts = write_artifacts(tmp_path_factory.mktemp("sampler_artifacts"), threshold=0.9)
+    policy = VLAPolicy.from_pretrained(artifacts["policy"])
+    world_model = WorldModel.from_pretrained(artifacts["world_model"])
+    robot = default_robot()
+
+    def make_env(camera):
+        return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), seed=0)
+
+    return policy, Reflector.from_pretrained(artifacts["reflector"]), make_env, load_start_states(artifacts["demos"])[0]
+
+
+class _Env:
+    def __init__(self, instruction):
+        self.instruction = instruction
+
+
+def _three_users(loaded, seed):
+    from world_env_policy.controller import VLAChunkPredictor
+    from world_env_training.loop import chunk_log_probs, collect_rollouts
+    from world_env_training.policies import VLAChunkPolicy
+
+    policy, reflector, make_env, start = loaded
+    chunk = policy.config.chunk_size
+    ro = collect_rollouts(policy, reflector, make_env, [start], 2, chunk, torch.Generator().manual_seed(seed))
+    first = int(np.flatnonzero(ro.episode == 0)[0])  # episode 0's first chunk: from the start frame
+    loop = {"actions": ro.actions[first], "log_prob": float(ro.log_probs[first])}
+    rescored, _ = chunk_log_probs(policy.action_distribution, policy, ro.images[first:first + 1],
+                                  ro.states[first:first + 1], [ro.instructions[first]], ro.actions[first:first + 1])
+    loop["update_log_prob"] = float(rescored[0].detach())
+
+    evaluation = VLAChunkPolicy(policy, sample=True, seed=seed)
+    evaluation.reset(_Env(start.instruction))
+    executed = evaluation.act({"image": start.frame, "state": start.state})
+    ev = {"actions": evaluation.last.actions[0].numpy(), "log_prob": float(evaluation.last.log_prob[0]),
+          "executed": executed}
+
+    node = VLAChunkPredictor(policy, sample=True, seed=seed)
+    node_actions = node.predict(start.frame, start.state, start.instruction)
+    return loop, ev, {"actions": node_actions, "log_prob": node.last_log_prob}
+
+
+def test_loop_evaluation_and_node_draw_the_same_chunk_with_the_same_log_probability(loaded):
+    loop, ev, node = _three_users(loaded, seed=7)
+    np.testing.assert_allclose(ev["actions"], loop["actions"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(node["actions"], loop["actions"], rtol=0, atol=1e-6)
+    assert ev["log_prob"] == pytest.approx(loop["log_prob"], abs=1e-4)
+    assert node["log_prob"] == pytest.approx(loop["log_prob"], abs=1e-4)
+    assert loop["update_log_prob"] == pytest.approx(loop["log_prob"], abs=1e-4)
+    # What runs is the sampled action clipped to LIBERO's range, not the raw draw.
+    np.testing.assert_allclose(ev["executed"], np.clip(loop["actions"][0], -1.0, 1.0), atol=1e-6)
+
+    # The agreement is not vacuous: other noise draws another chunk with another likelihood.
+    other, _, _ = _three_users(loaded, seed=8)
+    assert not np.allclose(other["actions"], loop["actions"])
+    assert other["log_prob"] != pytest.approx(loop["log_prob"], abs=1e-3)
+
+
+def test_means_are_scored_and_clipped_by_the_sampler(loaded):
+    from world_env_training.vla import ChunkSampler, clip_actions
+
+    policy, _, _, start = loaded
+    drawn = ChunkSampler(policy, sample=False)(start.frame[None], start.state[None], [start.instruction])
+    torch.testing.assert_close(drawn.actions, drawn.mu)
+    # At the mean the Laplace density is 1 / (2 b) per entry.
+    expected = (-drawn.log_scale - np.log(2.0)).sum(dim=(1, 2))
+    torch.testing.assert_close(drawn.log_prob, expected, rtol=0, atol=1e-4)
+    assert drawn.executed(3).shape == (1, 3, 7)
+    np.testing.assert_array_equal(clip_actions([[-2.0, 0.5, 3.0]]), [[-1.0, 0.5, 1.0]])
