@@ -6,7 +6,7 @@ import pytest
 
 from world_env_training.configs import EvaluateConfig
 from world_env_training.evaluation import choose_init_states, markdown_table, summarise
-from world_env_training.stats import mean_interval, wilson_interval
+from world_env_training.stats import mean_interval, newcombe_interval, wilson_interval
 
 
 @pytest.mark.parametrize("k, n, low, high", [
@@ -29,6 +29,16 @@ def test_mean_interval_is_the_student_t_interval():
     assert mean == 2.0 and low == pytest.approx(2 - 2.4841, abs=1e-4) and high == pytest.approx(2 + 2.4841, abs=1e-4)
     with pytest.raises(ValueError):
         mean_interval([1.0])
+
+
+@pytest.mark.parametrize("k_a, n_a, k_b, n_b, low, high", [
+    # Newcombe (1998), Statistics in Medicine 17:873, table II, method 10.
+    (56, 70, 48, 80, 0.0524, 0.3339), (9, 10, 3, 10, 0.1705, 0.8090), (5, 56, 0, 29, -0.0381, 0.1926),
+])
+def test_newcombe_interval_of_a_difference_matches_the_published_values(k_a, n_a, k_b, n_b, low, high):
+    d, lo, hi = newcombe_interval(k_a, n_a, k_b, n_b)
+    assert d == pytest.approx(k_a / n_a - k_b / n_b)
+    assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
 
 
 def _records():

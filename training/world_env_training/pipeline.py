@@ -53,7 +53,8 @@ INPUTS = {"collect-demos": (), "train-sft": ("collect-demos",), "explore": ("tra
           "train-world-model": ("collect-demos", "explore"), "train-reflector": ("collect-demos", "explore"),
           "evaluate-world-model": ("train-world-model",),
           "post-train": ("collect-demos", "train-sft", "train-world-model", "train-reflector"),
-          "evaluate-sft": ("train-sft", "train-reflector"), "evaluate-loop": ("post-train", "train-reflector"),
+          "evaluate-sft": ("collect-demos", "explore", "train-sft", "train-reflector"),
+          "evaluate-loop": ("collect-demos", "explore", "post-train", "train-reflector"),
           "audit-reward-hacking": ("collect-demos", "train-world-model", "train-reflector", "post-train")}
 
 
@@ -66,8 +67,11 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
     exploration = str(run / "explore") if cfg.exploration else ""
     sft_extra = {"policy_config": str(run / PIPELINE_DIR / "policy_config.yaml")} if cpu else {}
     wm_extra = {"sampler_steps": CPU_SAMPLER_STEPS} if cpu else {}
+    # Evaluation holds out every init state a training dataset starts from: the demos (SFT, LOOP's
+    # start states) and the exploration rollouts (world model, reflector), whether or not used.
     evaluate = dict(tasks, episodes_per_task=cfg.eval_episodes_per_task, protocol=cfg.protocol,
-                    reflector=str(run / "reflector"), resolution=cfg.resolution, workers=cfg.workers, **common)
+                    reflector=str(run / "reflector"), training_datasets=[str(run / "demos"), str(run / "explore")],
+                    resolution=cfg.resolution, workers=cfg.workers, **common)
     return {
         "collect-demos": ("collect-demos", configs.CollectDemosConfig(
             **tasks, demos_per_task=cfg.demos_per_task, resolution=cfg.resolution, output_dir=str(run / "demos"),

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from world_env_training import configs
-from world_env_training.evaluation import PROTOCOLS
+from world_env_training.evaluation import PROTOCOLS, split_note
+from world_env_training.stats import newcombe_interval
 
 PROTOCOL_NAMES = {"gt_termination": "GT termination", "self_termination": "self-termination"}
 
@@ -50,16 +51,25 @@ def success_table(sft: dict | None, loop: dict | None) -> list[str]:
         if len(suites) > 1:
             cells += [_cell(summary["overall"].get(p)) for p in protocols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Success % in real LIBERO, Wilson 95% interval in brackets, (successes/episodes); "
-              "episode k of a task starts from LIBERO's fixed init state k."]
+    lines += ["", "Success % in real LIBERO, Wilson 95% interval in brackets, (successes/episodes)."]
+    any_eval = sft or loop
+    if "init_states" in any_eval:
+        lines += ["", split_note({tuple(k.rsplit("/", 1)): v for k, v in any_eval["init_states"].items()},
+                             {tuple(k.rsplit("/", 1)): v for k, v in any_eval["training_init_states"].items()})]
     if len(summaries) == 2:
+        lines += ["", "LOOP minus SFT, with the 95% interval of the difference (Newcombe's hybrid score method):"]
         for p in protocols:
             a, b = summaries["SFT"]["overall"][p], summaries["World-Env (LOOP)"]["overall"][p]
-            overlap = not (a["ci95"][1] < b["ci95"][0] or b["ci95"][1] < a["ci95"][0])
-            lines.append(f"- {PROTOCOL_NAMES[p]}: LOOP {100 * b['rate']:.1f}% vs SFT {100 * a['rate']:.1f}% "
-                         f"({100 * (b['rate'] - a['rate']):+.1f} points); the intervals "
-                         + ("overlap: this many episodes cannot tell the two apart." if overlap
-                            else "do not overlap."))
+            d, low, high = newcombe_interval(b["successes"], b["episodes"], a["successes"], a["episodes"])
+            verdict = ("is above zero: LOOP is better" if low > 0 else "is below zero: LOOP is worse" if high < 0
+                       else "includes zero: this many episodes cannot tell the two apart")
+            lines.append(f"- {PROTOCOL_NAMES[p]}: LOOP {100 * b['rate']:.1f}% vs SFT {100 * a['rate']:.1f}%, "
+                         f"{100 * d:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]; the interval {verdict}.")
+    for name, summary in summaries.items():
+        ended = summary["overall"].get("self_termination", {}).get("ended")
+        if ended:
+            lines.append(f"- {name}, self-termination episodes ended by: "
+                         + ", ".join(f"{reason} {count}" for reason, count in ended.items()) + ".")
     return lines
 
 

@@ -34,3 +34,15 @@ def mean_interval(values, confidence: float = 0.95) -> tuple[float, float, float
     mean = float(x.mean())
     half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return mean, mean - half, mean + half
+
+
+def newcombe_interval(k_a: int, n_a: int, k_b: int, n_b: int, z: float = 1.959963984540054) -> tuple[float, float, float]:
+    """(difference, low, high): p_a - p_b of two independent proportions with Newcombe's hybrid
+    score interval (his method 10), built from each arm's Wilson interval. It keeps sensible
+    coverage at small n and at 0 % or 100 %, where the Wald interval of a difference fails."""
+    low_a, high_a = wilson_interval(k_a, n_a, z)  # also rejects impossible counts
+    low_b, high_b = wilson_interval(k_b, n_b, z)
+    p_a, p_b = k_a / n_a, k_b / n_b
+    d = p_a - p_b
+    return (d, d - math.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2),
+            d + math.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2))
