@@ -19,7 +19,8 @@ def test_top_level_help_lists_every_stage():
     out = run_cli("--help")
     assert out.returncode == 0, out.stderr
     names = {"collect-demos", "explore", "evaluate", "train-sft", "train-world-model", "train-reflector",
-             "evaluate-world-model", "post-train", "audit-reward-hacking", "bag-to-dataset", "pipeline", "bench"}
+             "evaluate-world-model", "post-train", "audit-reward-hacking", "bag-to-dataset", "pipeline", "bench",
+             "export-lerobot", "import-lerobot"}
     for name in names:
         assert name in out.stdout
     assert set(cli.STAGES) == names
@@ -78,6 +79,9 @@ def test_list_options_accept_plain_and_bracketed_values():
     (["collect-demos", "--resolution", "100"], "resolution=100"),
     (["train-reflector", "--threshold", "0"], "threshold=0.0"),
     (["evaluate", "--protocol", "sometimes"], "protocol='sometimes'"),
+    (["export-lerobot", "--video_codec", "mpeg2"], "video_codec='mpeg2'"),
+    (["import-lerobot", "--state_kind", "cartesian"], "state_kind='cartesian'"),
+    (["bag-to-dataset", "--format", "hdf5"], "format='hdf5'"),
 ])
 def test_bad_values_fail_naming_the_field(args, message):
     out = run_cli(*args)
