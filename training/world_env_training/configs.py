@@ -19,6 +19,9 @@ from world_env_training.config_base import StageConfig, _check
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 RESOLUTIONS = (64, 128, 256)
 TASKS_PER_SUITE = 10  # each of the four standard suites
+#: The pipeline's stages in the order they run (``pipeline`` runs them; ``--skip`` names them).
+STAGE_ORDER = ("collect-demos", "train-sft", "explore", "train-world-model", "train-reflector",
+               "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "audit-reward-hacking", "report")
 VIDEO_CODECS = ("h264", "av1", "lossless")  # presets of lerobot_format.VIDEO_CODECS
 
 
@@ -793,8 +796,6 @@ class PipelineConfig(StageConfig):
     device: str = "cpu"
 
     def __post_init__(self):
-        from world_env_training.pipeline import STAGE_ORDER
-
         _check_suites(self.suites)
         _check_task_ids(self.task_ids)
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")

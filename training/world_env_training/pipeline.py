@@ -46,8 +46,7 @@ CPU_POLICY = {"image_size": 64, "llm_layers": 4, "vision_grid": 2}
 #: World-model denoising steps per frame in the cpu profile (training and rollouts).
 CPU_SAMPLER_STEPS = 4
 
-STAGE_ORDER = ("collect-demos", "train-sft", "explore", "train-world-model", "train-reflector",
-               "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "audit-reward-hacking", "report")
+STAGE_ORDER = configs.STAGE_ORDER
 #: The stages whose outputs each stage reads: when one of them runs, so does the stage.
 INPUTS = {"collect-demos": (), "train-sft": ("collect-demos",), "explore": ("train-sft",),
           "train-world-model": ("collect-demos", "explore"), "train-reflector": ("collect-demos", "explore"),
