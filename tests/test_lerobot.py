@@ -167,13 +167,17 @@ def test_export_refuses_a_used_folder_and_mixed_frame_sizes(ours, tmp_path):
     np.testing.assert_array_equal(Dataset(tmp_path / "odd_back")[0].frames, Dataset(odd)[0].frames)
 
 
-def _foreign(src: Path, dst: Path, state: str = "joints9", rename: dict | None = None) -> Path:
-    """A copy of an export that looks like someone else's LeRobot dataset: none of our metadata,
-    cameras renamed, and observation.state replaced by joint positions (+ gripper)."""
+def _foreign(src: Path, dst: Path, state: str = "joints9", rename: dict | None = None, keep_rig: bool = False,
+             state_key: str = "observation.state") -> Path:
+    """A copy of an export that looks like someone else's LeRobot dataset: none of our metadata
+    (but the rig with ``keep_rig``), cameras renamed, and observation.state replaced by joint
+    positions (+ gripper) under ``state_key``."""
     rename = rename or {}
     shutil.copytree(src, dst)
     info = json.loads((dst / "meta/info.json").read_text())
-    info.pop("world_env")
+    ours = info.pop("world_env")
+    if keep_rig:
+        info["world_env"] = {"rig": ours["rig"]}
     info["features"] = {rename.get(k, k): v for k, v in info["features"].items()}
     for old, new in rename.items():
         (dst / "videos" / old).rename(dst / "videos" / new)
@@ -187,14 +191,20 @@ def _foreign(src: Path, dst: Path, state: str = "joints9", rename: dict | None =
     data = pq.read_table(data_file)
     q = np.stack(data["observation.joint_positions"].to_numpy(zero_copy_only=False))
     width = np.stack(data["observation.state"].to_numpy(zero_copy_only=False))[:, 6]
+    if state == "eef":  # keep our end-effector state, drop the joints
+        data = data.drop_columns(["observation.joint_positions"])
+        pq.write_table(data, data_file)
+        info["features"].pop("observation.joint_positions")
+        (dst / "meta/info.json").write_text(json.dumps(info))
+        return dst
     values = {"joints9": np.c_[q, width / 2, -width / 2], "joints8": np.c_[q, width], "joints7": q}[state]
     column = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1).astype(np.float32)), values.shape[1])
-    data = data.set_column(data.column_names.index("observation.state"), "observation.state", column)
+    data = data.set_column(data.column_names.index("observation.state"), state_key, column)
     data = data.drop_columns(["observation.joint_positions"])
     pq.write_table(data, data_file)
     info["features"].pop("observation.joint_positions")
-    info["features"]["observation.state"].update(shape=[values.shape[1]],
-                                                 names=[f"joint{i}" for i in range(values.shape[1])])
+    info["features"][state_key] = dict(info["features"].pop("observation.state"), shape=[values.shape[1]],
+                                       names=[f"joint{i}" for i in range(values.shape[1])])
     (dst / "meta/info.json").write_text(json.dumps(info))
     return dst
 
@@ -218,6 +228,40 @@ def test_joint_space_dataset_gets_fk_states_from_the_rig(ours, tmp_path, state):
         np.testing.assert_array_equal(y.frames, x.frames)
         assert (y.suite, y.task_id, y.source, y.init_state_id) == ("my_arm", i % 2, "lerobot", -1)
         assert y.camera == _camera(32).to_dict() == rig.camera.resized(32, 32).to_dict()
+
+
+def test_a_rig_given_at_export_travels_with_the_dataset(ours, tmp_path):
+    rig = Rig(_camera(64), np.array(BASE), np.array([1.0, 0.0, 0.0, 0.0]))
+    rig.save(tmp_path / "rig.yaml")
+    lr = _export(ours, tmp_path / "lr", video_codec="lossless", rig_file=str(tmp_path / "rig.yaml"),
+                 robot_type="franka_panda")
+    info = json.loads((lr / "meta/info.json").read_text())
+    assert info["world_env"]["rig"] == rig.to_dict() and info["robot_type"] == "franka_panda"
+    foreign = _foreign(lr, tmp_path / "foreign", "joints9", keep_rig=True, state_key="observation.arm")
+    with pytest.raises(LeRobotFormatError, match="no 'observation.state' feature"):
+        import_lerobot(ImportLeRobotConfig(input_dir=str(foreign), output_dir=str(tmp_path / "back")))
+    import_lerobot(ImportLeRobotConfig(input_dir=str(foreign), output_dir=str(tmp_path / "back"),
+                                       state_key="observation.arm"))  # no rig_file: the one in info.json
+    back = Dataset(tmp_path / "back")
+    assert back.info["rig"] == rig.to_dict()
+    for i, x in enumerate(Dataset(ours)):
+        np.testing.assert_allclose(back[i].states, x.states, atol=2e-6)
+
+
+def test_missing_joint_positions_are_solved_by_ik_given_a_rig(ours, tmp_path):
+    foreign = _foreign(_export(ours, tmp_path / "lr", video_codec="lossless"), tmp_path / "foreign", "eef")
+    cfg = dict(input_dir=str(foreign), output_dir=str(tmp_path / "back"), state_kind="eef")
+    with pytest.raises(LeRobotFormatError, match="no observation.joint_positions.*rig_file"):
+        import_lerobot(ImportLeRobotConfig(**cfg))
+    assert not (tmp_path / "back").exists()  # refused before anything is written
+    rig = Rig(_camera(64), np.array(BASE), np.array([1.0, 0.0, 0.0, 0.0]))
+    rig.save(tmp_path / "rig.yaml")
+    import_lerobot(ImportLeRobotConfig(rig_file=str(tmp_path / "rig.yaml"), **cfg))
+    robot = PandaModel(np.array(BASE), np.array([1.0, 0.0, 0.0, 0.0]))
+    for x, y in zip(Dataset(ours), Dataset(tmp_path / "back")):
+        np.testing.assert_array_equal(y.states, x.states)
+        reached = np.stack([robot.fk(q.astype(float))[0] for q in y.joint_positions])
+        np.testing.assert_allclose(reached, x.states[:, :3], atol=2e-3)  # IK's position tolerance
 
 
 def test_incomplete_joint_state_and_ambiguous_state_fail_naming_what_is_missing(ours, tmp_path):

@@ -459,8 +459,12 @@ def _resize(images: np.ndarray, size: int, mode: str) -> np.ndarray:
 class _States:
     """Our 7-D states and arm joints from a LeRobot state column (module docstring)."""
 
-    def __init__(self, kind: str, dim: int, rig, feature: str, source: str):
+    def __init__(self, kind: str, dim: int, rig, feature: str, has_joints: bool, source: str):
         self.kind, self.robot = kind, None
+        if kind == "eef" and not has_joints and rig is None:
+            raise LeRobotFormatError(
+                f"{source}: no {JOINTS_KEY} feature; our format needs arm joint angles: give rig_file so they "
+                "are solved by inverse kinematics from the end-effector states")
         if kind == "eef" and dim != 7:
             raise LeRobotFormatError(f"{source}: {feature} has {dim} entries; our end-effector state has 7 "
                                      "[x, y, z, rx, ry, rz, gripper width] (state_kind joints for joint positions)")
@@ -491,10 +495,6 @@ class _States:
             return states.astype(np.float32), q.astype(np.float32)
         if joints is not None:
             return values, joints
-        if self.robot is None:
-            raise LeRobotFormatError(
-                f"{source}: no {JOINTS_KEY} feature; our format needs arm joint angles: give rig_file so they "
-                "are solved by inverse kinematics from the end-effector states")
         solved, q = [], None
         for t, state in enumerate(values):
             result = self.robot.joints_from_state(state, q_init=q)
@@ -556,7 +556,7 @@ def import_lerobot(cfg: ImportLeRobotConfig) -> dict:
             raise LeRobotFormatError(f"{source}: cannot tell whether {cfg.state_key} (names {names}) holds our "
                                      "end-effector state or joint positions; give state_kind eef or joints")
     state_dim = int(np.prod(features[cfg.state_key]["shape"]))
-    states_of = _States(kind, state_dim, rig, cfg.state_key, source)
+    states_of = _States(kind, state_dim, rig, cfg.state_key, JOINTS_KEY in features, source)
 
     episodes = _read_parquets(root / "meta" / "episodes").to_pylist()
     episodes.sort(key=lambda e: e["episode_index"])
