@@ -65,7 +65,20 @@ def _loop(cfg: BenchConfig):
     return result, format_report(result)
 
 
-BENCHES = {"loop": _loop, "robot": _robot, "camera": _camera, "libero": _libero, "policy": _policy, "reflector": _reflector, "world_model": _world_model}
+def _imagination(cfg: BenchConfig):
+    from world_env_training.backbones import resolve_device
+    from world_env_training.bench_imagination import bench_imagination, format_report
+
+    budget = (dict(batch_sizes=(2, 4), steps=0, libero_steps=5, matmul_size=512) if cfg.quick
+              else dict(batch_sizes=tuple(cfg.batch_sizes), steps=cfg.imagination_steps))
+    result = bench_imagination(cfg.policy, cfg.reflector, cfg.world_model, sampler_steps=cfg.sampler_steps,
+                               precision=cfg.precision, channels_last=cfg.channels_last, seed=cfg.seed,
+                               device=resolve_device(cfg.device), **budget)
+    return result, format_report(result)
+
+
+BENCHES = {"loop": _loop, "robot": _robot, "camera": _camera, "libero": _libero, "policy": _policy, "reflector": _reflector, "world_model": _world_model,
+           "imagination": _imagination}
 NOT_BUILT: dict[str, int] = {}  # benchmark -> issue that builds it, while unbuilt
 
 

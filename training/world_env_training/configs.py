@@ -820,11 +820,21 @@ class BenchConfig(StageConfig):
     Args:
         what: Benchmarks to run: robot (FK/IK against LIBERO), camera (projection against
             LIBERO's renderer), libero, world_model, policy, reflector, loop (post-training
-            episodes/s through the ROS graph vs in-process), or all.
+            episodes/s through the ROS graph vs in-process), imagination (LOOP's imagined
+            environment against LIBERO, ``bench_imagination``), or all.
         samples: Random joint configurations (robot) or robot poses (camera) checked.
         world_model: A trained world-model run or model folder for the world_model benchmark:
             its speed, plus one-step PSNR on its held-out episodes per sampler step count
             (empty: the default CPU architecture with random weights, speed only).
+        policy: imagination: a policy folder or run (empty: the cpu profile's policy, random).
+        reflector: imagination: a reflector folder or run (empty: the default, random).
+        batch_sizes: imagination: rollouts B run together, each measured.
+        imagination_steps: imagination: imagined steps per rollout.
+        sampler_steps: imagination: denoising steps per frame (0: the world model's own).
+        precision: imagination: fp32 or bf16 (autocast) for the world model and reflector.
+        channels_last: imagination: the world model's U-Net in channels_last memory format.
+        quick: imagination on a tiny budget (B = 2 and 4, one chunk, 5 LIBERO steps, 512^3
+            matmuls), for tests.
         output: JSON file the figures are also written to (empty string: print only).
         seed: Seed.
         device: Torch device: cpu, cuda, cuda:N or auto.
@@ -833,13 +843,26 @@ class BenchConfig(StageConfig):
     what: list[str] = field(default_factory=lambda: ["all"])
     samples: int = 200
     world_model: str = ""
+    policy: str = ""
+    reflector: str = ""
+    batch_sizes: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
+    imagination_steps: int = 16
+    sampler_steps: int = 0
+    precision: str = "bf16"
+    channels_last: bool = False
+    quick: bool = False
     output: str = ""
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self):
-        known = ("robot", "camera", "libero", "world_model", "policy", "reflector", "loop", "all")
+        known = ("robot", "camera", "libero", "world_model", "policy", "reflector", "loop", "imagination", "all")
         for item in self.what:
             _check(item in known, "what", item, f"one of {', '.join(known)}")
         _check(self.samples > 0, "samples", self.samples, "a positive integer")
+        _check(len(self.batch_sizes) > 0 and all(b > 0 for b in self.batch_sizes), "batch_sizes", self.batch_sizes,
+               "one or more positive integers")
+        _check(self.imagination_steps > 0, "imagination_steps", self.imagination_steps, "a positive integer")
+        _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer (0: the model's)")
+        _check(self.precision in ("fp32", "bf16"), "precision", self.precision, "fp32 or bf16")
         _check_common(self)

@@ -19,9 +19,15 @@ One step, per rollout b, from (o_t, s_t) and action a_t:
 Observations: {"image": (B, H, W, 3) uint8, "state": (B, 7) float32, "instruction": list[str],
 "t": steps taken}; ``step`` on an action chunk (B, k, 7) executes the k actions in order and also
 returns "images" (B, k, H, W, 3) and "states" (B, k, 7), one per executed action.
+
+Cost accounting: ``seconds`` accumulates wall time per part of the steps taken,
+"world_model" (the batch's tensors and the denoising, ``predict_next_frames``) and "conditions"
+(commanded states, action maps, memory-bank gathering); ``frames`` counts predicted frames.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
@@ -45,15 +51,26 @@ class ImaginedEnv:
         sampler_steps: denoising steps per frame (default: the model's config).
         gripper_steps: steps the gripper takes from closed to open (0: instantaneous).
         seed: seed of the sampling noise.
+        precision: fp32, or bf16 autocast of the world model (``world_env_training.precision``).
+        channels_last: run the U-Net in channels_last memory format (``WorldModel.use_channels_last``;
+            this changes the model object, which may be shared).
     """
 
     def __init__(self, world_model, robot, camera, device="cpu", sampler: str | None = None,
-                 sampler_steps: int | None = None, gripper_steps: int = 8, seed: int = 0):
+                 sampler_steps: int | None = None, gripper_steps: int = 8, seed: int = 0,
+                 precision: str = "fp32", channels_last: bool = False):
+        from world_env_training.precision import check_precision
+
         config = world_model.config
         if (camera.height, camera.width) != (config.resolution, config.resolution):
             raise ValueError(f"camera: {camera.width}x{camera.height}, the model predicts "
                              f"{config.resolution}x{config.resolution} frames (use camera.resized)")
         self.model = world_model.to(device).eval()
+        if channels_last:
+            self.model.use_channels_last()
+        self.precision = check_precision(precision)
+        self.seconds = {"world_model": 0.0, "conditions": 0.0}
+        self.frames = 0
         self.robot, self.camera, self.device = robot, camera, torch.device(device)
         self.sampler = make_scheduler(config, sampler or config.sampler)
         self.sampler_steps = sampler_steps or config.sampler_steps
@@ -110,19 +127,29 @@ class ImaginedEnv:
         return nxt
 
     def _step_one(self, actions: np.ndarray) -> None:
+        t0 = time.perf_counter()
         commanded, nxt = self.next_states(self.states, actions)
+        self.seconds["conditions"] += time.perf_counter() - t0
         self._advance(commanded, nxt)
 
     @torch.no_grad()
     def _advance(self, commanded: np.ndarray, nxt: np.ndarray) -> None:
         b = len(commanded)
+        t0 = time.perf_counter()
         self.action_maps = action_maps(commanded, self.camera, self.robot.gripper_open_width)
+        history = self.memory.history()
+        t1 = time.perf_counter()
         batch = self.model.processor(
-            history=self.memory.history(), action_map=self.action_maps, state=self.states, commanded=commanded,
+            history=history, action_map=self.action_maps, state=self.states, commanded=commanded,
             geometry=np.broadcast_to(self.geometry, (b,) + self.geometry.shape), device=self.device)
-        frames = predict_next_frames(self.model, batch, self.sampler, self.sampler_steps, self.generator)
-        self.memory.add(tensor_to_frames(frames))
+        frames = tensor_to_frames(predict_next_frames(self.model, batch, self.sampler, self.sampler_steps,
+                                                      self.generator, self.precision))
+        t2 = time.perf_counter()
+        self.memory.add(frames)
         self.states = nxt
+        self.seconds["conditions"] += t1 - t0
+        self.seconds["world_model"] += t2 - t1
+        self.frames += b
 
     def step_commanded(self, commanded: np.ndarray) -> dict:
         """One step towards (B, 7) commanded states given directly (a joint-space command's FK)

@@ -98,7 +98,17 @@ class Reflector(nn.Module):
         self.projector = FrameProjector(self.vision_encoder.out_dim, width, config.tokens_per_frame,
                                         config.num_frames, token_std)
         self.head = RewardHead(width, config.head_hidden_dim)
+        self.precision = "fp32"
         self.eval()
+
+    def set_precision(self, precision: str) -> "Reflector":
+        """fp32, or bf16 autocast of the frozen encoder and LLM when scoring (``encode_frames``,
+        ``reward_from_features``; ``world_env_training.precision``). Training's ``logits``
+        calls with gradients are not affected; features and rewards are returned in fp32."""
+        from world_env_training.precision import check_precision
+
+        self.precision = check_precision(precision)
+        return self
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -119,11 +129,14 @@ class Reflector(nn.Module):
     @torch.no_grad()
     def encode_frames(self, images, batch_size: int = 64) -> torch.Tensor:
         """(N, H, W, 3) uint8 upright RGB -> (N, tokens_per_frame, C) float32 frozen features."""
+        from world_env_training.precision import autocast
+
         images = np.asarray(images) if not torch.is_tensor(images) else images
         out = []
         for start in range(0, len(images), batch_size):
             x = self.processor.images(images[start:start + batch_size]).to(self.device)
-            out.append(self.vision_encoder(x))
+            with autocast(self.device, self.precision):
+                out.append(self.vision_encoder(x).float())
         if not out:
             raise ValueError("encode_frames: no images")
         return torch.cat(out)
@@ -160,7 +173,12 @@ class Reflector(nn.Module):
     @torch.no_grad()
     def reward_from_features(self, features: torch.Tensor, instructions: list[str]) -> torch.Tensor:
         """R (B,) for already chosen and encoded frames (B, M, P, C)."""
-        return torch.sigmoid(self.logits(self.processor(features, instructions, device=self.device)))
+        from world_env_training.precision import autocast
+
+        batch = self.processor(features, instructions, device=self.device)
+        with autocast(self.device, self.precision):
+            logits = self.logits(batch)
+        return torch.sigmoid(logits.float())
 
     @torch.no_grad()
     def score_uncached(self, frames, instruction: str) -> float:

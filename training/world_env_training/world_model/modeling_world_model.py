@@ -236,6 +236,14 @@ class WorldModel(nn.Module):
         self.null_token = (nn.Parameter(torch.zeros(1, 1, config.cross_attention_dim))
                            if self.semantic is None and self.geometry is None else None)
         self._train_scheduler = make_scheduler(config, "ddpm")
+        self.channels_last = False
+
+    def use_channels_last(self, enabled: bool = True) -> "WorldModel":
+        """Store the U-Net's convolution weights and feed its input in channels_last (NHWC)
+        memory format, the layout oneDNN's CPU convolutions (and cuDNN's bf16 ones) run fastest in."""
+        self.channels_last = enabled
+        self.unet.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        return self
 
     # --- conditioning -------------------------------------------------------------------------
 
@@ -264,7 +272,10 @@ class WorldModel(nn.Module):
     def denoise(self, noisy: torch.Tensor, timesteps: torch.Tensor, pixels: torch.Tensor,
                 tokens: torch.Tensor) -> torch.Tensor:
         """The U-Net's v-prediction for the noisy target (B, 3, H, W)."""
-        return self.unet(torch.cat([noisy, pixels], 1), timesteps, encoder_hidden_states=tokens).sample
+        x = torch.cat([noisy, pixels], 1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.unet(x, timesteps, encoder_hidden_states=tokens).sample
 
     def clean_target(self, batch: dict) -> torch.Tensor:
         """What is diffused: the next frame, or the residual (o_{t+1} - o_t) / residual_std."""
@@ -356,21 +367,27 @@ class WorldModel(nn.Module):
 
 @torch.no_grad()
 def predict_next_frames(model: WorldModel, batch: dict, sampler=None, steps: int | None = None,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+                        generator: torch.Generator | None = None, precision: str = "fp32") -> torch.Tensor:
     """Sample o_{t+1} for a processed batch (no TARGET needed): (B, 3, H, W) in [-1, 1].
 
     sampler: a diffusers scheduler (default ``make_scheduler(config, config.sampler)``);
-    steps: denoising steps (default ``config.sampler_steps``). The conditions are encoded
-    once and reused at every step.
+    steps: denoising steps (default ``config.sampler_steps``); precision: fp32, or bf16
+    autocast of the networks (``world_env_training.precision``; the sampler's arithmetic stays
+    fp32). The conditions are encoded once and reused at every step.
     """
+    from world_env_training.precision import autocast
+
     config = model.config
     sampler = sampler or make_scheduler(config, config.sampler)
-    sampler.set_timesteps(steps or config.sampler_steps, device=batch[HISTORY].device)
-    pixels, tokens = model.pixel_conditions(batch), model.tokens(batch)
+    device = batch[HISTORY].device
+    sampler.set_timesteps(steps or config.sampler_steps, device=device)
+    with autocast(device, precision):
+        pixels, tokens = model.pixel_conditions(batch), model.tokens(batch)
     b, _, h, w = pixels.shape
-    x = torch.randn((b, 3, h, w), device=pixels.device, generator=generator) * sampler.init_noise_sigma
+    x = torch.randn((b, 3, h, w), device=device, generator=generator) * sampler.init_noise_sigma
     for t in sampler.timesteps:
         model_in = sampler.scale_model_input(x, t)
-        v = model.denoise(model_in, t.expand(b).to(pixels.device), pixels, tokens)
-        x = sampler.step(v, t, x).prev_sample
+        with autocast(device, precision):
+            v = model.denoise(model_in, t.expand(b).to(device), pixels, tokens)
+        x = sampler.step(v.float(), t, x).prev_sample
     return model.frame_from_sample(x, batch)
