@@ -433,3 +433,23 @@ def test_reflector_trains_from_an_imported_dataset(imported, tmp_path, one_threa
                                warmup_steps=1, save_every=3, eval_every=3, log_every=1)
     assert run(cfg) == 0
     assert (tmp_path / "reflector" / "checkpoints" / "step_0000003").is_dir()
+
+
+def test_episodes_spread_over_several_files_and_chunks_read_back(ours, tmp_path):
+    from world_env_training.lerobot_format import LeRobotWriter
+
+    a = Dataset(ours)
+    # Limits of 0 MB start a new parquet and mp4 file after every episode; 2 files per chunk.
+    with LeRobotWriter(tmp_path / "lr", fps=20, video_codec="lossless", chunks_size=2, data_file_mb=0,
+                       video_file_mb=0) as writer:
+        for i in range(len(a)):
+            writer.append(a[i], key=a.entry(i)["key"])
+    files = sorted(str(p.relative_to(tmp_path / "lr")) for p in (tmp_path / "lr").rglob("file-*.*"))
+    assert [f for f in files if f.startswith("data/")] == [
+        "data/chunk-000/file-000.parquet", "data/chunk-000/file-001.parquet", "data/chunk-001/file-000.parquet"]
+    assert "videos/observation.images.wrist/chunk-001/file-000.mp4" in files
+    import_lerobot(ImportLeRobotConfig(input_dir=str(tmp_path / "lr"), output_dir=str(tmp_path / "back")))
+    for x, y in zip(a, Dataset(tmp_path / "back")):
+        np.testing.assert_array_equal(y.frames, x.frames)
+        np.testing.assert_array_equal(y.wrist_frames, x.wrist_frames)
+        np.testing.assert_array_equal(y.states, x.states)

@@ -571,7 +571,7 @@ def import_lerobot(cfg: ImportLeRobotConfig) -> dict:
     columns += [k for k in (image_key, wrist_key) if k and features[k]["dtype"] == "image"]
 
     written, skipped, relabelled = 0, 0, 0
-    tables: dict[Path, object] = {}
+    tables: dict[Path, tuple] = {}  # data file -> (table, episode_index, frame_index)
     run_info = {"command": "world-env import-lerobot", "lerobot": str(root.resolve()), "fps": fps,
                 "state_kind": kind, "rig": rig.to_dict() if rig is not None else None,
                 "lerobot_info": ours.get("info")}
@@ -588,10 +588,11 @@ def import_lerobot(cfg: ImportLeRobotConfig) -> dict:
                 if not data_file.is_file():
                     raise LeRobotFormatError(f"{data_file}: missing (listed in meta/episodes)")
                 tables.clear()  # episodes come file by file: keep one table in memory
-                tables[data_file] = pq.read_table(data_file, columns=columns)
-            table = tables[data_file]
-            rows = np.flatnonzero(_numpy(table["episode_index"], ()) == index)
-            rows = rows[np.argsort(_numpy(table["frame_index"], ())[rows], kind="stable")]
+                table = pq.read_table(data_file, columns=columns)
+                tables[data_file] = (table, _numpy(table["episode_index"], ()), _numpy(table["frame_index"], ()))
+            table, episode_of_row, frame_of_row = tables[data_file]
+            rows = np.flatnonzero(episode_of_row == index)
+            rows = rows[np.argsort(frame_of_row[rows], kind="stable")]
             n = len(rows)
             where = f"{data_file} episode {index}"
             if n == 0 or n != int(ep["length"]):
