@@ -619,7 +619,9 @@ def import_lerobot(cfg: ImportLeRobotConfig) -> dict:
 
             frames = images(image_key)
             wrist = images(wrist_key) if wrist_key else None
-            depth = _numpy(part[depth_key], tuple(features[depth_key]["shape"])).astype(np.float32) if depth_key else None
+            depth = None
+            if depth_key:
+                depth = _numpy(part[depth_key], tuple(features[depth_key]["shape"])).astype(np.float32)
             camera = json.loads(ep[_META + "camera"]) if ep.get(_META + "camera") else {}
             if not camera and rig is not None:
                 camera = rig.camera.resized(*frames.shape[1:3]).to_dict()
