@@ -453,3 +453,52 @@ def test_episodes_spread_over_several_files_and_chunks_read_back(ours, tmp_path)
         np.testing.assert_array_equal(y.frames, x.frames)
         np.testing.assert_array_equal(y.wrist_frames, x.wrist_frames)
         np.testing.assert_array_equal(y.states, x.states)
+
+
+def test_image_features_stored_in_the_parquet_are_read(ours, tmp_path):
+    """LeRobot also stores cameras as PNG bytes in the parquet (dtype image) instead of video."""
+    import io
+
+    from PIL import Image
+
+    lr = _export(ours, tmp_path / "lr", video_codec="lossless")
+    key = "observation.images.agentview"
+    a = Dataset(ours)
+    frames = np.concatenate([a[i].frames for i in range(len(a))])
+    pngs = []
+    for frame in frames:
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="PNG")
+        pngs.append({"bytes": buffer.getvalue(), "path": None})
+    data_file = lr / "data/chunk-000/file-000.parquet"
+    pq.write_table(pq.read_table(data_file).append_column(key, pa.array(pngs)), data_file)
+    shutil.rmtree(lr / "videos" / key)
+    info = json.loads((lr / "meta/info.json").read_text())
+    info["features"][key] = {"dtype": "image", "shape": [32, 32, 3], "names": ["height", "width", "channels"]}
+    (lr / "meta/info.json").write_text(json.dumps(info))
+    episodes = pq.read_table(lr / "meta/episodes/chunk-000/file-000.parquet")
+    pq.write_table(episodes.drop_columns([c for c in episodes.column_names if c.startswith(f"videos/{key}/")]),
+                   lr / "meta/episodes/chunk-000/file-000.parquet")
+    import_lerobot(ImportLeRobotConfig(input_dir=str(lr), output_dir=str(tmp_path / "back")))
+    for x, y in zip(a, Dataset(tmp_path / "back")):
+        np.testing.assert_array_equal(y.frames, x.frames)
+        np.testing.assert_array_equal(y.wrist_frames, x.wrist_frames)
+
+
+def test_labels_are_made_monotone_or_zero_when_absent(ours, tmp_path):
+    lr = _export(ours, tmp_path / "lr", video_codec="lossless")
+    data_file = lr / "data/chunk-000/file-000.parquet"
+    data = pq.read_table(data_file)
+    labels = np.array(data["success"].to_pylist())
+    labels[1] = True  # episode 0: 0 1 0 0 ... (a flicker)
+    data = data.set_column(data.column_names.index("success"), "success", pa.array(labels))
+    pq.write_table(data, data_file)
+    result = import_lerobot(ImportLeRobotConfig(input_dir=str(lr), output_dir=str(tmp_path / "a")))
+    assert result["labels_made_monotone"] == 1
+    assert Dataset(tmp_path / "a")[0].success.tolist() == [0] + [1] * (len(Dataset(ours)[0].success) - 1)
+    pq.write_table(data.drop_columns(["success"]), data_file)
+    info = json.loads((lr / "meta/info.json").read_text())
+    info["features"].pop("success")
+    (lr / "meta/info.json").write_text(json.dumps(info))
+    import_lerobot(ImportLeRobotConfig(input_dir=str(lr), output_dir=str(tmp_path / "b")))
+    assert not any(episode.success.any() for episode in Dataset(tmp_path / "b"))
