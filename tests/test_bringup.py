@@ -49,6 +49,20 @@ def test_graph_modes_and_their_remaps():
         graph(mdoe="real")
 
 
+def test_joint_names_are_launch_arguments_of_every_node_that_names_joints():
+    names = [f"joint{i}" for i in range(1, 8)]
+    for text in ("[joint1, joint2, joint3, joint4, joint5, joint6, joint7]", ",".join(names)):
+        nodes = {n.name: n for n in graph(mode="imagined", joint_names=text, finger_joint_names="[f1, f2]")}
+        for name in ("world_simulator", "policy", "loop_trainer"):
+            assert nodes[name].params["joint_names"] == names and nodes[name].params["finger_joint_names"] == ["f1", "f2"]
+        assert "joint_names:=[joint1, joint2, joint3, joint4, joint5, joint6, joint7]" in nodes["policy"].ros_args()
+    assert "joint_names" not in graph(mode="real")[0].params  # empty: the nodes' own default (panda_joint1..7)
+    with pytest.raises(ValueError, match="joint_names: expected 7 comma-separated joint names"):
+        graph(mode="real", joint_names="[a, b]")
+    with pytest.raises(ValueError, match="finger_joint_names: expected 2"):
+        graph(mode="real", finger_joint_names="a,,b")
+
+
 @pytest.mark.parametrize("mode", ["imagined", "real"])
 def test_parameter_files_set_only_parameters_the_nodes_declare(mode):
     from dataclasses import fields
@@ -129,8 +143,27 @@ def test_real_mode_graph_drives_the_libero_stand_in(tmp_path):
     assert all(0.0 <= r["reward"] <= 1.0 for r in result["reflection"])
 
 
+#: rviz display class -> the message type it shows.
+RVIZ_TYPES = {"rviz_default_plugins/Image": "sensor_msgs/msg/Image",
+              "rviz_default_plugins/Pose": "geometry_msgs/msg/PoseStamped"}
+
+
+def _rviz_displays() -> tuple[list[dict], str]:
+    """The topic displays of the packaged rviz config, and its fixed frame."""
+    config = yaml.safe_load((share_dir() / "rviz" / "world_env.rviz").read_text())["Visualization Manager"]
+    displays = []
+    for display in config["Displays"]:
+        if "Topic" not in display:
+            continue
+        assert display["Class"] in RVIZ_TYPES, f"the test knows no message type for rviz class {display['Class']}"
+        topic = display["Topic"]
+        displays.append({"topic": topic["Value"], "type": RVIZ_TYPES[display["Class"]], "depth": topic["Depth"],
+                         "reliability": topic["Reliability Policy"], "durability": topic["Durability Policy"]})
+    return displays, config["Global Options"]["Fixed Frame"]
+
+
 @pytest.mark.ros
-def test_imagined_mode_graph_runs_on_sim_time(tmp_path):
+def test_imagined_mode_graph_runs_on_sim_time_and_restarts_on_its_output(tmp_path):
     import torch
 
     from world_env_training.world_model import WorldModel, WorldModelConfig
@@ -148,7 +181,9 @@ def test_imagined_mode_graph_runs_on_sim_time(tmp_path):
     nodes = graph(mode="imagined", world_model=str(tmp_path / "world_model"), start_dataset=str(tmp_path / "starts"),
                   params_file=str(tmp_path / "imagined.yaml"), loop_output_dir=str(tmp_path / "loop_ros"), **models)
     assert [n.name for n in nodes] == ["world_simulator", "policy", "reflector", "loop_trainer"]
-    result, diag = _run_graph(nodes, env, tmp_path, {"enable": False, "trainer_updates": 1,
+    displays, fixed_frame = _rviz_displays()
+    assert len(displays) == 4, displays
+    result, diag = _run_graph(nodes, env, tmp_path, {"enable": False, "trainer_updates": 1, "displays": displays,
                                                      "want": {"arm": 10, "reflection": 10, "clock": 20, "joints": 10}},
                               timeout=240)
     clock = np.array(result["clock"])
@@ -164,3 +199,35 @@ def test_imagined_mode_graph_runs_on_sim_time(tmp_path):
     metrics = json.loads((tmp_path / "loop_ros" / "metrics.jsonl").read_text().splitlines()[0])
     assert metrics["episodes"] == 2 and metrics["chunks"] == 2 * 2  # 8 steps = 2 chunks of 4, per episode
     assert metrics["log_prob_gap"] < 1e-2  # the trainer scores the chunks as the policy node did
+    policy_log = diag.split("--- policy:")[1].split("--- reflector:")[0]
+    # The trainer disables the policy before and after each episode: one line per episode ends it.
+    assert policy_log.count("disabled: commands stop") == trainer["episodes"], policy_log
+    # The policy ticks at the simulator's pace (sim time): no warning that it cannot keep up.
+    assert "cannot keep up" not in policy_log, policy_log
+    # The camera's frame is its optical frame, named as the LIBERO stand-in names it (agentview_optical).
+    from world_env_training.dataset import Dataset
+
+    camera = Dataset(tmp_path / "starts")[0].camera["name"]
+    assert result["camera_frame_id"] == f"{camera}_optical", (camera, result["camera_frame_id"])
+
+    # Every rviz display's topic is published by the graph with the display's type and a QoS it
+    # matches (a message arrived with the display's QoS); the pose is in rviz's fixed frame.
+    for display in displays:
+        got = result["displays"][display["topic"]]
+        assert got["publishers"] and all(p["type"] == display["type"] and p["compatible"]
+                                         for p in got["publishers"]), (display, got)
+    assert result["displays"]["/world_simulator/eef_pose"]["frame_id"] == fixed_frame
+
+    # A second launch on the same output folder resumes from its update: the trainer hands its
+    # checkpoint to the policy before the simulator runs (no /clock yet) and goes on to the next update.
+    params["loop_trainer"]["ros__parameters"]["updates"] = 2
+    (tmp_path / "imagined.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "result.json").unlink()
+    result, diag = _run_graph(nodes, env, tmp_path, {"enable": False, "trainer_updates": 2, "want": {"clock": 5}},
+                              timeout=240)
+    trainer = result["trainer"]
+    assert trainer["update"] == 2 and trainer["checkpoint"].endswith("step_0000002"), trainer
+    assert result["policy_status"]["checkpoint"] == trainer["checkpoint"]
+    assert "now at 1" in diag, diag
+    lines = (tmp_path / "loop_ros" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["update"] for line in lines] == [1, 2]

@@ -64,7 +64,7 @@ def test_action_map_node_answers_joint_states_over_dds(rig, tmp_path):
     image = np.load(tmp_path / "image.npy")
     info = json.loads((tmp_path / "info.json").read_text())
     assert image.shape == (128, 128, 3)
-    assert info["encoding"] == "rgb8" and info["frame_id"] == "test_camera"
+    assert info["encoding"] == "rgb8" and info["frame_id"] == "test_camera_optical"
     assert np.allclose(info["k"], rig.camera.K.ravel())
 
     # The disc (the only grey pixels) sits where the camera model projects our FK.

@@ -70,7 +70,7 @@ def test_simulator_node_stands_in_for_camera_and_arm(tmp_path):
     assert r["instruction"] == "put the red block away"
     # Frames as a camera driver sends them, at the model's resolution, with matching CameraInfo.
     assert r["first_image"] == {"width": 16, "height": 16, "encoding": "bgr8"}
-    assert r["info"] == {"width": 16, "height": 16, "frame_id": "sim_camera"}
+    assert r["info"] == {"width": 16, "height": 16, "frame_id": "sim_camera_optical"}
     np.testing.assert_allclose(r["q_start"], Q0, atol=1e-9)
     # The commanded joints are reached (the NaN trajectory was dropped, not followed); the gripper
     # closes at its rate.

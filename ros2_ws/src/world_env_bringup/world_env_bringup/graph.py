@@ -39,7 +39,11 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "joint_states_topic": ("joint_states", "the arm's JointState topic"),
     "arm_command_topic": ("arm_controller/joint_trajectory", "arm joint_trajectory_controller command topic"),
     "gripper_command_topic": ("gripper_controller/joint_trajectory", "gripper command topic"),
-    "instruction_topic": ("task/instruction", "task instruction (std_msgs/String, latched)"),
+    "instruction_topic": ("task/instruction", "task instruction (std_msgs/String; latched or not)"),
+    "joint_names": ("", "the arm's 7 joint names as the driver publishes them, e.g. [joint1, ..., joint7]; "
+                        "empty: panda_joint1..7"),
+    "finger_joint_names": ("", "the gripper's 2 finger joint names, e.g. [finger_joint1, finger_joint2]; "
+                               "empty: panda_finger_joint1..2"),
     "success_topic": ("", "real: a Bool task-success topic that ends episodes (e.g. task/success); empty: none"),
     "control_rate_hz": ("20.0", "policy commands per second (the simulator's steps in imagined mode)"),
     "use_sim_time": ("auto", "auto (true in imagined mode, false in real mode), true or false"),
@@ -101,6 +105,17 @@ def _bool(text: str, name: str) -> bool:
     raise ValueError(f"{name}: expected true or false, got {text!r}")
 
 
+def _names(text: str, name: str, count: int) -> list[str]:
+    """A launch argument's joint names: ``[a, b, c]`` or ``a,b,c`` (an empty text: none)."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    names = [part.strip().strip("'\"") for part in text.split(",")] if text.strip() else []
+    if names and (len(names) != count or not all(names)):
+        raise ValueError(f"{name}: expected {count} comma-separated joint names, got {names}")
+    return names
+
+
 def graph(**arguments: str) -> list[NodeSpec]:
     """The nodes of one mode; ``arguments`` are launch arguments (strings), defaults as above."""
     unknown = sorted(set(arguments) - set(LAUNCH_ARGUMENTS))
@@ -116,12 +131,17 @@ def graph(**arguments: str) -> list[NodeSpec]:
     if not params_file.is_file():
         raise ValueError(f"params_file: {params_file} does not exist")
     rate = float(a["control_rate_hz"])
+    joints = {}
+    for key, count in (("joint_names", 7), ("finger_joint_names", 2)):
+        names = _names(a[key], key, count)
+        if names:
+            joints[key] = names
     topics = {"joint_states": a["joint_states_topic"], "arm_controller/joint_trajectory": a["arm_command_topic"],
               "gripper_controller/joint_trajectory": a["gripper_command_topic"]}
     nodes = []
     if imagined:
         sim_params = {"world_model": a["world_model"], "start_dataset": a["start_dataset"], "control_rate_hz": rate,
-                      "device": a["device"], "use_sim_time": False}  # it is the clock
+                      "device": a["device"], "use_sim_time": False, **joints}  # it is the clock
         if a["rig_file"]:
             sim_params["rig_file"] = a["rig_file"]
         nodes.append(NodeSpec("world_env_sim", "world_simulator_node", "world_simulator", params_file, sim_params,
@@ -130,7 +150,7 @@ def graph(**arguments: str) -> list[NodeSpec]:
                                "task/instruction": a["instruction_topic"]}))
     train = imagined and _bool(a["train"], "train")
     policy_params = {"checkpoint": a["policy"], "image_topic": a["camera_topic"], "control_rate_hz": rate,
-                     "device": a["device"], "use_sim_time": sim_time}
+                     "device": a["device"], "use_sim_time": sim_time, **joints}
     if train:  # the trainer runs the episodes: it enables the policy, which samples its chunks
         policy_params.update(sample=True, enabled=False)
         nodes[0].params["autostart"] = False
@@ -145,7 +165,8 @@ def graph(**arguments: str) -> list[NodeSpec]:
     if train:
         nodes.append(NodeSpec("world_env_policy", "loop_trainer_node", "loop_trainer", params_file,
                               {"policy": a["policy"], "start_dataset": a["start_dataset"],
-                               "output_dir": a["loop_output_dir"], "device": a["device"], "use_sim_time": False}))
+                               "output_dir": a["loop_output_dir"], "device": a["device"], "use_sim_time": False,
+                               **joints}))
     return nodes
 
 

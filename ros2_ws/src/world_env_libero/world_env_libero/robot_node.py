@@ -30,6 +30,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES
 from world_env_common.ros import qos
+from world_env_common.ros.inputs import clip
 from world_env_common.ros.node_main import spin_until_signal
 from world_env_common.ros.trajectories import follow_trajectory
 from world_env_common.ros.images import rgb_to_image
@@ -165,7 +166,7 @@ class LiberoRobotNode(Node):
     def _note_once(self, text: str) -> None:
         if text not in self._reported:
             self._reported.add(text)
-            self.get_logger().warning(f"{text} (reported once)")
+            self.get_logger().warning(f"{clip(text)} (reported once)")
 
     def _on_trajectory(self, msg: JointTrajectory, controller: str) -> None:
         setter = self.standin.set_arm_trajectory if controller == "arm" else self.standin.set_gripper_trajectory

@@ -23,8 +23,8 @@
   ``max_joint_step_rad`` in one step (an IK branch flip). Gripper: open (+w/2, -w/2) if the
   commanded opening is above half open, else closed (0, 0).
 - Hot swap: ``load(checkpoint)`` validates the path at once (raising ``PolicyLoadError`` with
-  the reason), loads in a background thread, and the next ``tick`` swaps it in under a lock,
-  between two ticks; a load that fails leaves the old policy running and is reported by
+  the reason), loads in a background thread, and the next ``tick`` (or ``swap``) swaps it in
+  under a lock, between two ticks; a load that fails leaves the old policy running and is reported by
   ``take_load_events`` and ``status``.
 
 Not thread-safe except ``load`` (its thread only hands over a finished policy under the lock):
@@ -277,6 +277,7 @@ class PolicyController:
         self.image, self.joints = _Input(), _Input()
         self.fingers = np.array([0.5, -0.5]) * self.robot.gripper_open_width  # open until told otherwise
         self.instruction: str | None = None
+        self.instruction_problem: str | None = None
         self.terminated: str | None = None  # the reason, while terminated
         self.episode_start = -math.inf
         self.episode_id: str | None = None
@@ -350,6 +351,12 @@ class PolicyController:
         if text != self.instruction:
             self.queue.clear()
         self.instruction = text
+        self.instruction_problem = None
+
+    def instruction_error(self, reason: str) -> None:
+        """An instruction the caller refused: refuse to command until a good one arrives."""
+        self.queue.clear()
+        self.instruction, self.instruction_problem = "", reason
 
     def on_reflection(self, done: bool, stamp: float, episode_id: str = "", reward: float | None = None) -> bool:
         """A reflector verdict on the frame stamped ``stamp`` (0: unknown). A done verdict of the
@@ -444,7 +451,8 @@ class PolicyController:
             events, self._events = self._events, []
         return events
 
-    def _swap(self) -> None:
+    def swap(self) -> None:
+        """Swap in a policy whose background load has finished (``tick`` does this first)."""
         with self._lock:
             pending, self._pending = self._pending, None
             if pending is None:
@@ -463,6 +471,8 @@ class PolicyController:
             return "disabled (enable with ~/enable or the enabled parameter)"
         if self.terminated:
             return self.terminated
+        if self.instruction_problem:
+            return self.instruction_problem
         if self.instruction is None:
             return "no instruction received yet"
         if not self.instruction:
@@ -480,7 +490,7 @@ class PolicyController:
     def tick(self, now: float) -> Command | Refusal:
         """One control step: swap in a loaded policy, gate, predict a chunk if the queue is
         empty, convert the next action. Returns the command or the reason for none."""
-        self._swap()
+        self.swap()
         reason = self.gate(now)
         if reason is None:
             try:

@@ -20,7 +20,8 @@ Publishes ``~/status`` (String, JSON, latched): update, episodes run, last metri
 ``output_dir``, and the LOOP settings of ``world-env post-train`` under the same names
 (rollouts_per_state, batch_size, updates, max_steps, clip_eps, lr_lora, lr_heads, ppo_epochs,
 minibatches, grad_clip, target_kl, binary_reward, keep_checkpoints, seed, device), plus
-``episode_timeout_s`` and the names of the nodes it drives (``policy_node``,
+``episode_timeout_s``, ``joint_names`` and ``finger_joint_names`` (those of the simulated arm, as in
+its reset requests) and the names of the nodes it drives (``policy_node``,
 ``simulator_node``, ``reflector_node``). A run restarted on the same ``output_dir`` resumes from
 its newest checkpoint. Configuration errors stop the node at start with exit code 2.
 """
@@ -76,6 +77,12 @@ class LoopTrainerNode(Node):
                 raise ConfigError(f"parameter {name}: {err}") from err
         start_dataset = self.declare_parameter("start_dataset", "runs/default/demos").value
         self.timeout_s = float(self.declare_parameter("episode_timeout_s", 300.0).value)
+        self.joint_names = list(self.declare_parameter("joint_names", list(DEFAULT_JOINT_NAMES)).value)
+        self.finger_joint_names = list(self.declare_parameter("finger_joint_names",
+                                                              list(DEFAULT_FINGER_JOINT_NAMES)).value)
+        if len(self.joint_names) != 7 or len(self.finger_joint_names) != 2:
+            raise ConfigError(f"joint_names needs 7 names and finger_joint_names 2, got {self.joint_names} and "
+                              f"{self.finger_joint_names}")
         names = {k: self.declare_parameter(f"{k}_node", default).value
                  for k, default in (("policy", "policy"), ("simulator", "world_simulator"),
                                     ("reflector", "reflector"))}
@@ -185,7 +192,7 @@ class LoopTrainerNode(Node):
     def _reset_request(self, index: int) -> tuple[ResetEpisode.Request, str]:
         episode = self.dataset[index]
         width = float(episode.states[0, 6])
-        joints = JointState(name=list(DEFAULT_JOINT_NAMES) + list(DEFAULT_FINGER_JOINT_NAMES),
+        joints = JointState(name=self.joint_names + self.finger_joint_names,
                             position=[*map(float, episode.joint_positions[0]), 0.5 * width, -0.5 * width])
         request = ResetEpisode.Request(instruction=episode.instruction, frame=rgb_to_image(episode.frames[0], "rgb8"),
                                        joint_state=joints)

@@ -2,7 +2,9 @@
 
 Subscribes: ``camera/image_raw`` (Image, any size, rgb8/bgr8/rgba8/bgra8/mono8, sensor-data QoS;
 the topic is the ``image_topic`` parameter), ``joint_states`` (JointState, sensor-data QoS),
-``instruction`` (String, reliable + transient local: a late start still gets it),
+``instruction`` (String, reliable, from transient_local publishers, whose last sample reaches a
+late start, and from volatile ones such as ``ros2 topic pub``; longer than
+``MAX_INSTRUCTION_CHARS`` is refused and stops the commands until a good one arrives),
 ``reflection`` (world_env_interfaces/Reflection, reliable) and, if ``success_topic`` is set,
 a Bool task-success topic (reliable). Publishes at ``control_rate_hz``:
 ``arm_controller/joint_trajectory`` and ``gripper_controller/joint_trajectory`` (JointTrajectory,
@@ -27,6 +29,7 @@ import time
 
 from builtin_interfaces.msg import Duration
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration as RclpyDuration
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
@@ -38,14 +41,18 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES
 from world_env_common.ros import qos
+from world_env_common.ros.inputs import clip, instruction_problem, subscribe_latched
 from world_env_common.ros.node_main import spin_until_signal
 from world_env_common.ros.images import ImageError, image_to_rgb, rgb_to_image
 from world_env_interfaces.msg import ActionChunk, Reflection
 from world_env_policy.controller import (BUILT_IN, Command, ControllerConfig, PolicyController, PolicyLoadError,
                                          check_checkpoint, load_policy)
 
-#: Seconds between the debug lines with the achieved rates (and the warning if too slow).
+#: Seconds (on the node's clock: sim time in imagined mode) between the debug lines with the
+#: achieved rates (and the warning if too slow).
 RATE_REPORT_PERIOD_S = 5.0
+#: Wall-clock seconds between checks for a finished background load.
+SWAP_POLL_S = 0.05
 #: Seconds between status messages when nothing changes (changes are published at once).
 STATUS_PERIOD_S = 0.5
 #: A reason for not commanding is logged when it starts, and again only after this long.
@@ -156,7 +163,7 @@ class PolicyNode(Node):
         self._image_header = None  # of the newest good frame: the chunk's observation
         self.create_subscription(Image, self.image_topic, self._on_image, qos.SENSOR)
         self.create_subscription(JointState, "joint_states", self._on_joint_state, qos.SENSOR)
-        self.create_subscription(String, "instruction", self._on_instruction, qos.LATCHED)
+        subscribe_latched(self, String, "instruction", self._on_instruction)
         self.create_subscription(Reflection, "reflection", self._on_reflection, qos.COMMAND)
         if success_topic:
             self.create_subscription(Bool, success_topic, self._on_success, qos.COMMAND)
@@ -166,9 +173,13 @@ class PolicyNode(Node):
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         self._ticks = self._commands = 0
-        self._window_start = time.monotonic()
+        # From the first tick: on sim time the clock jumps from 0 to the simulator's time first.
+        self._window_start: float | None = None
         self.create_timer(1.0 / config.control_rate_hz, self._on_tick)
         self.create_timer(RATE_REPORT_PERIOD_S, self._report_rates)
+        # Loaded weights are swapped in on the wall clock too: on sim time the ticks stop while the
+        # simulator waits, and the LOOP trainer resets the simulator only once the swap is done.
+        self.create_timer(SWAP_POLL_S, self._swap_loaded, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._publish_status(force=True)
         self.get_logger().info(
             f"policy node ready: checkpoint {checkpoint} (loaded in {load_s:.1f} s, chunk {policy.chunk_size}) on "
@@ -198,12 +209,12 @@ class PolicyNode(Node):
             return
         self._logged[key] = now
         if reason is None:
-            self.get_logger().info(f"commanding the arm ({self.controller.checkpoint}, instruction "
-                                   f"'{self.controller.instruction}'; before: {previous})")
+            self.get_logger().info(f"commanding the arm ({clip(self.controller.checkpoint)}, instruction "
+                                   f"'{self.controller.instruction}'; before: {clip(previous)})")
         elif reason.startswith(INFO_REASONS):
-            self.get_logger().info(f"not commanding: {reason}")
+            self.get_logger().info(f"not commanding: {clip(reason)}")
         else:
-            self.get_logger().warning(f"not commanding: {reason}")
+            self.get_logger().warning(f"not commanding: {clip(reason)}")
 
     def _publish_status(self, force: bool = False, **extra) -> None:
         status = self.controller.status()
@@ -229,9 +240,16 @@ class PolicyNode(Node):
         self.controller.on_joint_state(msg.name, msg.position, self._now())
 
     def _on_instruction(self, msg: String) -> None:
-        if msg.data.strip() != self.controller.instruction:
-            self.get_logger().info(f"instruction: '{msg.data.strip()}'")
-        self.controller.on_instruction(msg.data)
+        text = msg.data.strip()
+        problem = instruction_problem(text)
+        if problem:
+            self.get_logger().warning(f"{problem}; no commands until a valid instruction arrives")
+            self.controller.instruction_error(problem)
+            self._publish_status(force=True)
+            return
+        if text != self.controller.instruction:
+            self.get_logger().info(f"instruction: '{text}'")
+        self.controller.on_instruction(text)
 
     def _on_reflection(self, msg: Reflection) -> None:
         if self.controller.on_reflection(msg.done, _seconds(msg.header.stamp), msg.episode_id, msg.reward):
@@ -268,31 +286,35 @@ class PolicyNode(Node):
                 if reason is None and self.controller.loading is not None:
                     reason = f"still loading {self.controller.loading}; try again when it is done"
                 if reason:
-                    self.get_logger().warning(f"checkpoint {p.value!r} rejected: {reason}")
+                    self.get_logger().warning(f"checkpoint {clip(repr(p.value))} rejected: {clip(reason)}")
                     return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
         for p in params:
             if p.name == "enabled":
+                was_enabled = self.controller.enabled
                 self.controller.set_enabled(p.value, self._now())
-                self.get_logger().info("enabled: a new episode starts" if p.value else "disabled: commands stop")
+                if p.value:
+                    self.get_logger().info("enabled: a new episode starts")
+                elif was_enabled:  # disabling a disabled node (the trainer does, per episode) changes nothing
+                    self.get_logger().info("disabled: commands stop")
             elif p.name == "checkpoint" and not self._reverting:
                 try:
                     self.controller.load(p.value)
                 except PolicyLoadError as err:  # a race with another load; reported, nothing changes
-                    self.get_logger().error(f"checkpoint {p.value!r} not loaded: {err}")
+                    self.get_logger().error(f"checkpoint {clip(repr(p.value))} not loaded: {clip(str(err))}")
                 else:
-                    self.get_logger().info(f"loading {p.value} in the background; {self.controller.checkpoint} "
-                                           "keeps running until it is ready")
+                    self.get_logger().info(f"loading {clip(p.value)} in the background; "
+                                           f"{clip(self.controller.checkpoint)} keeps running until it is ready")
         self._publish_status(force=True)
 
     def _handle_load_events(self) -> None:
         for event in self.controller.take_load_events():
             if event.ok:
-                self.get_logger().info(f"hot-swapped the policy: {event.message}")
+                self.get_logger().info(f"hot-swapped the policy: {clip(event.message)}")
             else:
-                self.get_logger().error(f"{event.message}; keeping {self.controller.checkpoint}")
+                self.get_logger().error(f"{clip(event.message)}; keeping {clip(self.controller.checkpoint)}")
                 self._reverting = True  # the parameter shows what runs
                 try:
                     self.set_parameters([Parameter("checkpoint", value=self.controller.checkpoint)])
@@ -300,9 +322,16 @@ class PolicyNode(Node):
                     self._reverting = False
             self._publish_status(force=True)
 
+    def _swap_loaded(self) -> None:
+        self.controller.swap()
+        self._handle_load_events()
+
     # ------------------------------------------------------------------ control loop
     def _on_tick(self) -> None:
-        result = self.controller.tick(self._now())
+        now = self._now()
+        if self._window_start is None:
+            self._window_start = now
+        result = self.controller.tick(now)
         self._ticks += 1
         self._handle_load_events()
         chunk = self.controller.take_chunk()
@@ -329,8 +358,14 @@ class PolicyNode(Node):
         self.chunk_pub.publish(msg)
 
     def _report_rates(self) -> None:
-        now = time.monotonic()
+        if self._window_start is None:
+            return
+        now = self._now()
         elapsed = now - self._window_start
+        if elapsed <= 0:  # the first tick came at this instant, or sim time went back: a new window
+            self._ticks = self._commands = 0
+            self._window_start = now
+            return
         tick_hz, command_hz = self._ticks / elapsed, self._commands / elapsed
         s = self.controller.stats
         self.get_logger().debug(

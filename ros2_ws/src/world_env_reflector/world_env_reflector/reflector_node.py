@@ -1,8 +1,10 @@
 """reflector_node: the Instant Reflector on the wire, judging each camera frame of an episode.
 
 Subscribes: ``camera/image_raw`` (Image, any size, rgb8/bgr8/rgba8/bgra8/mono8, sensor-data QoS;
-the topic is the ``image_topic`` parameter) and ``instruction`` (String, reliable + transient
-local: a late start still gets it; a different instruction starts a new episode). Publishes
+the topic is the ``image_topic`` parameter) and ``instruction`` (String, reliable, from
+transient_local publishers, whose last sample reaches a late start, and from volatile ones such as
+``ros2 topic pub``; a different instruction starts a new episode; one longer than
+``MAX_INSTRUCTION_CHARS`` is refused and frames are dropped until a valid one arrives). Publishes
 ``reflection`` (world_env_interfaces/Reflection, reliable), one per judged frame, with the
 frame's header (stamp and frame_id), the frame's index in the episode, the episode id and the
 threshold. Service ``~/reset`` (Trigger) starts a new episode (new id, step 0 again). The work is
@@ -26,6 +28,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from world_env_common.ros import qos
+from world_env_common.ros.inputs import clip, instruction_problem, subscribe_latched
 from world_env_common.ros.node_main import spin_until_signal
 from world_env_common.ros.images import ImageError, image_to_rgb
 from world_env_interfaces.msg import Reflection
@@ -82,12 +85,13 @@ class ReflectorNode(Node):
         load_s = time.monotonic() - t0
         self._logged: dict[str, float] = {}
         self._done_logged_for = ""
+        self._refused: str | None = None  # why the last instruction was refused
         self._scored_in_window = 0
         self._window_start = time.monotonic()
 
         self.reflection_pub = self.create_publisher(Reflection, "reflection", qos.COMMAND)
         self.create_subscription(Image, self.image_topic, self._on_image, qos.SENSOR)
-        self.create_subscription(String, "instruction", self._on_instruction, qos.LATCHED)
+        subscribe_latched(self, String, "instruction", self._on_instruction)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_timer(RATE_REPORT_PERIOD_S, self._report_rates)
         self.get_logger().info(
@@ -105,10 +109,13 @@ class ReflectorNode(Node):
         if reason == "no instruction yet":
             self.get_logger().info("frames dropped: no instruction yet (publish one on 'instruction')")
         else:
-            self.get_logger().warning(f"frame dropped: {reason}")
+            self.get_logger().warning(f"frame dropped: {clip(reason)}")
 
     # ------------------------------------------------------------------ inputs
     def _on_image(self, msg: Image) -> None:
+        if self._refused:
+            self._drop(self._refused)
+            return
         try:
             rgb = image_to_rgb(msg)
         except ImageError as err:
@@ -130,6 +137,11 @@ class ReflectorNode(Node):
 
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
+        self._refused = instruction_problem(text)
+        if self._refused:
+            self.scorer.clear()
+            self.get_logger().warning(f"{self._refused}; frames are dropped until a valid instruction arrives")
+            return
         if text == self.scorer.instruction:
             return  # the same instruction again (e.g. re-latched): the episode goes on
         if not text:

@@ -10,7 +10,8 @@ Parameters:
     joint_names (str[]): the 7 arm joint names, default panda_joint1..7.
     finger_joint_names (str[]): the 2 finger joint names; if a message lacks them the last
         known opening is kept (default: open), since grippers often publish separately.
-    frame_id (str): frame_id of the published image, default the rig camera's name.
+    frame_id (str): frame_id of the published image, default the rig camera's name + ``_optical``
+        (the optical frame, as the world simulator and the LIBERO stand-in name it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from world_env_common.rig import Rig, RigError
 from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES
 from world_env_common.ros import qos
+from world_env_common.ros.inputs import clip
 from world_env_common.ros.node_main import spin_until_signal
 from world_env_common.ros.images import rgb_to_image
 from world_env_common.ros.joints import JointStateError, joint_positions
@@ -45,7 +47,7 @@ class ActionMapNode(Node):
             raise RigError("parameter rig_file is required (a rig YAML: camera model + robot base)")
         self.mapper = ActionMapper(Rig.load(rig_file), joint_names, finger_names)
         self.frame_id = self.declare_parameter(
-            "frame_id", self.mapper.rig.camera.name, ParameterDescriptor(description="image frame_id")).value
+            "frame_id", f"{self.mapper.rig.camera.name}_optical", ParameterDescriptor(description="image frame_id")).value
         self.finger_qpos = np.array([0.04, -0.04])  # open until a message says otherwise
         self._reported: set[str] = set()
 
@@ -59,7 +61,7 @@ class ActionMapNode(Node):
     def _drop(self, reason: str) -> None:
         if reason not in self._reported:
             self._reported.add(reason)
-            self.get_logger().warning(f"dropping joint state: {reason} (reported once)")
+            self.get_logger().warning(f"dropping joint state: {clip(reason)} (reported once)")
 
     def on_joint_state(self, msg: JointState) -> None:
         try:

@@ -40,7 +40,8 @@ Parameters:
     sampler_steps (int): denoising steps per frame (0: the model's own), default 0.
     publish_clock (bool): publish /clock, default true.
     encoding (str): camera image encoding, bgr8 (default) or rgb8.
-    frame_id (str): camera frame_id, default the rig camera's name.
+    frame_id (str): camera frame_id, default the rig camera's name + ``_optical`` (REP 103's
+        optical frame convention, as the LIBERO stand-in's ``agentview_optical``).
     joint_names, finger_joint_names (str[]): default panda_joint1..7, panda_finger_joint1..2.
     device (str): torch device, default cpu. seed (int): sampling-noise seed, default 0.
     world_frame (str): frame_id of ~/eef_pose, default world.
@@ -69,6 +70,7 @@ from world_env_common.rig import Rig, RigError
 from world_env_common.robot import DEFAULT_FINGER_JOINT_NAMES, DEFAULT_JOINT_NAMES, PandaModel
 from world_env_common.ros import qos
 from world_env_common.ros.images import ImageError, image_to_rgb, rgb_to_image
+from world_env_common.ros.inputs import clip, instruction_problem
 from world_env_common.ros.joints import JointStateError, joint_positions
 from world_env_common.ros.node_main import spin_until_signal
 from world_env_common.ros.trajectories import follow_trajectory
@@ -144,7 +146,7 @@ class WorldSimulatorNode(Node):
             rig = Rig.from_trajectory(CameraModel.from_dict(first.camera), first.states, first.joint_positions)
             self.get_logger().info(f"rig from {start_dataset}: camera '{rig.camera.name}', robot base at "
                                    f"{np.round(rig.base_position, 4).tolist()}")
-        self.frame_id = declare("frame_id", rig.camera.name, "camera frame_id")
+        self.frame_id = declare("frame_id", f"{rig.camera.name}_optical", "camera frame_id (optical frame)")
         robot = PandaModel()
         robot.set_base_pose(rig.base_position, rig.base_quat_wxyz)
         try:  # torch and the model load only now
@@ -201,7 +203,7 @@ class WorldSimulatorNode(Node):
     def _note_once(self, text: str) -> None:
         if text not in self._reported:
             self._reported.add(text)
-            self.get_logger().warning(f"{text} (reported once)")
+            self.get_logger().warning(f"{clip(text)} (reported once)")
 
     def _start_from_request(self, request) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         if request.frame.height == 0 and request.frame.width == 0:
@@ -221,10 +223,13 @@ class WorldSimulatorNode(Node):
     def _on_reset(self, request, response):
         try:
             frame, arm, fingers, instruction = self._start_from_request(request)
+            problem = instruction_problem(instruction)
+            if problem:
+                raise ValueError(problem)
             self.sim.reset(frame, arm, fingers, instruction)
         except (ImageError, JointStateError, ValueError) as err:
             response.success, response.message = False, f"reset refused: {err}"
-            self.get_logger().warning(response.message)
+            self.get_logger().warning(clip(response.message, 300))
             return response
         self.episode_id = request.episode_id or uuid.uuid4().hex[:12]
         self._predict_s = 0.0
@@ -236,7 +241,7 @@ class WorldSimulatorNode(Node):
         self._publish_status()
         response.success, response.message, response.episode_id = True, instruction, self.episode_id
         response.stamp = self._time_msg()
-        self.get_logger().info(f"episode {self.episode_id}: '{instruction}'")
+        self.get_logger().info(f"episode {clip(self.episode_id)}: '{instruction}'")
         return response
 
     # ------------------------------------------------------------------ commands
