@@ -21,7 +21,9 @@ from world_env_training.world_model.processor_world_model import (
     ACTION_MAP, GEOMETRY, HISTORY, STATE, WorldModelProcessor, geometry_map,
 )
 from world_env_training.train_world_model import split_episodes
-from world_env_training.world_model_eval import copy_last_one_step, copy_last_open_loop, psnr, ssim
+from world_env_training.world_model_eval import (
+    MOTION_THRESHOLD, copy_last_one_step, copy_last_open_loop, motion_psnr, psnr, ssim,
+)
 
 # A 64x64 model small enough for CPU tests (attention only at 16x16).
 TINY_64 = {"block_out_channels": [32, 32, 32], "cross_attention_levels": [False, False, True],
@@ -249,6 +251,22 @@ def test_copy_last_baseline_and_metrics():
     assert ssim(frames[:1], 255 - frames[:1])[0] < 0.1
 
 
+def test_motion_psnr_scores_only_pixels_that_really_moved():
+    last = np.full((2, 16, 16, 3), 100, np.uint8)
+    target = last.copy()
+    target[0, :4, :4] = 200  # 16 moving pixels in frame 0; frame 1 does not move
+    target[0, 8, 8, 0] = 100 + MOTION_THRESHOLD  # a change at the threshold does not count
+    pred = target.copy()
+    pred[0, 10:, 10:] = 0  # errors on static pixels only: invisible to motion PSNR
+    value = motion_psnr(pred, target, last)
+    assert value[0] == 100.0 and np.isnan(value[1])
+    assert psnr(pred, target)[0] < 20  # while full-frame PSNR sees them
+    # Copy-last on the moving pixels: error 100 on every channel of the 16 pixels.
+    np.testing.assert_allclose(motion_psnr(last, target, last)[0], 10 * np.log10(255.0 ** 2 / 100.0 ** 2))
+    pred[0, 0, 0] = 0  # one moving pixel wrong by 200 in every channel: MSE (15 * 0 + 200^2) / 16
+    np.testing.assert_allclose(motion_psnr(pred, target, last)[0], 10 * np.log10(255.0 ** 2 * 16 / 200.0 ** 2))
+
+
 # --- training script --------------------------------------------------------------------------
 
 def test_split_holds_out_init_states(tmp_path):
@@ -328,3 +346,17 @@ def test_train_kill_and_resume(tmp_path):
     quality = figures["sampler_quality"]
     assert set(quality) == {1, 3} and all(q["frames"] == 3 and 0 < q["psnr"] < 100 for q in quality.values())
     assert "sampler steps   3: one-step PSNR" in format_report(figures)
+
+    # evaluate-world-model reports motion-masked PSNR beside PSNR and SSIM, for the model and copy-last.
+    from world_env_training.configs import WorldModelEvalConfig
+    from world_env_training.world_model_eval import evaluate
+
+    metrics = evaluate(WorldModelEvalConfig(checkpoints=[f"m={run_dir}"], max_episodes=1, horizon=2,
+                                            starts_per_episode=1, one_step_stride=4, sampler_steps=1,
+                                            output_dir=str(tmp_path / "eval")))
+    one, loop = metrics["m"]["one_step"], metrics["m"]["open_loop"]
+    # The synthetic square moves every step, so every frame has moving pixels.
+    assert 0 < one["motion_psnr"] < 100 and 0 < one["baseline_motion_psnr"] < one["baseline_psnr"]
+    assert len(loop["motion_psnr"]) == 2 and all(0 < v < 100 for v in loop["baseline_motion_psnr"])
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "motion PSNR" in report and "Open-loop motion-masked PSNR" in report

@@ -20,6 +20,13 @@ identical frames), SSIM with an 11x11 Gaussian window (sigma 1.5), constants (0.
 (0.03 * 255)^2, over the valid (unpadded) region, averaged over the three channels. Means are
 over frames (one-step) or rollouts (per horizon).
 
+Motion-masked PSNR: the PSNR over only the pixels that really moved, those whose real change
+from the last real frame (o_t one-step, the start frame o_s open-loop) exceeds
+``MOTION_THRESHOLD`` grey levels in some channel; about 90 % of LIBERO's pixels do not move in
+a step, and full-frame PSNR mostly scores them. Copy-last-frame is scored on the same pixels.
+Frames in which no pixel moved have no value and are left out of its means (the report gives how
+many frames had motion).
+
 Outputs in ``output_dir``: ``report.md`` (tables), ``metrics.json``, ``psnr_vs_horizon.png``,
 ``ssim_vs_horizon.png`` and ``strip_<label>.png`` (rows: real, open-loop prediction; columns:
 horizons 0 (the real start frame), 1, 2, 4, ...).
@@ -40,6 +47,7 @@ from world_env_training.configs import WorldModelEvalConfig
 from world_env_training.stats import mean_interval
 
 PSNR_CAP_DB = 100.0
+MOTION_THRESHOLD = 8  # grey levels (of 255) of real change for a pixel to count as moving
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -50,6 +58,22 @@ def psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     mse = err.reshape(err.shape[:-3] + (-1,)).mean(-1)
     with np.errstate(divide="ignore"):
         value = 10.0 * np.log10(255.0 ** 2 / mse)
+    return np.minimum(value, PSNR_CAP_DB)
+
+
+def motion_psnr(pred: np.ndarray, target: np.ndarray, last: np.ndarray,
+                threshold: int = MOTION_THRESHOLD) -> np.ndarray:
+    """Per-frame PSNR of (..., H, W, 3) uint8 frames over the pixels where ``target`` differs
+    from ``last`` (the last real frame) by more than ``threshold`` in some channel (module
+    docstring); NaN for a frame where none does."""
+    target = np.asarray(target, np.float64)
+    moving = (np.abs(target - np.asarray(last, np.float64)).max(-1) > threshold)[..., None]
+    err = (np.asarray(pred, np.float64) - target) ** 2 * moving
+    flat = err.shape[:-3] + (-1,)
+    count = np.broadcast_to(moving, err.shape).reshape(flat).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mse = err.reshape(flat).sum(-1) / count
+        value = np.where(count > 0, 10.0 * np.log10(255.0 ** 2 / mse), np.nan)
     return np.minimum(value, PSNR_CAP_DB)
 
 
@@ -103,8 +127,9 @@ def _batch_inputs(model, histories, ep_list, ts, device):
 @torch.no_grad()
 def one_step(model, episodes, stride: int = 1, batch_size: int = 32, sampler: str = "", sampler_steps: int = 0,
              seed: int = 0, device="cpu") -> dict:
-    """One-step predictions on every ``stride``-th transition: {"psnr", "ssim", "baseline_psnr",
-    "baseline_ssim"} arrays over the transitions, plus "seconds"."""
+    """One-step predictions on every ``stride``-th transition: {"psnr", "ssim", "motion_psnr",
+    "baseline_psnr", "baseline_ssim", "baseline_motion_psnr"} arrays over the transitions, plus
+    "seconds"."""
     from world_env_training.world_model import make_scheduler, predict_next_frames
     from world_env_training.world_model.memory_bank import select_memory
     from world_env_training.world_model.processor_world_model import tensor_to_frames
@@ -124,16 +149,17 @@ def one_step(model, episodes, stride: int = 1, batch_size: int = 32, sampler: st
         targets += [ep.frames[t + 1] for ep, t in chunk]
         lasts += [ep.frames[t] for ep, t in chunk]
     pred, target, last = np.concatenate(preds), np.stack(targets), np.stack(lasts)
-    return {"psnr": psnr(pred, target), "ssim": ssim(pred, target), "baseline_psnr": psnr(last, target),
-            "baseline_ssim": ssim(last, target), "seconds": time.perf_counter() - t0}
+    return {"psnr": psnr(pred, target), "ssim": ssim(pred, target), "motion_psnr": motion_psnr(pred, target, last),
+            "baseline_psnr": psnr(last, target), "baseline_ssim": ssim(last, target),
+            "baseline_motion_psnr": motion_psnr(last, target, last), "seconds": time.perf_counter() - t0}
 
 
 @torch.no_grad()
 def open_loop(model, episodes, horizon: int, starts_per_episode: int, sampler: str = "", sampler_steps: int = 0,
               seed: int = 0, device="cpu") -> dict:
-    """Autoregressive rollouts (module docstring): {"psnr", "ssim", "baseline_psnr",
-    "baseline_ssim"} arrays (rollouts, horizon), "pred" (rollouts, horizon, H, W, 3) uint8,
-    "starts" [(episode index, start)]."""
+    """Autoregressive rollouts (module docstring): {"psnr", "ssim", "motion_psnr", "baseline_psnr",
+    "baseline_ssim", "baseline_motion_psnr"} arrays (rollouts, horizon), "pred" (rollouts,
+    horizon, H, W, 3) uint8, "starts" [(episode index, start)]."""
     from world_env_training.world_model import make_scheduler, predict_next_frames
     from world_env_training.world_model.memory_bank import select_memory
     from world_env_training.world_model.processor_world_model import tensor_to_frames
@@ -164,11 +190,20 @@ def open_loop(model, episodes, horizon: int, starts_per_episode: int, sampler: s
     pred = np.stack(preds, 1)
     target = np.stack([episodes[e].frames[s + 1:s + 1 + horizon] for e, s in rollouts])
     base = np.stack([copy_last_open_loop(episodes[e].frames, s, horizon) for e, s in rollouts])
-    return {"psnr": psnr(pred, target), "ssim": ssim(pred, target), "baseline_psnr": psnr(base, target),
-            "baseline_ssim": ssim(base, target), "pred": pred, "target": target, "starts": rollouts}
+    return {"psnr": psnr(pred, target), "ssim": ssim(pred, target), "motion_psnr": motion_psnr(pred, target, base),
+            "baseline_psnr": psnr(base, target), "baseline_ssim": ssim(base, target),
+            "baseline_motion_psnr": motion_psnr(base, target, base),
+            "pred": pred, "target": target, "starts": rollouts}
 
 
 # --- the report ---------------------------------------------------------------------------------
+
+def _nanmean(values: np.ndarray) -> float:
+    """Mean over the finite values (motion PSNR has none where nothing moved); NaN if none."""
+    values = np.asarray(values, np.float64)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else float("nan")
+
 
 def _parse_checkpoints(items: list[str]) -> list[tuple[str, Path]]:
     out = []
@@ -272,12 +307,17 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
              + ", ".join(f"`{ep.key}`" for ep in episodes),
              f"Sampler: {cfg.sampler or 'model default'}, steps {cfg.sampler_steps or 'model default'}. "
              "Baseline: copy the last real frame.", "",
-             "## One-step", "", "| model | params | PSNR dB | baseline PSNR | SSIM | baseline SSIM | frames |",
-             "|---|---|---|---|---|---|---|"]
+             "## One-step", "",
+             f"Motion PSNR: over the pixels whose real change from o_t exceeds {MOTION_THRESHOLD} grey levels, "
+             "over the frames with such pixels.", "",
+             "| model | params | PSNR dB | baseline PSNR | SSIM | baseline SSIM | motion PSNR | baseline motion PSNR "
+             "| frames (with motion) |", "|---|---|---|---|---|---|---|---|---|"]
     for label, r in results.items():
         o = r["one"]
         lines.append(f"| {label} | {r['params'] / 1e6:.1f} M | {o['psnr'].mean():.2f} | {o['baseline_psnr'].mean():.2f} | "
-                     f"{o['ssim'].mean():.4f} | {o['baseline_ssim'].mean():.4f} | {len(o['psnr'])} |")
+                     f"{o['ssim'].mean():.4f} | {o['baseline_ssim'].mean():.4f} | {_nanmean(o['motion_psnr']):.2f} | "
+                     f"{_nanmean(o['baseline_motion_psnr']):.2f} | {len(o['psnr'])} "
+                     f"({int(np.isfinite(o['motion_psnr']).sum())}) |")
     marks = [m for m in (1, 2, 4, 8, 16, 24, 32, 48, 64) if m <= cfg.horizon]
     lines += ["", f"## Open-loop (rollouts of {cfg.horizon} steps; PSNR dB / SSIM at horizon)", "",
               "| model | " + " | ".join(f"h={m}" for m in marks) + " |", "|---|" + "---|" * len(marks)]
@@ -288,6 +328,12 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
     first = next(iter(results.values()))["loop"]
     lines.append("| copy last frame | " + " | ".join(
         f"{first['baseline_psnr'][:, m - 1].mean():.2f} / {first['baseline_ssim'][:, m - 1].mean():.3f}" for m in marks) + " |")
+    lines += ["", f"## Open-loop motion-masked PSNR (dB; pixels whose real change from the start frame exceeds "
+              f"{MOTION_THRESHOLD} grey levels)", "",
+              "| model | " + " | ".join(f"h={m}" for m in marks) + " |", "|---|" + "---|" * len(marks)]
+    for label, r in list(results.items()) + [("copy last frame", None)]:
+        values = first["baseline_motion_psnr"] if r is None else r["loop"]["motion_psnr"]
+        lines.append(f"| {label} | " + " | ".join(f"{_nanmean(values[:, m - 1]):.2f}" for m in marks) + " |")
     rollouts = len(first["psnr"])
     if rollouts >= 2:
         lines += ["", f"## Open-loop PSNR gain over copy-last-frame (dB, paired over the {rollouts} rollouts: "
@@ -304,8 +350,9 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
               "bottom open-loop prediction; columns: start frame, then horizons "
               + ", ".join(map(str, next(iter(results.values()))["strip_horizons"])) + ")."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    metrics = {label: {"one_step": {k: float(r["one"][k].mean()) for k in ("psnr", "ssim", "baseline_psnr", "baseline_ssim")},
-                       "open_loop": {k: r["loop"][k].mean(0).tolist() for k in ("psnr", "ssim", "baseline_psnr", "baseline_ssim")},
+    keys = ("psnr", "ssim", "motion_psnr", "baseline_psnr", "baseline_ssim", "baseline_motion_psnr")
+    metrics = {label: {"one_step": {k: _nanmean(r["one"][k]) for k in keys},
+                       "open_loop": {k: [_nanmean(column) for column in r["loop"][k].T] for k in keys},
                        "open_loop_rollouts": len(r["loop"]["psnr"]),
                        "params": r["params"], "path": r["path"]}
                for label, r in results.items()}
