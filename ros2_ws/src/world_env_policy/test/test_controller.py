@@ -224,6 +224,29 @@ def test_check_checkpoint(tmp_path):
         load_policy(str(tmp_path / "none"))
 
 
+def test_a_refused_instruction_stops_commands_until_a_valid_one(robot):
+    ctl = ready(make(robot))
+    assert isinstance(ctl.tick(0.0), Command)
+    ctl.instruction_error("instruction refused: too long")
+    assert ctl.tick(0.01).reason == "instruction refused: too long" and not ctl.queue
+    ctl.on_instruction("pick up the soup")  # the same text as before counts as valid again
+    assert isinstance(ctl.tick(0.02), Command)
+
+
+def test_swap_outside_the_ticks(robot, tmp_path):
+    """A node whose ticks stand still (sim time before the first /clock) still swaps a finished load."""
+    new = FixedPolicy()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "config.json").write_text("{}")
+    ctl = PolicyController(ControllerConfig(base_position=BASE), FixedPolicy(), "old",
+                           loader=lambda spec, device: new, robot=robot)
+    ctl.load(str(tmp_path / "new"))
+    assert ctl.wait_loaded(10) and ctl.checkpoint == "old"
+    ctl.swap()
+    assert ctl.checkpoint == str(tmp_path / "new") and ctl.status()["loading"] is None
+    assert [e.ok for e in ctl.take_load_events()] == [True]
+
+
 def test_hot_swap_between_ticks_and_failures_keep_the_old_policy(robot, tmp_path):
     old, new = FixedPolicy(chunk_size=2), FixedPolicy(chunk_size=2)
     release = threading.Event()
