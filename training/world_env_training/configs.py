@@ -485,15 +485,23 @@ class TrainReflectorConfig(StageConfig):
 
 @dataclass
 class PostTrainConfig(StageConfig):
-    """LOOP (RLOO + PPO) post-training of the policy inside the world simulator.
+    """LOOP (RLOO + PPO) post-training of the policy inside the world simulator (or, as a control
+    arm, inside LIBERO itself).
 
     Args:
         policy: Policy to start from: a train-sft run folder or a VLA model folder.
+        env: imagined (the world simulator plays the environment, the reflector judges) or
+            libero (the control arm: the same LOOP in the real simulator, from the demos' LIBERO
+            init states, judged by libero_reward; world_model is not used).
+        libero_reward: With env libero: success (reward 1 and the episode's end at the step
+            that achieves the task, else 0 at the step limit) or reflector (the reflector scores
+            the real frames and ends episodes, as in imagination).
+        libero_workers: With env libero: simulator processes.
         world_model: World simulator checkpoint (train-world-model run or model folder).
         reflector: Instant Reflector checkpoint (train-reflector run or model folder).
         demos: Dataset whose episodes' first frames, states, instructions and cameras are the
             initial states imagined episodes start from; its frame size must be the world
-            model's.
+            model's. With env libero, episodes start from its episodes' LIBERO init states.
         output_dir: Run folder: checkpoints/step_N (VLA model folder + optimiser state),
             metrics.jsonl, tb/ (tensorboard), strips/ and train_config.yaml. A folder with
             checkpoints is resumed from its newest one; make_policy(output_dir) loads it.
@@ -503,8 +511,9 @@ class PostTrainConfig(StageConfig):
         lr_heads: Learning rate of the fully trained projectors and heads (constant).
         batch_size: Initial states per update (over all processes; must divide by their number).
         updates: LOOP updates (the run's total, counting updates done before a resume).
-        max_steps: Imagined steps per episode at most (the episode also ends when the
-            reflector fires). LIBERO's limits are 220-520; the CPU default is short.
+        max_steps: Steps per episode at most (the episode also ends when the reflector fires);
+            0: the suite's LIBERO step limit (220-520), as long as a real episode (the default
+            is shorter for CPU budgets).
         ppo_epochs: Passes of PPO over each update's rollouts.
         minibatches: Minibatches per PPO pass (each process splits its own chunks into this many).
         grad_clip: Gradient norm clipping threshold (0: off).
@@ -522,6 +531,9 @@ class PostTrainConfig(StageConfig):
     """
 
     policy: str = "runs/default/sft"
+    env: str = "imagined"
+    libero_reward: str = "success"
+    libero_workers: int = 2
     world_model: str = "runs/default/world_model"
     reflector: str = "runs/default/reflector"
     demos: str = "runs/default/demos"
@@ -552,7 +564,10 @@ class PostTrainConfig(StageConfig):
         _check(self.lr_heads > 0, "lr_heads", self.lr_heads, "a positive number")
         _check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
         _check(self.updates > 0, "updates", self.updates, "a positive integer")
-        _check(self.max_steps > 0, "max_steps", self.max_steps, "a positive integer")
+        _check(self.env in ("imagined", "libero"), "env", self.env, "imagined or libero")
+        _check(self.libero_reward in ("success", "reflector"), "libero_reward", self.libero_reward, "success or reflector")
+        _check(self.libero_workers > 0, "libero_workers", self.libero_workers, "a positive integer")
+        _check(self.max_steps >= 0, "max_steps", self.max_steps, "a non-negative integer (0: the suite's step limit)")
         _check(self.ppo_epochs > 0, "ppo_epochs", self.ppo_epochs, "a positive integer")
         _check(self.minibatches > 0, "minibatches", self.minibatches, "a positive integer")
         _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "a non-negative number (0: off)")

@@ -65,6 +65,9 @@ class StartState:
     instruction: str
     camera: dict           # CameraModel.to_dict() of the frame
     key: str               # the dataset episode it comes from
+    suite: str = ""        # LIBERO suite, task and init state the episode began from ("" / -1: none)
+    task_id: int = -1
+    init_state_id: int = -1
 
 
 @dataclass
@@ -104,9 +107,13 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
                      progress=None, keep_episodes: bool = False) -> Rollouts:
     """Roll the policy out N times from each start state in imagination (module docstring, 1-2).
 
-    policy: ``VLAPolicy``; reflector: ``Reflector``; make_env(camera_dict) -> a fresh
-    ``ImaginedEnv`` for frames of that camera (start states of different cameras are rolled out
-    in separate groups). progress: optional callable(frames_predicted) for progress bars.
+    policy: ``VLAPolicy``; reflector: ``Reflector``, or None when the environment itself judges
+    (it then reports per-step ``success``: reward 1 and the episode's end at the step that
+    achieves the task, as ``LiberoRolloutEnv`` does). make_env(camera_dict) -> the environment
+    for frames of that camera: a fresh ``ImaginedEnv`` (episodes start from the start states'
+    real frames and states), or an env with ``from_init_states`` (``LiberoRolloutEnv``: they
+    start from the start states' LIBERO init states). Start states of different cameras are
+    rolled out in separate groups. progress: optional callable(frames) for progress bars.
     keep_episodes: also keep every episode's frames and executed actions (``episode_frames``,
     ``episode_actions``), e.g. to replay them in the real simulator.
     """
@@ -129,13 +136,20 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
     for members in groups.values():
         env = make_env(starts[members[0]].camera)
         ids = np.array([s * n + k for s in members for k in range(n)])  # global episode ids
-        frames0 = np.stack([starts[s].frame for s in members for _ in range(n)])
-        states0 = np.stack([starts[s].state for s in members for _ in range(n)])
         instructions = [starts[s].instruction for s in members for _ in range(n)]
-        obs = env.reset(frames0, states0, instructions)
-        session = reflector.session(len(ids))
-        session.reset(instructions)
-        r0, done0 = session.score_batch(frames0)
+        if getattr(env, "from_init_states", False):
+            obs = env.reset_to([starts[s] for s in members for _ in range(n)])
+            frames0 = obs["image"]
+        else:
+            frames0 = np.stack([starts[s].frame for s in members for _ in range(n)])
+            states0 = np.stack([starts[s].state for s in members for _ in range(n)])
+            obs = env.reset(frames0, states0, instructions)
+        session = reflector.session(len(ids)) if reflector is not None else None
+        if session is not None:
+            session.reset(instructions)
+            r0, done0 = session.score_batch(frames0)
+        else:  # the environment judges: nothing is achieved before the first action
+            r0, done0 = np.zeros(len(ids), np.float32), np.zeros(len(ids), bool)
         history = {int(e): [float(r)] for e, r in zip(ids, r0)}
         if keep_episodes:
             for row, e in enumerate(ids):
@@ -162,13 +176,22 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
             if progress is not None:
                 progress(len(alive_ids) * k)
             ended = np.zeros(len(alive_ids), bool)
+            every_frame = "images" in obs  # an env that renders only chunk ends gives "image"
+            if keep_episodes and not every_frame:
+                raise ValueError("keep_episodes needs an environment that returns every step's frame")
+            if trace is not None and alive_ids[0] == 0 and not every_frame:
+                trace.append(obs["image"][0])
             for i in range(k):
                 open_rows = np.flatnonzero(~ended)
                 if not len(open_rows):
                     break
-                if trace is not None and alive_ids[0] == 0 and not ended[0]:
+                if trace is not None and alive_ids[0] == 0 and not ended[0] and every_frame:
                     trace.append(obs["images"][0, i])
-                r, d = session.score_batch(obs["images"][open_rows, i], episodes=list(alive_ids[open_rows]))
+                if session is not None:
+                    r, d = session.score_batch(obs["images"][open_rows, i], episodes=list(alive_ids[open_rows]))
+                else:
+                    d = obs["success"][open_rows, i]
+                    r = d.astype(np.float32)
                 for j, row in enumerate(open_rows):
                     e = int(alive_ids[row])
                     history[e].append(float(r[j]))

@@ -1,6 +1,9 @@
 """``world-env post-train``: LOOP post-training of the policy inside the world simulator.
 
 The algorithm is in ``loop.py``; this file is the run around it: inputs, processes, files.
+``--env libero`` runs the same LOOP with LIBERO itself as the environment (the control arm,
+``libero_rollouts.py``): episodes start from the demos' LIBERO init states and are judged by
+LIBERO's success (or, with ``--libero_reward reflector``, by the reflector on real frames).
 
 Inputs. The policy to improve (an SFT run or model folder), the world simulator and the
 reflector checkpoints, and a dataset whose episodes' first frames, states, instructions and
@@ -60,10 +63,22 @@ def load_start_states(path: str) -> list[StartState]:
         if not episode.camera:
             raise ValueError(f"{path}: episode {dataset.entry(i)['key']} has no camera model (needed for action maps)")
         starts.append(StartState(frame=episode.frames[0], state=episode.states[0].astype(np.float32),
-                                 instruction=episode.instruction, camera=episode.camera, key=dataset.entry(i)["key"]))
+                                 instruction=episode.instruction, camera=episode.camera, key=dataset.entry(i)["key"],
+                                 suite=episode.suite, task_id=episode.task_id, init_state_id=episode.init_state_id))
     if not starts:
         raise ValueError(f"{path}: no episodes to start imagined rollouts from")
     return starts
+
+
+def suite_step_limit(starts: list[StartState], source: str) -> int:
+    """LIBERO's step limit for the start states' suite (``max_steps=0``); one suite only."""
+    from world_env_libero.env import MAX_STEPS
+
+    suites = {s.suite for s in starts}
+    if len(suites) != 1 or not suites <= set(MAX_STEPS):
+        raise ValueError(f"max_steps=0 takes the LIBERO suite's step limit, but the start states in {source} "
+                         f"come from {sorted(suites)}; give max_steps")
+    return MAX_STEPS[suites.pop()]
 
 
 class _Distribution(torch.nn.Module):
@@ -182,17 +197,30 @@ def train(cfg: PostTrainConfig):
 
     # --- inputs -------------------------------------------------------------------------------
     starts = load_start_states(cfg.demos)
-    world_model = WorldModel.from_pretrained(cfg.world_model, device)
-    reflector = Reflector.from_pretrained(cfg.reflector, device)
-    size = world_model.config.resolution
-    if starts[0].frame.shape[:2] != (size, size):
-        raise ValueError(f"{cfg.demos}: frames are {starts[0].frame.shape[1]}x{starts[0].frame.shape[0]}, "
-                         f"the world model predicts {size}x{size}")
-    robot = default_robot()
+    max_steps = cfg.max_steps or suite_step_limit(starts, cfg.demos)
+    judged_by_reflector = cfg.env == "imagined" or cfg.libero_reward == "reflector"
+    reflector = Reflector.from_pretrained(cfg.reflector, device) if judged_by_reflector else None
+    if cfg.env == "libero":
+        from world_env_training.libero_rollouts import LiberoRolloutEnv
 
-    def make_env(camera: dict) -> ImaginedEnv:
-        return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), device,
-                           sampler_steps=cfg.sampler_steps or None, seed=_seed(cfg.seed, update, rank, 1))
+        libero = LiberoRolloutEnv(cfg.batch_size // world * cfg.rollouts_per_state, starts[0].frame.shape[0],
+                                  cfg.libero_workers, render_every_step=judged_by_reflector,
+                                  stop_on_success=not judged_by_reflector, seed=cfg.seed)
+
+        def make_env(camera: dict) -> LiberoRolloutEnv:
+            return libero
+    else:
+        libero = None
+        world_model = WorldModel.from_pretrained(cfg.world_model, device)
+        size = world_model.config.resolution
+        if starts[0].frame.shape[:2] != (size, size):
+            raise ValueError(f"{cfg.demos}: frames are {starts[0].frame.shape[1]}x{starts[0].frame.shape[0]}, "
+                             f"the world model predicts {size}x{size}")
+        robot = default_robot()
+
+        def make_env(camera: dict) -> ImaginedEnv:
+            return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), device,
+                               sampler_steps=cfg.sampler_steps or None, seed=_seed(cfg.seed, update, rank, 1))
 
     # --- policy: resume from the newest checkpoint, or start from the given one ----------------
     torch.manual_seed(cfg.seed)
@@ -220,8 +248,10 @@ def train(cfg: PostTrainConfig):
             print(f"post-train: {resume} is already at update {start} of {cfg.updates}; nothing to do")
         return resume, model
     if rank == 0:
+        where = ("imagined" if cfg.env == "imagined" else
+                 f"LIBERO ({'reflector' if judged_by_reflector else 'success'} reward)")
         print(f"post-train: {len(starts)} initial states from {cfg.demos}; {cfg.batch_size} per update x "
-              f"{cfg.rollouts_per_state} rollouts, up to {cfg.max_steps} imagined steps; {world} process(es) on "
+              f"{cfg.rollouts_per_state} rollouts, up to {max_steps} {where} steps; {world} process(es) on "
               f"{device}; " + (f"resuming at update {start} from {resume}" if resume else f"starting from {cfg.policy}"),
               flush=True)
 
@@ -237,10 +267,11 @@ def train(cfg: PostTrainConfig):
             picks = rng.choice(len(starts), size=cfg.batch_size, replace=len(starts) < cfg.batch_size)
             mine = [starts[i] for i in picks[rank::world]]
             generator = torch.Generator(device).manual_seed(_seed(cfg.seed, update, rank, 2))
-            frames_bar = tqdm(total=len(mine) * cfg.rollouts_per_state * cfg.max_steps, desc="  imagining",
+            frames_bar = tqdm(total=len(mine) * cfg.rollouts_per_state * max_steps,
+                              desc="  imagining" if cfg.env == "imagined" else "  in LIBERO",
                               unit="frame", leave=False, disable=rank != 0)
             model.eval()
-            rollouts = collect_rollouts(model, reflector, make_env, mine, cfg.rollouts_per_state, cfg.max_steps,
+            rollouts = collect_rollouts(model, reflector, make_env, mine, cfg.rollouts_per_state, max_steps,
                                         generator, cfg.binary_reward, progress=frames_bar.update)
             frames_bar.close()
             t_rollout = time.perf_counter() - t0
@@ -266,7 +297,7 @@ def train(cfg: PostTrainConfig):
             done = update + 1
             seconds = time.perf_counter() - t0
             per_mb = max(total["minibatches"], 1.0)
-            record = {"update": done, "return_mean": total["return"] / total["episodes"],
+            record = {"update": done, "env": cfg.env, "return_mean": total["return"] / total["episodes"],
                       "fired_rate": total["fired"] / total["episodes"],
                       "episode_length": total["length"] / total["episodes"],
                       "advantage_abs": total["adv_abs"] / total["episodes"],
@@ -279,7 +310,7 @@ def train(cfg: PostTrainConfig):
                       "stop_kl": total["stop_kl"] / world if total["kl_stopped"] else None}
             if rank == 0:
                 for key, value in record.items():
-                    if key not in ("update", "stepped", "kl_stopped", "stop_kl"):
+                    if key not in ("update", "env", "stepped", "kl_stopped", "stop_kl"):
                         writer.add_scalar(f"loop/{key}", float(value), done)
                 bar.set_postfix(ret=f"{record['return_mean']:.3f}", fired=f"{record['fired_rate']:.2f}",
                                 kl=f"{record['approx_kl']:.4f}", clip=f"{record['clip_fraction']:.2f}")
@@ -299,6 +330,8 @@ def train(cfg: PostTrainConfig):
         bar.close()
         if writer is not None:
             writer.close()
+        if libero is not None:
+            libero.close()
     return newest, model
 
 

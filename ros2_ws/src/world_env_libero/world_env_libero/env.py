@@ -134,6 +134,12 @@ class LiberoEnv:
 
     # ------------------------------------------------------------------ properties
     @property
+    def spec(self) -> dict:
+        """The constructor arguments that build this env (``LiberoEnv(**env.spec)``)."""
+        return {"suite": self.suite, "task_id": self.task_id, "resolution": self.resolution,
+                "wrist": self.wrist, "depth": self.depth, "seed": self.seed}
+
+    @property
     def camera(self) -> CameraModel:
         """Model of the agent-view camera at ``resolution`` (upright image convention)."""
         return self.rig.camera

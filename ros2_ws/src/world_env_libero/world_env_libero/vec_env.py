@@ -31,6 +31,23 @@ class LiberoWorkerError(RuntimeError):
     """An environment in a worker process failed (message: spec and worker traceback)."""
 
 
+def _run_chunk(env, actions: np.ndarray, render: str, stop_on_success: bool) -> dict:
+    """Execute the (k, 7) ``actions`` in order; render every step's frame (``render="all"``) or
+    only the last executed step's (``"last"``); with ``stop_on_success`` stop after the step
+    that achieves the task. Returns {"steps", "success" (per step), "images", "state"}."""
+    images, successes, obs = [], [], None
+    for i, action in enumerate(actions):
+        last = i == len(actions) - 1
+        obs, success = env.step(action, render=False)
+        successes.append(success)
+        done = last or (stop_on_success and success)
+        if render == "all" or done:
+            images.append(env.render())
+        if done:
+            break
+    return {"steps": len(successes), "success": successes, "images": images, "state": obs["state"]}
+
+
 def _worker(conn, specs: dict[int, dict]) -> None:
     """Serve commands for the envs ``specs`` (global index -> LiberoEnv kwargs) until 'close'.
 
@@ -51,6 +68,14 @@ def _worker(conn, specs: dict[int, dict]) -> None:
             for current, arg in args.items():
                 if cmd == "reset":
                     out[current] = envs[current].reset(*arg)
+                elif cmd == "start":
+                    spec, init_state_id, settle_steps = arg
+                    if envs[current].spec != spec:  # another task: rebuild this slot's simulator
+                        envs[current].close()
+                        envs[current] = LiberoEnv(**spec)
+                    out[current] = envs[current].reset(init_state_id, settle_steps)
+                elif cmd == "chunk":
+                    out[current] = _run_chunk(envs[current], *arg)
                 else:
                     out[current] = envs[current].step(arg)
             conn.send(("ok", out))
@@ -125,12 +150,45 @@ class VecLiberoEnv:
         results = self._run("step", list(actions))
         return [r[0] for r in results], np.array([r[1] for r in results], dtype=bool)
 
+    def start(self, specs: Sequence[dict], init_state_ids: Sequence[int], settle_steps: int = 10) -> list[dict]:
+        """Reset env i to init state ``init_state_ids[i]`` of the task ``specs[i]`` names (a
+        ``LiberoEnv`` spec); an env holding another task is rebuilt first (a few seconds)."""
+        if len(specs) != self.num_envs or len(init_state_ids) != self.num_envs:
+            raise ValueError(f"need {self.num_envs} specs and init state ids, got {len(specs)} and {len(init_state_ids)}")
+        self.specs = [dict(s) for s in specs]
+        return self._run("start", [(dict(s), int(i), settle_steps) for s, i in zip(specs, init_state_ids)])
+
+    def step_chunk(self, actions, envs: Sequence[int], render: str = "last", stop_on_success: bool = True) -> list[dict]:
+        """Run an action chunk in each of the envs ``envs`` at once (one message per worker).
+
+        actions: (len(envs), k, 7). render: "all" (a frame per step, e.g. for a reflector) or
+        "last" (only the last executed step's frame: what a chunked policy reads next).
+        stop_on_success: an env stops executing its chunk after the step that achieves the task.
+        Returns per env {"steps": executed, "success": [bool per step], "images": [frames],
+        "state": (7,) after the last executed step}.
+        """
+        if render not in ("all", "last"):
+            raise ValueError(f"render must be 'all' or 'last', got {render!r}")
+        actions = np.asarray(actions, dtype=np.float64)
+        envs = [int(e) for e in envs]
+        if actions.ndim != 3 or actions.shape[0] != len(envs) or actions.shape[2] != 7:
+            raise ValueError(f"actions must have shape ({len(envs)}, k, 7), got {actions.shape}")
+        for i, chunk in zip(envs, actions):
+            for a in chunk:
+                try:
+                    validate_action(a)
+                except ValueError as err:
+                    raise ValueError(f"env {i}: {err}") from None
+        return self._run("chunk", {e: (chunk, render, stop_on_success) for e, chunk in zip(envs, actions)})
+
     # ------------------------------------------------------------------ plumbing
-    def _run(self, cmd: str, args: list) -> list:
+    def _run(self, cmd: str, args) -> list:
+        """Send ``cmd`` with args (a list: one per env; a dict: only those envs) and gather."""
         if self._closed:
             raise RuntimeError("VecLiberoEnv is closed")
+        by_env = dict(enumerate(args)) if isinstance(args, list) else dict(args)
         for w, conn in enumerate(self._conns):
-            mine = {i: args[i] for i in range(self.num_envs) if self._owner[i] == w}
+            mine = {i: a for i, a in by_env.items() if self._owner[i] == w}
             try:
                 conn.send((cmd, mine))
             except (OSError, EOFError):
@@ -138,7 +196,7 @@ class VecLiberoEnv:
         out = {}
         for part in self._gather():
             out.update(part)
-        return [out[i] for i in range(self.num_envs)]
+        return [out[i] for i in by_env]
 
     def _gather(self) -> list:
         """One reply from every worker; on any failure close everything and raise."""
