@@ -134,6 +134,30 @@ def test_a_batch_scores_each_episode_as_it_would_be_scored_alone():
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
+def test_bf16_scoring_agrees_with_fp32():
+    """bf16 autocast of the frozen encoder and LLM against fp32, on the same frames. Tolerance:
+    frame features and the reward head's input h_t within 2 % (relative L2 norm), R within 0.005."""
+    model = _tiny()
+    seen = []
+    model.head.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    frames = _frames(4 * 3)
+    results = {}
+    for precision in ("fp32", "bf16"):
+        model.set_precision(precision)
+        seen.clear()
+        session = model.session(3)
+        session.reset([INSTRUCTIONS[0]] * 3)
+        rewards = np.stack([session.score_batch(frames[3 * t:3 * t + 3])[0] for t in range(4)])
+        results[precision] = (model.encode_frames(frames), torch.cat(seen), rewards)
+    (f32, h32, r32), (f16, h16, r16) = results["fp32"], results["bf16"]
+    assert f16.dtype == torch.float32 and r16.dtype == np.float32
+    rel = lambda a, b: float((a - b).norm() / b.norm())  # noqa: E731
+    assert 0 < rel(f16, f32) < 0.02 and 0 < rel(h16, h32) < 0.02  # > 0: bf16 did run
+    np.testing.assert_allclose(r16, r32, atol=0.005)
+    with pytest.raises(ValueError, match="precision='int8'"):
+        model.set_precision("int8")
+
+
 def test_only_the_projector_and_head_train():
     model = _tiny()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}

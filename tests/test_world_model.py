@@ -237,6 +237,35 @@ def test_imagined_env_shapes_and_state_advance():
     assert len(env.memory.frames) == 6
 
 
+def test_bf16_and_channels_last_agree_with_fp32():
+    """The fast path (bf16 autocast, channels_last) against fp32 on the same noise. Tolerance: at
+    a residual_std of 0.05 (the std of LIBERO's frame changes, what a trained processor holds),
+    every pixel within 1 grey level; channels_last alone within float rounding (1e-4)."""
+    cfg = WorldModelConfig.tiny()
+    torch.manual_seed(0)
+    model = WorldModel(cfg, WorldModelProcessor(residual_std=0.05)).eval()
+    raw = _raw_batch(cfg, b=4)
+    raw.pop("target")
+    batch = model.processor(**raw)
+    sched = make_scheduler(cfg, "ddim")
+
+    def sample(precision: str, channels_last: bool) -> torch.Tensor:
+        model.use_channels_last(channels_last)
+        return predict_next_frames(model, batch, sched, 2, torch.Generator().manual_seed(1), precision)
+
+    from world_env_training.world_model.processor_world_model import tensor_to_frames
+
+    ref = sample("fp32", False)
+    assert (sample("fp32", True) - ref).abs().max() < 1e-4
+    for channels_last in (False, True):
+        fast = sample("bf16", channels_last)
+        assert fast.dtype == torch.float32 and 0 < (fast - ref).abs().max()  # bf16 did run
+        diff = np.abs(tensor_to_frames(fast).astype(int) - tensor_to_frames(ref).astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.1
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        predict_next_frames(model, batch, sched, 1, precision="fp16")
+
+
 # --- metrics and baseline ---------------------------------------------------------------------
 
 def test_copy_last_baseline_and_metrics():
