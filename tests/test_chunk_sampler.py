@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def loaded(tmp_path_factory):
     from world_env_common.camera import CameraModel
     from world_env_training.imagined_env import ImaginedEnv
-    from world_env_training.post_train import load_start_states
+    from world_env_training.loop_runner import load_start_states
     from world_env_training.reflector import Reflector
     from world_env_training.train_world_model import default_robot
     from world_env_training.vla import VLAPolicy

@@ -26,7 +26,7 @@ def audit(cfg: AuditConfig) -> dict:
     from world_env_training.backbones import resolve_device
     from world_env_training.imagined_env import ImaginedEnv
     from world_env_training.loop import collect_rollouts
-    from world_env_training.post_train import load_start_states
+    from world_env_training.loop_runner import load_start_states
     from world_env_training.reflector import Reflector
     from world_env_training.reflector_eval import ImaginedRollout, audit_reward_hacking, format_audit
     from world_env_training.train_world_model import default_robot

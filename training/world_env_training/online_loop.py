@@ -16,18 +16,15 @@ a restart resumes from the newest), ``metrics.jsonl``, ``train_config.yaml``.
 
 from __future__ import annotations
 
-import json
+import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from world_env_training.checkpoints import (OPTIMIZER_FILE, TRAIN_STATE_FILE, latest_checkpoint, remove_stale,
-                                            save_training_checkpoint)
 from world_env_training.configs import PostTrainConfig
-from world_env_training.loop import ppo_update, rloo_advantages
-from world_env_training.post_train import write_metrics
+from world_env_training.loop import chunk_log_probs
+from world_env_training.loop_runner import LoopLearner, ppo_figures
 
 
 @dataclass
@@ -59,28 +56,21 @@ class OnlineLOOP:
 
     def __init__(self, cfg: PostTrainConfig):
         from world_env_training.backbones import resolve_device
-        from world_env_training.vla import VLAPolicy
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        self.run_dir = Path(cfg.output_dir)
-        remove_stale(self.run_dir)
-        resume = latest_checkpoint(self.run_dir)
-        self.model = VLAPolicy.from_pretrained(resume if resume is not None else cfg.policy, device=self.device)
-        groups = [{"params": self.model.lora_parameters(), "lr": cfg.lr_lora},
-                  {"params": self.model.head_parameters(), "lr": cfg.lr_heads}]
-        self.optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
-        self.update_count = 0
-        self.checkpoint = cfg.policy  # the weights the policy node should be running
-        if resume is not None:
-            self.optimizer.load_state_dict(torch.load(resume / OPTIMIZER_FILE, map_location=self.device,
-                                                      weights_only=True))
-            self.update_count = json.loads((resume / TRAIN_STATE_FILE).read_text())["step"]
-            self.checkpoint = str(resume)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "train_config.yaml").write_text(cfg.to_yaml())
-        write_metrics(self.run_dir, self.update_count)  # a resume drops the lines of updates it redoes
+        self.learner = LoopLearner(cfg, self.device)
+        self.model = self.learner.model
         self.groups: list[list[Episode]] = []
+
+    @property
+    def update_count(self) -> int:
+        return self.learner.update_count
+
+    @property
+    def checkpoint(self) -> str:
+        """The weights the policy node should be running."""
+        return self.learner.checkpoint
 
     @property
     def done(self) -> bool:
@@ -98,43 +88,36 @@ class OnlineLOOP:
 
     def update(self) -> dict:
         """One LOOP update on the gathered groups; saves a checkpoint; returns the metrics."""
+        t0 = time.perf_counter()
         cfg, n = self.cfg, self.cfg.rollouts_per_state
         groups = [g[:n] for g in self.groups[:cfg.batch_size]]
         self.groups = []
         episodes = [e for g in groups for e in g]
-        returns = np.array([[(1.0 if e.fired else 0.0) if cfg.binary_reward else e.ret for e in g] for g in groups],
-                           np.float32)
-        advantages = rloo_advantages(torch.from_numpy(returns)).numpy().reshape(-1)
+        rewards = np.array([[e.ret for e in g] for g in groups], np.float32)
+        fired = np.array([[e.fired for e in g] for g in groups], bool)
         rows = [(i, c) for i, e in enumerate(episodes) for c in range(len(e.actions))]
-        record = {"update": self.update_count + 1, "return_mean": float(returns.mean()),
-                  "fired_rate": float(np.mean([e.fired for e in episodes])),
-                  "advantage_abs": float(np.abs(advantages).mean()), "chunks": len(rows), "episodes": len(episodes)}
+        samples = {"images": np.stack([episodes[i].images[c] for i, c in rows]) if rows else np.zeros((0,)),
+                   "states": np.stack([episodes[i].states[c] for i, c in rows]) if rows else np.zeros((0, 7)),
+                   "instructions": [episodes[i].instruction for i, _ in rows],
+                   "actions": np.stack([episodes[i].actions[c] for i, c in rows]) if rows else np.zeros((0,))}
+        old, scale, gap = torch.zeros(0), float("nan"), None
         if rows:
-            samples = {"images": np.stack([episodes[i].images[c] for i, c in rows]),
-                       "states": np.stack([episodes[i].states[c] for i, c in rows]),
-                       "instructions": [episodes[i].instruction for i, _ in rows],
-                       "actions": np.stack([episodes[i].actions[c] for i, c in rows])}
-            from world_env_training.loop import chunk_log_probs
-
+            # Old log-likelihoods under the weights that produced the chunks (this learner wrote
+            # them); the published ones are compared as a check.
             self.model.eval()
             with torch.no_grad():
-                old, scale = chunk_log_probs(self.model.action_distribution, self.model, samples["images"],
-                                             samples["states"], samples["instructions"], samples["actions"])
-            published = np.array([episodes[i].published_log_probs[c] for i, c in rows])
-            gaps = np.abs(published - old.cpu().numpy())
-            sums = ppo_update(self.model, self.model.action_distribution, self.optimizer,
-                              self.model.lora_parameters() + self.model.head_parameters(), samples, old,
-                              torch.from_numpy(advantages[[i for i, _ in rows]]).to(self.device), cfg.clip_eps,
-                              cfg.ppo_epochs, cfg.minibatches, cfg.grad_clip, [cfg.seed, self.update_count],
-                              cfg.target_kl)
-            per = max(sums["minibatches"], 1.0)
-            record.update(loss=sums["loss"] / per, clip_fraction=sums["clip_fraction"] / per,
-                          approx_kl=sums["approx_kl"] / per, scale=float(scale.mean()), steps=int(sums["minibatches"]),
-                          kl_stopped=bool(sums["kl_stopped"]), stop_kl=sums["stop_kl"] if sums["kl_stopped"] else None,
-                          log_prob_gap=float(np.nanmax(gaps)) if np.isfinite(gaps).any() else None)
-        self.update_count += 1
-        write_metrics(self.run_dir, self.update_count, record)  # before the checkpoint, as post-train
-        path = save_training_checkpoint(self.run_dir, self.update_count, self.model.write_files, self.optimizer,
-                                        cfg.to_dict(), cfg.keep_checkpoints)
-        self.checkpoint = str(path)
-        return record
+                old, scales = chunk_log_probs(self.model.action_distribution, self.model, samples["images"],
+                                              samples["states"], samples["instructions"], samples["actions"])
+            scale = float(scales.mean())
+            gaps = np.abs(np.array([episodes[i].published_log_probs[c] for i, c in rows]) - old.cpu().numpy())
+            gap = float(np.nanmax(gaps)) if np.isfinite(gaps).any() else None
+        sums = self.learner.update(samples, old, self.learner.returns(rewards, fired),
+                                   np.array([i for i, _ in rows], int))
+        record = {"env": "ros_graph", "episodes": len(episodes),
+                  "return_mean": float(self.learner.returns(rewards, fired).mean()),
+                  "fired_rate": float(fired.mean()), "episode_length": None, **ppo_figures(sums, len(episodes)),
+                  "scale": scale, "chunks": len(rows), "ppo_steps": int(sums["minibatches"]),
+                  "stop_kl": sums["stop_kl"] if sums["kl_stopped"] else None, "log_prob_gap": gap,
+                  "seconds": time.perf_counter() - t0}
+        self.learner.finish_update(record)
+        return {**record, "update": self.update_count}

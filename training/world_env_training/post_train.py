@@ -8,8 +8,8 @@ LIBERO's success (or, with ``--libero_reward reflector``, by the reflector on re
 Inputs. The policy to improve (an SFT run or model folder), the world simulator and the
 reflector checkpoints, and a dataset whose episodes' first frames, states, instructions and
 cameras are the initial states imagined episodes start from (the 5 demonstrations per task).
-Each update draws ``batch_size`` of them (uniformly, with a generator seeded by (seed,
-update), so a resumed run draws what an uninterrupted one would).
+Each update draws ``batch_size`` of them (``loop_runner.draw_starts``: uniformly, seeded by
+(seed, update), so a resumed run draws what an uninterrupted one would).
 
 Processes. One process: everything on ``device``. Several (``torchrun --nproc_per_node K
 -m world_env_training.cli post-train ...``; gloo on CPU, NCCL on GPUs): the update's initial
@@ -28,14 +28,14 @@ the first imagined episode of that update); ``train_config.yaml``. A run killed 
 resumes from its newest checkpoint when started again: completed updates are kept, the
 update in progress is redone.
 
-Figures per update: return mean, share of episodes the reflector ended (``fired``), episode
-length, |advantage| mean, PPO loss, clip fraction, approximate KL, policy scale (mean Laplace
-b of the sampled chunks), imagined frames per second.
+Figures per update (``loop_runner.METRIC_KEYS``, the same keys as the ROS trainer's): return
+mean, share of episodes the reflector (or LIBERO's success) ended (``fired``), episode length,
+|advantage| mean, PPO loss, clip fraction, approximate KL, policy scale (mean Laplace b of the
+sampled chunks), environment frames per second (imagined, or LIBERO's).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -45,29 +45,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from world_env_training.checkpoints import (OPTIMIZER_FILE, TRAIN_STATE_FILE, latest_checkpoint, remove_stale,
-                                            save_training_checkpoint)
+from world_env_training.checkpoints import latest_checkpoint, remove_stale
 from world_env_training.configs import PostTrainConfig
-from world_env_training.dataset import Dataset, DatasetError
-from world_env_training.loop import StartState, collect_rollouts, ppo_update, rloo_advantages
-
-METRICS_FILE = "metrics.jsonl"
-
-
-def load_start_states(path: str) -> list[StartState]:
-    """The first observation of every episode of the dataset at ``path``."""
-    dataset = Dataset(path)
-    starts = []
-    for i in range(len(dataset)):
-        episode = dataset[i]
-        if not episode.camera:
-            raise ValueError(f"{path}: episode {dataset.entry(i)['key']} has no camera model (needed for action maps)")
-        starts.append(StartState(frame=episode.frames[0], state=episode.states[0].astype(np.float32),
-                                 instruction=episode.instruction, camera=episode.camera, key=dataset.entry(i)["key"],
-                                 suite=episode.suite, task_id=episode.task_id, init_state_id=episode.init_state_id))
-    if not starts:
-        raise ValueError(f"{path}: no episodes to start imagined rollouts from")
-    return starts
+from world_env_training.dataset import DatasetError
+from world_env_training.loop import StartState, collect_rollouts
+from world_env_training.loop_runner import (LoopLearner, draw_starts, load_start_states, ppo_figures, seed_of)
 
 
 def suite_step_limit(starts: list[StartState], source: str) -> int:
@@ -90,10 +72,6 @@ class _Distribution(torch.nn.Module):
 
     def forward(self, batch):
         return self.policy.action_distribution(batch)
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 def _distributed(cfg: PostTrainConfig) -> tuple[int, int]:
@@ -148,23 +126,6 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def write_metrics(run_dir: Path, start: int, record: dict | None = None) -> None:
-    """Keep ``metrics.jsonl`` lines of updates up to ``start`` (a resume drops the rest); append ``record``."""
-    path = run_dir / METRICS_FILE
-    lines = path.read_text().splitlines() if path.is_file() else []
-    kept = [line for line in lines if line.strip() and json.loads(line)["update"] <= start]
-    if record is None:
-        if len(kept) != len(lines):
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, path)
-        return
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _save_strip(path: Path, frames: np.ndarray | None, columns: int = 12) -> None:
     if frames is None or not len(frames):
         return
@@ -183,7 +144,6 @@ def train(cfg: PostTrainConfig):
     from world_env_training.imagined_env import ImaginedEnv
     from world_env_training.reflector import Reflector
     from world_env_training.train_world_model import default_robot
-    from world_env_training.vla import VLAPolicy
     from world_env_training.world_model import WorldModel
 
     rank, world = _distributed(cfg)
@@ -220,29 +180,16 @@ def train(cfg: PostTrainConfig):
 
         def make_env(camera: dict) -> ImaginedEnv:
             return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), device,
-                               sampler_steps=cfg.sampler_steps or None, seed=_seed(cfg.seed, update, rank, 1))
+                               sampler_steps=cfg.sampler_steps or None, seed=seed_of(cfg.seed, update, rank, 1))
 
     # --- policy: resume from the newest checkpoint, or start from the given one ----------------
-    torch.manual_seed(cfg.seed)
-    resume = latest_checkpoint(run_dir)
-    model = VLAPolicy.from_pretrained(resume if resume is not None else cfg.policy, device=device)
-    start = json.loads((resume / TRAIN_STATE_FILE).read_text())["step"] if resume is not None else 0
-    groups = [{"params": model.lora_parameters(), "lr": cfg.lr_lora},
-              {"params": model.head_parameters(), "lr": cfg.lr_heads}]
-    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
-    if resume is not None:
-        optimizer.load_state_dict(torch.load(resume / OPTIMIZER_FILE, map_location=device, weights_only=True))
-    trainable = model.lora_parameters() + model.head_parameters()
+    learner = LoopLearner(cfg, device, writer=rank == 0)
+    model, resume, start = learner.model, learner.resumed_from, learner.update_count
     distribution = _Distribution(model)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         distribution = DistributedDataParallel(distribution, device_ids=[device.index] if device.type == "cuda" else None)
-
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "train_config.yaml").write_text(cfg.to_yaml())
-        write_metrics(run_dir, start)
     if start >= cfg.updates:
         if rank == 0:
             print(f"post-train: {resume} is already at update {start} of {cfg.updates}; nothing to do")
@@ -263,10 +210,9 @@ def train(cfg: PostTrainConfig):
     try:
         for update in bar:
             t0 = time.perf_counter()
-            rng = np.random.default_rng(_seed(cfg.seed, update))
-            picks = rng.choice(len(starts), size=cfg.batch_size, replace=len(starts) < cfg.batch_size)
+            picks = draw_starts(len(starts), cfg.batch_size, cfg.seed, update)
             mine = [starts[i] for i in picks[rank::world]]
-            generator = torch.Generator(device).manual_seed(_seed(cfg.seed, update, rank, 2))
+            generator = torch.Generator(device).manual_seed(seed_of(cfg.seed, update, rank, 2))
             frames_bar = tqdm(total=len(mine) * cfg.rollouts_per_state * max_steps,
                               desc="  imagining" if cfg.env == "imagined" else "  in LIBERO",
                               unit="frame", leave=False, disable=rank != 0)
@@ -276,53 +222,40 @@ def train(cfg: PostTrainConfig):
             frames_bar.close()
             t_rollout = time.perf_counter() - t0
 
-            advantages = rloo_advantages(torch.from_numpy(rollouts.returns)).numpy().reshape(-1)
-            sums = {"episodes": float(rollouts.returns.size), "return": float(rollouts.returns.sum()),
-                    "fired": float(rollouts.fired.sum()), "length": float(rollouts.lengths.sum()),
-                    "adv_abs": float(np.abs(advantages).sum()), "chunks": float(len(rollouts)),
-                    "scale": float(rollouts.scales.sum()), "frames": float(rollouts.lengths.sum()),
-                    "loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "minibatches": 0.0, "kl_stopped": 0.0,
-                    "stop_kl": 0.0}
+            samples = {"images": rollouts.images, "states": rollouts.states,
+                       "instructions": rollouts.instructions, "actions": rollouts.actions}
             # Every rank must run the same number of backward passes; a rank whose episodes all
             # ended on their first frame has nothing to learn from, so then nobody steps.
-            if _min_over_ranks(len(rollouts), world) > 0:
-                samples = {"images": rollouts.images, "states": rollouts.states,
-                           "instructions": rollouts.instructions, "actions": rollouts.actions}
-                sums.update(ppo_update(model, distribution, optimizer, trainable, samples,
-                                       torch.from_numpy(rollouts.log_probs).to(device),
-                                       torch.from_numpy(advantages[rollouts.episode]).to(device), cfg.clip_eps,
-                                       cfg.ppo_epochs, cfg.minibatches, cfg.grad_clip, [cfg.seed, update, rank, 3],
-                                       cfg.target_kl, lambda kl: _sum_over_ranks({"kl": kl}, world)["kl"] / world))
+            sums = learner.update(samples, torch.from_numpy(rollouts.log_probs).to(device), rollouts.returns,
+                                  rollouts.episode, distribution, [cfg.seed, update, rank, 3],
+                                  lambda kl: _sum_over_ranks({"kl": kl}, world)["kl"] / world,
+                                  step=_min_over_ranks(len(rollouts), world) > 0)
+            sums.update({"episodes": float(rollouts.returns.size), "return": float(rollouts.returns.sum()),
+                         "fired": float(rollouts.fired.sum()), "length": float(rollouts.lengths.sum()),
+                         "chunks": float(len(rollouts)), "scale": float(rollouts.scales.sum())})
             total = _sum_over_ranks(sums, world)
             done = update + 1
             seconds = time.perf_counter() - t0
-            per_mb = max(total["minibatches"], 1.0)
-            record = {"update": done, "env": cfg.env, "return_mean": total["return"] / total["episodes"],
+            record = {"env": cfg.env, "episodes": int(total["episodes"]),
+                      "return_mean": total["return"] / total["episodes"],
                       "fired_rate": total["fired"] / total["episodes"],
                       "episode_length": total["length"] / total["episodes"],
-                      "advantage_abs": total["adv_abs"] / total["episodes"],
-                      "loss": total["loss"] / per_mb, "clip_fraction": total["clip_fraction"] / per_mb,
-                      "approx_kl": total["approx_kl"] / per_mb,
+                      **ppo_figures(total, total["episodes"]),
                       "scale": total["scale"] / max(total["chunks"], 1.0), "chunks": int(total["chunks"]),
-                      "imagined_frames_per_s": total["frames"] / max(t_rollout, 1e-9), "seconds": seconds,
-                      "stepped": total["minibatches"] > 0, "kl_stopped": total["kl_stopped"] > 0,
+                      "frames_per_s": total["length"] / max(t_rollout, 1e-9), "seconds": seconds,
                       "ppo_steps": int(total["minibatches"] / world),
                       "stop_kl": total["stop_kl"] / world if total["kl_stopped"] else None}
             if rank == 0:
                 for key, value in record.items():
-                    if key not in ("update", "env", "stepped", "kl_stopped", "stop_kl"):
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
                         writer.add_scalar(f"loop/{key}", float(value), done)
                 bar.set_postfix(ret=f"{record['return_mean']:.3f}", fired=f"{record['fired_rate']:.2f}",
                                 kl=f"{record['approx_kl']:.4f}", clip=f"{record['clip_fraction']:.2f}")
                 _save_strip(run_dir / "strips" / f"update_{done:04d}.png", rollouts.frames)
-            if rank == 0:
-                # Before the checkpoint, so that no checkpointed update lacks its line; a resume
-                # drops the lines of the updates it redoes.
-                write_metrics(run_dir, done, record)
-            if done % cfg.save_every == 0 or done == cfg.updates:
+            save = done % cfg.save_every == 0 or done == cfg.updates
+            learner.finish_update(record, save=save)
+            if save:
                 if rank == 0:
-                    newest = save_training_checkpoint(run_dir, done, model.write_files, optimizer, cfg.to_dict(),
-                                                      cfg.keep_checkpoints)
                     writer.flush()
                 _barrier(world)
                 newest = latest_checkpoint(run_dir)

@@ -185,7 +185,7 @@ def write_report(cfg: configs.PipelineConfig, stages: dict) -> Path:
                          f"{m['episode_length']:.1f} | {m['advantage_abs']:.5f} | {m.get('ppo_steps', '-')} | "
                          f"{m['clip_fraction']:.3f} | {m['approx_kl']:.4f} | "
                          + (f"{stop:.2f}" if stop is not None else ("yes" if m.get("kl_stopped") else "-"))
-                         + f" | {m['scale']:.4f} | {m['imagined_frames_per_s']:.1f} |")
+                         + f" | {m['scale']:.4f} | {m['frames_per_s']:.1f} |")
         lines += ["", f"Imagined return went from {first['return_mean']:.3f} to {last['return_mean']:.3f}."]
         strips = sorted((run / "loop" / "strips").glob("update_*.png"))
         for strip in (strips[:1] + strips[-1:]) if len(strips) > 1 else strips:
