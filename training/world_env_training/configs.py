@@ -303,7 +303,7 @@ class TrainWorldModelConfig(StageConfig):
         ema_decay: Decay of the exponential moving average of the weights, warmed up as
             min(ema_decay, (1 + step) / (10 + step)); checkpoints' model weights are the EMA
             (0: off, the raw weights).
-        sampler_steps: Denoising steps at rollout time.
+        sampler_steps: Denoising steps at rollout time (2 measured best, README "World simulator").
         save_every: Write a checkpoint every this many steps (and always at the last step).
         keep_checkpoints: Newest checkpoints kept on disk (0: keep all).
         log_every: Tensorboard and progress-bar logging period in steps.
@@ -329,7 +329,7 @@ class TrainWorldModelConfig(StageConfig):
     warmup_steps: int = 20
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    sampler_steps: int = 10
+    sampler_steps: int = 2
     save_every: int = 100
     keep_checkpoints: int = 3
     log_every: int = 10
@@ -588,7 +588,10 @@ class AuditConfig(StageConfig):
         world_model: World simulator checkpoint the rollouts are imagined in.
         reflector: Instant Reflector checkpoint that scores them.
         demos: Dataset of the initial states (LIBERO suite, task and init state of each episode).
-        starts: Initial states audited (the first this many episodes of ``demos``; 0: all).
+        eval_json: An evaluate result (eval.json) of the same policy: audit from the init states
+            it evaluated (held out from training) instead of demos, and report the imagined
+            success rate beside its real one (empty: use demos).
+        starts: Initial states audited (the first this many; 0: all).
         rollouts_per_state: Imagined rollouts per initial state (actions sampled from the policy).
         max_steps: Imagined steps per rollout at most (it also ends when the reflector fires).
         sampler_steps: World-model denoising steps per frame (0: the model's own setting).
@@ -601,6 +604,7 @@ class AuditConfig(StageConfig):
     world_model: str = "runs/default/world_model"
     reflector: str = "runs/default/reflector"
     demos: str = "runs/default/demos"
+    eval_json: str = ""
     starts: int = 5
     rollouts_per_state: int = 4
     max_steps: int = 64

@@ -22,7 +22,7 @@ curves (``RUN/report/training_curves.png``), success rates (``RUN/report/success
 imagined-vs-real frame strips.
 
 Profiles. ``cpu`` (the embedded default): small models for two CPU cores (policy at 64x64
-with 4 of SmolLM2's 30 layers, world model sampled with 4 DDIM steps, reflector with 8 LLM
+with 4 of SmolLM2's 30 layers, world model sampled with 2 DDIM steps, reflector with 8 LLM
 layers). ``full``: every stage's own defaults (the paper's sizes; for a GPU).
 """
 
@@ -44,7 +44,7 @@ REPORT_FILE = "report.md"
 #: VLAConfig fields of the cpu profile's policy (a train-sft ``policy_config`` file).
 CPU_POLICY = {"image_size": 64, "llm_layers": 4, "vision_grid": 2}
 #: World-model denoising steps per frame in the cpu profile (training and rollouts).
-CPU_SAMPLER_STEPS = 4
+CPU_SAMPLER_STEPS = 2
 
 STAGE_ORDER = configs.STAGE_ORDER
 #: The stages whose outputs each stage reads: when one of them runs, so does the stage.

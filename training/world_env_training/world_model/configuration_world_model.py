@@ -71,7 +71,9 @@ class WorldModelConfig(StageConfig):
         beta_schedule: diffusers beta schedule of the training scheduler.
         sampler: Rollout sampler: ddim or dpmsolver (DPMSolverMultistep), both built from the
             training scheduler's config.
-        sampler_steps: Denoising steps per predicted frame.
+        sampler_steps: Denoising steps per predicted frame. 2 by default: on held-out LIBERO
+            frames 2 DDIM steps gave a higher one-step PSNR than 4, 10 or 20 (README "World
+            simulator") at a fifth of 10 steps' cost.
         backbone_seed: Seed of the random test encoder (tiny_cnn), so a saved model rebuilds it.
     """
 
@@ -106,7 +108,7 @@ class WorldModelConfig(StageConfig):
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     sampler: str = "ddim"
-    sampler_steps: int = 10
+    sampler_steps: int = 2
     # reproducible random backbones
     backbone_seed: int = 0
 
