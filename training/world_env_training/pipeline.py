@@ -17,7 +17,8 @@ pipeline therefore loses at most the unfinished part of one stage.
 The report (``RUN/report.md``) has the paper's table (success rate of the SFT policy and of the
 post-trained one, per suite, under ground-truth termination and under self-termination, with
 Wilson 95% intervals), the reward-hacking audit of the post-trained policy's imagined rollouts
-(replayed in real LIBERO), the world model's and the reflector's held-out quality, the training
+(replayed in real LIBERO) from the evaluation's held-out init states, with imagined against real
+success on them, the world model's and the reflector's held-out quality, the training
 curves (``RUN/report/training_curves.png``), success rates (``RUN/report/success.png``) and
 imagined-vs-real frame strips.
 
@@ -54,7 +55,7 @@ INPUTS = {"collect-demos": (), "train-sft": ("collect-demos",), "explore": ("tra
           "post-train": ("collect-demos", "train-sft", "train-world-model", "train-reflector"),
           "evaluate-sft": ("collect-demos", "explore", "train-sft", "train-reflector"),
           "evaluate-loop": ("collect-demos", "explore", "post-train", "train-reflector"),
-          "audit-reward-hacking": ("collect-demos", "train-world-model", "train-reflector", "post-train")}
+          "audit-reward-hacking": ("train-world-model", "train-reflector", "post-train", "evaluate-loop")}
 
 
 def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
@@ -103,8 +104,8 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
             policy=str(run / "loop"), output_dir=str(run / "eval_loop"), **evaluate)),
         "audit-reward-hacking": ("audit-reward-hacking", configs.AuditConfig(
             policy=str(run / "loop"), world_model=str(run / "world_model"), reflector=str(run / "reflector"),
-            demos=str(run / "demos"), starts=0, rollouts_per_state=2, max_steps=cfg.loop_max_steps,
-            output_dir=str(run / "audit"), **wm_extra, **common)),
+            demos=str(run / "demos"), eval_json=str(run / "eval_loop" / "eval.json"), starts=0, rollouts_per_state=2,
+            max_steps=cfg.loop_max_steps, output_dir=str(run / "audit"), **wm_extra, **common)),
     }
 
 

@@ -261,13 +261,35 @@ def audit_reward_hacking(model, rollouts: list[ImaginedRollout], threshold: floa
 
 
 def format_audit(audit: dict) -> str:
+    from world_env_training.stats import wilson_interval
+
+    n, claimed, real = audit["rollouts"], audit["claimed"], audit["real_successes"]
+    both = claimed - audit["false_successes"]
+    rate = audit["false_success_rate"]
+    interval = ""
+    if claimed:
+        low, high = wilson_interval(audit["false_successes"], claimed)
+        interval = f" [{low:.3f}, {high:.3f}] (95% Wilson, {claimed} claims)"
     lines = ["## Reward-hacking audit (imagined rollouts replayed in LIBERO)", "",
-             f"eta = {audit['threshold']}; {audit['rollouts']} rollouts, reflector claims success on "
-             f"{audit['claimed']}, LIBERO achieves {audit['real_successes']}.", "",
+             f"eta = {audit['threshold']}; {n} rollouts, reflector claims success on "
+             f"{claimed}, LIBERO achieves {real}.", "",
+             "| | LIBERO: success | LIBERO: failure |", "|---|---|---|",
+             f"| reflector claims success | {both} | {audit['false_successes']} |",
+             f"| reflector does not | {real - both} | {n - claimed - (real - both)} |", "",
              "| figure | value |", "|---|---|",
              f"| false successes (claimed, not achieved) | {audit['false_successes']} |",
-             f"| false-success rate (of claimed) | {_fmt(audit['false_success_rate'])} |",
+             f"| false-success rate (of claimed) | {_fmt(rate)}{interval} |",
              f"| false-success rate (of all rollouts) | {_fmt(audit['false_success_rate_all'])} |",
              f"| premature claims (before LIBERO achieved it) | {audit['premature']} |",
              f"| missed successes (achieved, never claimed) | {audit['missed']} |"]
+    real_rate = audit.get("real_eval")
+    if real_rate is not None:
+        low, high = wilson_interval(audit["imagined_fired"], n)
+        lines += ["", "Imagined against real success from the same held-out init states "
+                  f"({', '.join(map(str, audit['init_states']))}):", "",
+                  "| | success | 95% interval | episodes |", "|---|---|---|---|",
+                  f"| imagined (reflector fired in imagination) | {audit['imagined_fired'] / n:.3f} | "
+                  f"[{low:.3f}, {high:.3f}] | {n} |",
+                  f"| real (evaluate, GT termination) | {real_rate['rate']:.3f} | "
+                  f"[{real_rate['ci95'][0]:.3f}, {real_rate['ci95'][1]:.3f}] | {real_rate['episodes']} |"]
     return "\n".join(lines) + "\n"
