@@ -5,7 +5,11 @@ Three figures, all with the same random actions from one init state (no settle s
 - physics: control steps/s of the simulator alone (``LiberoEnv.raw.step``: robosuite's camera
   observables are off, so nothing is rendered);
 - 1 process: frames/s of ``LiberoEnv.step``, i.e. a step plus one agent-view render;
-- 2 processes: aggregate frames/s of ``VecLiberoEnv`` with 2 envs on 2 workers.
+- 2 processes: aggregate frames/s of ``VecLiberoEnv`` with 2 envs on 2 workers;
+- rendered only when read: steps/s when a frame is rendered once per chunk of ``chunk`` steps
+  (what a chunked policy reads; ``evaluate`` and ``post-train --env libero`` do this), in one
+  process (``LiberoEnv.step(render=False)`` + ``render``) and in two (``VecLiberoEnv.step_chunk``),
+  against rendering every step.
 
 LIBERO renders on the CPU here (EGL with Mesa's llvmpipe), which already spreads one render
 over all cores (LP_NUM_THREADS), and a render costs about the same at 64 and 128 pixels (fixed
@@ -31,18 +35,21 @@ def _actions(steps: int, seed: int) -> np.ndarray:
     return a
 
 
-def bench_libero(resolution: int = 128, steps: int = 50, seed: int = 0,
-                 suite: str = "libero_object", task_id: int = 0) -> dict:
+def bench_libero(resolution: int = 128, steps: int = 48, seed: int = 0,
+                 suite: str = "libero_object", task_id: int = 0, chunk: int = 8) -> dict:
     """Measure LIBERO throughput at ``resolution`` (square) over ``steps`` control steps.
 
     Returns a dict: physics_steps_per_s, frames_per_s_1proc, frames_per_s_2proc,
     ratio_2proc_1proc, render_ms (agent-view render + state per step, = 1-process step time
     minus physics step time), vec_startup_s (starting 2 workers and building their envs),
-    plus resolution, steps, suite, task_id, cpus (usable cores) and load_1min.
+    chunk_steps_per_s_1proc / _2proc (rendering once per ``chunk`` steps) and their ratios to
+    rendering every step, plus resolution, steps, chunk, suite, task_id, cpus (usable cores)
+    and load_1min.
     """
     from world_env_libero import LiberoEnv, VecLiberoEnv
 
     actions = _actions(steps, seed)
+    chunk = max(1, min(chunk, steps))
     spec = dict(suite=suite, task_id=task_id, resolution=resolution)
     with LiberoEnv(**spec) as env:
         env.reset(0, settle_steps=0)
@@ -57,6 +64,14 @@ def bench_libero(resolution: int = 128, steps: int = 50, seed: int = 0,
             env.step(a)
         single_s = time.perf_counter() - t0
 
+        env.reset(0, settle_steps=0)
+        t0 = time.perf_counter()
+        for t, a in enumerate(actions, 1):
+            env.step(a, render=False)
+            if t % chunk == 0:
+                env.render()
+        chunked_s = time.perf_counter() - t0
+
     t0 = time.perf_counter()
     with VecLiberoEnv([spec, dict(spec)], num_workers=2) as venv:
         startup_s = time.perf_counter() - t0
@@ -66,7 +81,15 @@ def bench_libero(resolution: int = 128, steps: int = 50, seed: int = 0,
             venv.step(np.stack([a, a]))
         vec_s = time.perf_counter() - t0
 
+        venv.reset([0, 0], settle_steps=0)
+        chunks = actions[:steps - steps % chunk].reshape(-1, chunk, 7)
+        t0 = time.perf_counter()
+        for c in chunks:
+            venv.step_chunk(np.stack([c, c]), [0, 1], render="last", stop_on_success=False)
+        vec_chunked_s = time.perf_counter() - t0
+
     fps1, fps2 = steps / single_s, 2 * steps / vec_s
+    chunk1, chunk2 = steps / chunked_s, 2 * chunks.size / 7 / vec_chunked_s
     return {
         "resolution": resolution, "steps": steps, "suite": suite, "task_id": task_id,
         "physics_steps_per_s": steps / physics_s,
@@ -75,6 +98,8 @@ def bench_libero(resolution: int = 128, steps: int = 50, seed: int = 0,
         "ratio_2proc_1proc": fps2 / fps1,
         "render_ms": 1000.0 * (single_s - physics_s) / steps,
         "vec_startup_s": startup_s,
+        "chunk": chunk, "chunk_steps_per_s_1proc": chunk1, "chunk_steps_per_s_2proc": chunk2,
+        "chunk_ratio_1proc": chunk1 / fps1, "chunk_ratio_2proc": chunk2 / fps2,
         "cpus": len(os.sched_getaffinity(0)),
         "load_1min": os.getloadavg()[0],
     }
@@ -91,6 +116,10 @@ def format_report(d: dict) -> str:
         f"(render {d['render_ms']:.1f} ms/frame)",
         f"  step + agentview, 2 procs: {d['frames_per_s_2proc']:5.1f} frames/s in all "
         f"(x{d['ratio_2proc_1proc']:.2f} of 1 process; workers up in {d['vec_startup_s']:.1f} s)",
+        f"  render once per {d['chunk']} steps, 1 proc: {d['chunk_steps_per_s_1proc']:6.1f} steps/s "
+        f"(x{d['chunk_ratio_1proc']:.2f} of rendering every step)",
+        f"  render once per {d['chunk']} steps, 2 procs: {d['chunk_steps_per_s_2proc']:5.1f} steps/s in all "
+        f"(x{d['chunk_ratio_2proc']:.2f} of rendering every step)",
     ])
 
 
