@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from world_env_common.ros import qos
@@ -58,5 +59,8 @@ def subscribe_latched(node, msg_type, topic: str, callback) -> None:
         seen.append(key)
         callback(msg)
 
-    node.create_subscription(msg_type, topic, on_message, qos.LATCHED)
+    # A volatile publisher is heard by the volatile subscription: rclpy's default warning that the
+    # transient_local one cannot match it ("no messages will be received") would be false.
+    node.create_subscription(msg_type, topic, on_message, qos.LATCHED,
+                             event_callbacks=SubscriptionEventCallbacks(incompatible_qos=lambda event: None))
     node.create_subscription(msg_type, topic, on_message, _VOLATILE)
