@@ -50,3 +50,37 @@ def test_bench_imagination_quick_prints_the_ratio_line(tiny, capsys, tmp_path):
         assert fig["world_model_gflops"] > 0
     assert figures["matmul_gflops"]["bf16"] > 0 and figures["matmul_gflops"]["fp32"] > 0
     assert figures["world_model_gflop_per_frame"] > figures["world_model_gflop_per_step"] > 0
+
+
+def test_reflector_judging_chunk_ends_gives_the_per_frame_scores_of_those_frames(tiny):
+    """score_every = chunk: the frames between chunk ends only enter the reflector's cache, and a
+    chunk end's score equals the per-frame run's score of the same frame (it reads the same
+    evenly spaced earlier frames, cached unjudged)."""
+    from world_env_common.camera import CameraModel
+    from world_env_training.imagined_env import ImaginedEnv
+    from world_env_training.loop import collect_rollouts
+    from world_env_training.post_train import load_start_states
+    from world_env_training.reflector import Reflector
+    from world_env_training.train_world_model import default_robot
+    from world_env_training.vla import VLAPolicy
+    from world_env_training.world_model import WorldModel
+
+    policy, reflector = VLAPolicy.from_pretrained(tiny["policy"]), Reflector.from_pretrained(tiny["reflector"])
+    world_model, robot = WorldModel.from_pretrained(tiny["world_model"]), default_robot()
+    start = load_start_states(tiny["demos"])[:1]
+    chunk = policy.config.chunk_size
+
+    def run(score_every: int):
+        make_env = lambda camera: ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), seed=0)  # noqa: E731
+        return collect_rollouts(policy, reflector, make_env, start, 3, 2 * chunk + 2, torch.Generator().manual_seed(0),
+                                score_every=score_every)
+
+    every, ends = run(1), run(chunk)
+    judged = [0, chunk, 2 * chunk, 2 * chunk + 2]  # o_0, two chunk ends, the step limit's short chunk
+    assert np.array_equal(every.lengths, ends.lengths) and (every.lengths == 2 * chunk + 2).all()
+    for per_frame, at_ends in zip(every.rewards, ends.rewards):
+        assert len(per_frame) == 2 * chunk + 3 and len(at_ends) == len(judged)
+        np.testing.assert_allclose(at_ends, per_frame[judged], rtol=0, atol=1e-6)
+        assert not np.allclose(per_frame[judged], per_frame[judged][0])  # scores differ between frames
+    with pytest.raises(ValueError, match="score_every=0"):
+        run(0)

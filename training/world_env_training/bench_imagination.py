@@ -9,8 +9,9 @@ One run, one machine, one resolution (the world model's):
   world-model frame, the reflector's score of that frame, and every ``chunk_size`` steps the
   policy's chunk (its cost amortised over the chunk's steps). Timed after one warm-up
   rollout; frames/s counts the frames the world model predicted. The per-frame breakdown
-  (ms): world model (tensors + denoising), reflector (``ReflectorSession.score_batch``),
-  policy (processor, action distribution, sampling, log-likelihood), other (everything else:
+  (ms): world model (tensors + denoising), reflector (``ReflectorSession.score_batch``, and
+  ``add_batch`` for the frames it only caches when ``reflector_every`` > 1),
+  policy (the chunk's action distribution and its sampling), other (everything else:
   commanded states, action maps, memory bank, LOOP's bookkeeping). The reflector's threshold is
   set to 0.99 so that random models run the episodes to the step limit.
 - The world model's arithmetic: FLOPs per predicted frame (``torch.utils.flop_counter`` on one
@@ -104,21 +105,21 @@ class _Timed:
 
 
 def _policy_autocast(policy, precision: str):
-    """``policy.action_distribution`` under autocast, its outputs in fp32 (sampling and
+    """``policy.predict_action_chunk`` under autocast, its outputs in fp32 (sampling and
     log-likelihoods stay fp32)."""
     from world_env_training.precision import autocast
 
-    def action_distribution(batch):
+    def predict_action_chunk(*args, **kwargs):
         with autocast(policy.device, precision):
-            mu, log_scale = policy.action_distribution(batch)
+            mu, log_scale = policy.predict_action_chunk(*args, **kwargs)
         return mu.float(), log_scale.float()
 
-    return action_distribution
+    return predict_action_chunk
 
 
 def measure_imagination(policy, reflector, world_model, batch_sizes=(8, 16, 32, 64), steps: int = 16,
                         sampler_steps: int = 0, precision: str = "fp32", policy_precision: str = "fp32",
-                        channels_last: bool = False, device="cpu", seed: int = 0) -> dict:
+                        channels_last: bool = False, reflector_every: int = 1, device="cpu", seed: int = 0) -> dict:
     """Frames/s and per-frame ms of ``loop.collect_rollouts`` at each B (module docstring)."""
     from world_env_common.camera import CameraModel, look_at
     from world_env_training.imagined_env import ImaginedEnv
@@ -148,13 +149,13 @@ def measure_imagination(policy, reflector, world_model, batch_sizes=(8, 16, 32, 
     def run(b: int, n: int) -> dict:
         seconds = {"policy": 0.0, "reflector": 0.0}
         base = policy if policy_precision == "fp32" else _Policy(policy, _policy_autocast(policy, policy_precision))
-        timed_policy = _Timed(base, seconds, "policy", {"processor": None, "action_distribution": None,
-                                                        "sample": None, "log_prob": None}, device)
+        timed_policy = _Timed(base, seconds, "policy", {name: None for name in _POLICY_CALLS}, device)
         timed_reflector = _Timed(reflector, seconds, "reflector", {
-            "session": lambda s: _Timed(s, seconds, "reflector", {"score_batch": None}, device)}, device)
+            "session": lambda s: _Timed(s, seconds, "reflector", {"score_batch": None, "add_batch": None}, device)},
+            device)
         envs.clear()
         t0 = time.perf_counter()
-        collect_rollouts(timed_policy, timed_reflector, make_env, [start], b, n, generator)
+        collect_rollouts(timed_policy, timed_reflector, make_env, [start], b, n, generator, score_every=reflector_every)
         total = time.perf_counter() - t0
         frames = sum(e.frames for e in envs)
         wm = sum(e.seconds["world_model"] for e in envs)
@@ -172,11 +173,15 @@ def measure_imagination(policy, reflector, world_model, batch_sizes=(8, 16, 32, 
     return {b: run(b, steps) for b in batch_sizes}
 
 
-class _Policy:
-    """The policy with its ``action_distribution`` replaced (e.g. by an autocast one)."""
+#: What LOOP's chunk sampler (``vla.ChunkSampler``) calls on the policy.
+_POLICY_CALLS = ("predict_action_chunk", "processor", "action_distribution", "sample", "log_prob")
 
-    def __init__(self, policy, action_distribution):
-        self._policy, self.action_distribution = policy, action_distribution
+
+class _Policy:
+    """The policy with its ``predict_action_chunk`` replaced (e.g. by an autocast one)."""
+
+    def __init__(self, policy, predict_action_chunk):
+        self._policy, self.predict_action_chunk = policy, predict_action_chunk
 
     def __getattr__(self, name):
         return getattr(self._policy, name)
@@ -198,7 +203,7 @@ def _default_models(policy: str, reflector: str, world_model: str, device):
 
 def bench_imagination(policy: str = "", reflector: str = "", world_model: str = "", batch_sizes=(8, 16, 32, 64),
                       steps: int = 16, sampler_steps: int = 0, precision: str = "fp32", policy_precision: str = "fp32",
-                      channels_last: bool = False, libero: bool = True, libero_steps: int = 30,
+                      channels_last: bool = False, reflector_every: int = 1, libero: bool = True, libero_steps: int = 30,
                       matmul_size: int = 2048, seed: int = 0, device: str = "cpu") -> dict:
     """Measure (module docstring); returns a dict of figures. steps 0: one policy chunk."""
     p, r, w = _default_models(policy, reflector, world_model, device)
@@ -206,13 +211,14 @@ def bench_imagination(policy: str = "", reflector: str = "", world_model: str = 
     steps = steps or p.config.chunk_size
     flops = world_model_flops(w, sampler_steps, device)
     imagined = measure_imagination(p, r, w, batch_sizes, steps, sampler_steps, precision, policy_precision,
-                                   channels_last, device, seed)
+                                   channels_last, reflector_every, device, seed)
     peaks = {"bf16": matmul_gflops(torch.bfloat16, matmul_size, device=device),
              "fp32": matmul_gflops(torch.float32, matmul_size, device=device)}
     for fig in imagined.values():
         fig["world_model_gflops"] = flops["frame"] * fig["frames"] / fig["world_model_seconds"] / 1e9
     result = {"resolution": w.config.resolution, "sampler_steps": sampler_steps, "precision": precision,
               "policy_precision": policy_precision, "channels_last": channels_last, "steps": steps,
+              "reflector_every": reflector_every,
               "chunk_size": p.config.chunk_size, "world_model_gflop_per_frame": flops["frame"] / 1e9,
               "world_model_gflop_per_step": flops["step"] / 1e9, "matmul_gflops": peaks,
               "matmul_size": matmul_size, "imagined": imagined, "device": str(device),
@@ -236,6 +242,7 @@ def format_report(r: dict) -> str:
     res = r["resolution"]
     lines = [f"imagination as LOOP runs it: {res}x{res}, {r['sampler_steps']} DDIM steps, world model and reflector "
              f"{r['precision']}{' channels_last' if r['channels_last'] else ''}, policy {r['policy_precision']}, "
+             f"reflector judging every {r['reflector_every']} frame(s) and chunk ends, "
              f"{r['steps']} steps per rollout, chunk {r['chunk_size']} ({r['device']}, {r['torch_threads']} threads, "
              f"{r['cpus']} cpus, load {r['load_1min']:.1f})",
              f"  world model: {r['world_model_gflop_per_frame']:.1f} GFLOP per frame "

@@ -852,6 +852,8 @@ class BenchConfig(StageConfig):
         sampler_steps: imagination: denoising steps per frame (0: the world model's own).
         precision: imagination: fp32 or bf16 (autocast) for the world model and reflector.
         channels_last: imagination: the world model's U-Net in channels_last memory format.
+        reflector_every: imagination: the reflector judges every this-many-th frame and every
+            chunk's last (``loop.collect_rollouts(score_every=...)``; 1: every frame).
         quick: imagination on a tiny budget (B = 2 and 4, one chunk, 5 LIBERO steps, 512^3
             matmuls), for tests.
         output: JSON file the figures are also written to (empty string: print only).
@@ -869,6 +871,7 @@ class BenchConfig(StageConfig):
     sampler_steps: int = 0
     precision: str = "bf16"
     channels_last: bool = False
+    reflector_every: int = 1
     quick: bool = False
     output: str = ""
     seed: int = 0
@@ -884,4 +887,5 @@ class BenchConfig(StageConfig):
         _check(self.imagination_steps > 0, "imagination_steps", self.imagination_steps, "a positive integer")
         _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer (0: the model's)")
         _check(self.precision in ("fp32", "bf16"), "precision", self.precision, "fp32 or bf16")
+        _check(self.reflector_every > 0, "reflector_every", self.reflector_every, "a positive integer")
         _check_common(self)

@@ -104,7 +104,7 @@ class Rollouts:
 @torch.no_grad()
 def collect_rollouts(policy, reflector, make_env, starts: list[StartState], rollouts_per_state: int,
                      max_steps: int, generator: torch.Generator, binary_reward: bool = False,
-                     progress=None, keep_episodes: bool = False) -> Rollouts:
+                     progress=None, keep_episodes: bool = False, score_every: int = 1) -> Rollouts:
     """Roll the policy out N times from each start state in imagination (module docstring, 1-2).
 
     policy: ``VLAPolicy``; reflector: ``Reflector``, or None when the environment itself judges
@@ -116,7 +116,12 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
     rolled out in separate groups. progress: optional callable(frames) for progress bars.
     keep_episodes: also keep every episode's frames and executed actions (``episode_frames``,
     ``episode_actions``), e.g. to replay them in the real simulator.
+    score_every: the reflector judges every score_every-th step and every chunk's last step
+    (1: every frame); the frames between are only encoded into its cache (no LLM pass), so an
+    episode ends at the first judged frame where it fires and ``rewards`` hold judged frames.
     """
+    if score_every < 1:
+        raise ValueError(f"score_every={score_every}: expected a positive integer")
     sampler = ChunkSampler(policy, sample=True, generator=generator)
     n = rollouts_per_state
     s_count = len(starts)
@@ -187,14 +192,19 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
                     break
                 if trace is not None and alive_ids[0] == 0 and not ended[0] and every_frame:
                     trace.append(obs["images"][0, i])
-                if session is not None:
+                judged = score_every == 1 or i == k - 1 or (steps_taken + i + 1) % score_every == 0
+                if session is not None and not judged:
+                    session.add_batch(obs["images"][open_rows, i], episodes=list(alive_ids[open_rows]))
+                    r, d = None, np.zeros(len(open_rows), bool)
+                elif session is not None:
                     r, d = session.score_batch(obs["images"][open_rows, i], episodes=list(alive_ids[open_rows]))
                 else:
                     d = obs["success"][open_rows, i]
                     r = d.astype(np.float32)
                 for j, row in enumerate(open_rows):
                     e = int(alive_ids[row])
-                    history[e].append(float(r[j]))
+                    if r is not None:
+                        history[e].append(float(r[j]))
                     if keep_episodes:
                         kept_frames[e].append(obs["images"][row, i])
                         kept_actions[e].append(executed[row, i])

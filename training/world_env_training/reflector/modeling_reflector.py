@@ -298,18 +298,27 @@ class ReflectorSession:
         return len(self.features[episode]) - 1
 
     @torch.no_grad()
-    def score_batch(self, frames, episodes: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Append one frame per episode ((b, H, W, 3) uint8) and score it: (R (b,), done (b,))."""
+    def add_batch(self, frames, episodes: list[int] | None = None) -> list[int]:
+        """Append one frame per episode ((b, H, W, 3) uint8) to the cache without judging it
+        (one encoder pass, no LLM pass): later decisions read it among the earlier frames.
+        Returns the episodes."""
         if not self.instructions:
-            raise RuntimeError("score_batch before reset(instructions)")
+            raise RuntimeError("add_batch or score_batch before reset(instructions)")
         episodes = list(range(self.batch_size)) if episodes is None else list(episodes)
         if len(frames) != len(episodes):
             raise ValueError(f"score_batch: {len(frames)} frames for {len(episodes)} episodes")
         new = self.model.encode_frames(frames)
-        picked = []
         for row, episode in enumerate(episodes):
+            self.features[episode].append(new[row])
+        return episodes
+
+    @torch.no_grad()
+    def score_batch(self, frames, episodes: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Append one frame per episode ((b, H, W, 3) uint8) and score it: (R (b,), done (b,))."""
+        episodes = self.add_batch(frames, episodes)
+        picked = []
+        for episode in episodes:
             history = self.features[episode]
-            history.append(new[row])
             picked.append(torch.stack([history[i] for i in self.model.processor.frame_indices(len(history) - 1)]))
         rewards = self.model.reward_from_features(torch.stack(picked), [self.instructions[e] for e in episodes])
         rewards = rewards.float().cpu().numpy()
