@@ -237,15 +237,15 @@ class LoopTrainerNode(Node):
         return episode
 
     def _run(self) -> None:
+        from world_env_training.loop_runner import draw_starts  # post-train's rule: same states per update
+
         try:
             if self.policy_status.get("checkpoint") != self.core.checkpoint:
                 self._wait_for_policy_status()
                 if self.policy_status.get("checkpoint") != self.core.checkpoint:
                     self._set_policy_checkpoint(self.core.checkpoint)  # a resumed run
             while not self.core.done and not self.stop_event.is_set():
-                rng = np.random.default_rng([self.cfg.seed, self.core.update_count])
-                picks = rng.choice(len(self.dataset), size=self.cfg.batch_size,
-                                   replace=len(self.dataset) < self.cfg.batch_size)
+                picks = draw_starts(len(self.dataset), self.cfg.batch_size, self.cfg.seed, self.core.update_count)
                 for group, index in enumerate(picks):
                     done = 0
                     while done < self.cfg.rollouts_per_state:
