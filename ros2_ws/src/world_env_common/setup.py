@@ -16,7 +16,8 @@ setup(
     zip_safe=True,
     maintainer="world-env developers",
     maintainer_email="dev@world-env.invalid",
-    description="Robot model (Pinocchio Panda), camera model, action-map renderer and ROS message conversions shared by the world-env nodes and the offline training package.",
+    description=("Robot model (Pinocchio Panda), camera model, action-map renderer and ROS message"
+                 " conversions shared by the world-env nodes and the offline training package."),
     license="Apache-2.0",
     entry_points={
         "console_scripts": [],

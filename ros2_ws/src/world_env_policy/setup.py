@@ -16,7 +16,8 @@ setup(
     zip_safe=True,
     maintainer="world-env developers",
     maintainer_email="dev@world-env.invalid",
-    description="VLA policy node: reads camera, joint states and instruction, commands the arm through a joint_trajectory_controller interface with joint and workspace limits.",
+    description=("VLA policy node: reads camera, joint states and instruction, commands the arm through a"
+                 " joint_trajectory_controller interface with joint and workspace limits."),
     license="Apache-2.0",
     entry_points={
         "console_scripts": [

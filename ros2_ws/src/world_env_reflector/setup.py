@@ -16,7 +16,8 @@ setup(
     zip_safe=True,
     maintainer="world-env developers",
     maintainer_email="dev@world-env.invalid",
-    description="Instant Reflector node: scores task progress in [0, 1] from camera frames and the instruction and publishes reward and termination.",
+    description=("Instant Reflector node: scores task progress in [0, 1] from camera frames and the"
+                 " instruction and publishes reward and termination."),
     license="Apache-2.0",
     entry_points={
         "console_scripts": ["reflector_node = world_env_reflector.reflector_node:main"],

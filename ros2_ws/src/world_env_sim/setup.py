@@ -16,7 +16,8 @@ setup(
     zip_safe=True,
     maintainer="world-env developers",
     maintainer_email="dev@world-env.invalid",
-    description="World simulator node: the action-conditioned diffusion world model standing in for the camera and arm drivers, plus the action-map inspection node.",
+    description=("World simulator node: the action-conditioned diffusion world model standing in for the"
+                 " camera and arm drivers, plus the action-map inspection node."),
     license="Apache-2.0",
     entry_points={
         "console_scripts": [

@@ -71,7 +71,8 @@ def test_quat_multiply_and_rotation_angle():
     a, b = Rotation.random(2, random_state=rng)
     prod = pose.quat_multiply(a.as_quat(), b.as_quat())
     np.testing.assert_allclose(pose.quat_to_matrix(prod), (a * b).as_matrix(), atol=1e-12)
-    assert pose.quat_multiply(a.as_quat(), b.as_quat())[3] == pytest.approx(-pose.quat_multiply(-a.as_quat(), b.as_quat())[3])
+    negated = pose.quat_multiply(-a.as_quat(), b.as_quat())
+    assert pose.quat_multiply(a.as_quat(), b.as_quat())[3] == pytest.approx(-negated[3])
     rz = Rotation.from_euler("z", 0.3).as_matrix()
     assert pose.rotation_angle(np.eye(3), rz) == pytest.approx(0.3)
     assert pose.rotation_angle(rz, rz) == pytest.approx(0.0, abs=1e-12)
@@ -87,7 +88,8 @@ def test_model_structure(panda):
     np.testing.assert_allclose(panda.lower, [-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973])
     np.testing.assert_allclose(panda.upper, [2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973])
     assert panda.gripper_open_width == pytest.approx(0.08)
-    np.testing.assert_allclose(panda.hand_to_grip_site_rot, Rotation.from_euler("z", -90, degrees=True).as_matrix(), atol=1e-6)
+    np.testing.assert_allclose(panda.hand_to_grip_site_rot, Rotation.from_euler("z", -90, degrees=True).as_matrix(),
+                               atol=1e-6)
     custom = PandaModel(joint_names=[f"j{i}" for i in range(7)], finger_joint_names=["f1", "f2"])
     assert custom.joint_names[0] == "j0" and custom.finger_joint_names == ["f1", "f2"]
     with pytest.raises(ValueError):

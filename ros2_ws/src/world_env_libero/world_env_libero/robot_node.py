@@ -48,7 +48,6 @@ class ConfigError(ValueError):
     """A parameter value the node cannot start with."""
 
 
-
 class LiberoRobotNode(Node):
     def __init__(self):
         super().__init__("libero_robot")

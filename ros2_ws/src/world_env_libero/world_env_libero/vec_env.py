@@ -154,11 +154,13 @@ class VecLiberoEnv:
         """Reset env i to init state ``init_state_ids[i]`` of the task ``specs[i]`` names (a
         ``LiberoEnv`` spec); an env holding another task is rebuilt first (a few seconds)."""
         if len(specs) != self.num_envs or len(init_state_ids) != self.num_envs:
-            raise ValueError(f"need {self.num_envs} specs and init state ids, got {len(specs)} and {len(init_state_ids)}")
+            raise ValueError(f"need {self.num_envs} specs and init state ids, "
+                             f"got {len(specs)} and {len(init_state_ids)}")
         self.specs = [dict(s) for s in specs]
         return self._run("start", [(dict(s), int(i), settle_steps) for s, i in zip(specs, init_state_ids)])
 
-    def step_chunk(self, actions, envs: Sequence[int], render: str = "last", stop_on_success: bool = True) -> list[dict]:
+    def step_chunk(self, actions, envs: Sequence[int], render: str = "last",
+                   stop_on_success: bool = True) -> list[dict]:
         """Run an action chunk in each of the envs ``envs`` at once (one message per worker).
 
         actions: (len(envs), k, 7). render: "all" (a frame per step, e.g. for a reflector) or

@@ -57,7 +57,6 @@ class ConfigError(ValueError):
     """A parameter value the node cannot start with."""
 
 
-
 class LoopTrainerNode(Node):
     def __init__(self):
         super().__init__("loop_trainer")

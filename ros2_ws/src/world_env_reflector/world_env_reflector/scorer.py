@@ -30,6 +30,7 @@ import numpy as np
 
 __all__ = ["ReflectorScorer", "ScorerLoadError", "Verdict", "check_checkpoint", "load_reflector", "new_episode_id"]
 
+
 class ScorerLoadError(ValueError):
     """A checkpoint that cannot be loaded; the message is the reason."""
 

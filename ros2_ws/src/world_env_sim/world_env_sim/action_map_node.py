@@ -47,7 +47,8 @@ class ActionMapNode(Node):
             raise RigError("parameter rig_file is required (a rig YAML: camera model + robot base)")
         self.mapper = ActionMapper(Rig.load(rig_file), joint_names, finger_names)
         self.frame_id = self.declare_parameter(
-            "frame_id", f"{self.mapper.rig.camera.name}_optical", ParameterDescriptor(description="image frame_id")).value
+            "frame_id", f"{self.mapper.rig.camera.name}_optical",
+            ParameterDescriptor(description="image frame_id")).value
         self.finger_qpos = np.array([0.04, -0.04])  # open until a message says otherwise
         self._reported: set[str] = set()
 

@@ -84,7 +84,6 @@ class ConfigError(ValueError):
     """A parameter value the node cannot start with."""
 
 
-
 class WorldSimulatorNode(Node):
     def __init__(self):
         super().__init__("world_simulator")
@@ -281,7 +280,8 @@ class WorldSimulatorNode(Node):
         pose.header.stamp, pose.header.frame_id = stamp, self.world_frame
         pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in state[:3])
         qx, qy, qz, qw = (float(v) for v in axis_angle_to_quat(state[3:6]))
-        pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z, pose.pose.orientation.w = qx, qy, qz, qw
+        orientation = pose.pose.orientation
+        orientation.x, orientation.y, orientation.z, orientation.w = qx, qy, qz, qw
         self.eef_pub.publish(pose)
         if action_map is not None:
             amap = rgb_to_image(action_map, "rgb8")
