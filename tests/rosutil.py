@@ -54,6 +54,25 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 10.0
         return out, err + f"\n[killed: did not exit within {timeout} s of signal {sig}]"
 
 
+def stop_all(procs: list[subprocess.Popen], sig: int = signal.SIGINT,
+             timeout: float = 10.0) -> list[tuple[str, float]]:
+    """Signal all at once, as ``ros2 launch`` does on Ctrl-C; (stderr, seconds until each exited),
+    killing those still running after ``timeout``."""
+    import time
+
+    start = time.monotonic()
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+    exited: dict[int, float] = {}
+    while len(exited) < len(procs) and time.monotonic() - start < timeout:
+        for i, proc in enumerate(procs):
+            if i not in exited and proc.poll() is not None:
+                exited[i] = time.monotonic() - start
+        time.sleep(0.02)
+    return [(stop(proc, sig, 0.1)[1], exited.get(i, float("inf"))) for i, proc in enumerate(procs)]
+
+
 def kill(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
