@@ -10,7 +10,8 @@ import torch
 
 from world_env_training.configs import BenchConfig
 
-LAST_LINE = re.compile(r"^imagination: (\d+\.\d+)x LIBERO \((\d+\.\d+) vs (\d+\.\d+) frames/s, B=(\d+), (\d+)px, (fp32|bf16)\)$")
+LAST_LINE = re.compile(r"^imagination: (\d+\.\d+)x LIBERO \((\d+\.\d+) vs (\d+\.\d+) frames/s, "
+                       r"B=(\d+), (\d+)px, (fp32|bf16)\)$")
 
 
 @pytest.fixture(scope="module")
