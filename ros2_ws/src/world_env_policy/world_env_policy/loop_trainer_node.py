@@ -2,7 +2,9 @@
 
 Imagined mode: the world simulator stands in for camera and arm, the policy node samples chunks
 (``sample:=true``) and the reflector scores frames. This node runs the episodes and learns from
-them (``world_env_training.online_loop.OnlineLOOP`` holds the science):
+them. The node is a thin adapter: ``world_env_policy.trainer`` holds the episode protocol without
+ROS (``GraphLoopRunner``, ``EpisodeRecorder``; this node implements its ``TrainerGraph`` with
+services and parameters) and ``world_env_training.online_loop.OnlineLOOP`` the science:
 
 1. For each update it draws ``batch_size`` initial states from ``start_dataset`` and runs
    ``rollouts_per_state`` episodes from each. An episode: disable the policy, reset the
@@ -29,7 +31,6 @@ its newest checkpoint. Configuration errors stop the node at start with exit cod
 from __future__ import annotations
 
 import json
-import math
 import sys
 import threading
 import time
@@ -51,6 +52,7 @@ from world_env_common.ros.node_main import spin_until_signal
 from world_env_common.ros.trajectories import seconds
 from world_env_interfaces.msg import ActionChunk, Reflection
 from world_env_interfaces.srv import ResetEpisode
+from world_env_policy.trainer import EpisodeRecorder, GraphLoopRunner
 
 
 class ConfigError(ValueError):
@@ -104,17 +106,11 @@ class LoopTrainerNode(Node):
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"policy {self.cfg.policy}: {err}") from err
 
-        self.lock = threading.Lock()
-        self.episode = None          # the Episode being recorded
-        self.episode_start = math.inf
-        self.expected_checkpoint = self.core.checkpoint
-        self.last_reward: float | None = None
-        self.fired = threading.Event()
-        self.limit = threading.Event()
-        self.max_chunks = 0
         self.policy_status: dict = {}
-        self.episodes_run = 0
         self.stop_event = threading.Event()
+        self.recorder = EpisodeRecorder()
+        self.runner = GraphLoopRunner(self.core, self, self.recorder, len(self.dataset), self.timeout_s,
+                                      self._log, self.stop_event)
 
         p, s, r = names["policy"], names["simulator"], names["reflector"]
         self.enable = self.create_client(SetBool, f"/{p}/enable")
@@ -126,8 +122,8 @@ class LoopTrainerNode(Node):
         self.create_subscription(String, f"/{p}/status", self._on_policy_status, qos.LATCHED)
         self.create_subscription(Reflection, "reflection", self._on_reflection, qos.COMMAND)
         self.status_pub = self.create_publisher(String, "~/status", qos.LATCHED)
-        self._publish_status(None)
-        self.worker = threading.Thread(target=self._run, name="loop-trainer", daemon=True)
+        self.publish_status(self.runner.status())
+        self.worker = threading.Thread(target=self.runner.run, name="loop-trainer", daemon=True)
         self.worker.start()
         self.get_logger().info(
             f"LOOP trainer ready: {self.cfg.batch_size} initial states x {self.cfg.rollouts_per_state} episodes per "
@@ -136,24 +132,12 @@ class LoopTrainerNode(Node):
 
     # ------------------------------------------------------------------ callbacks (executor thread)
     def _on_chunk(self, msg: ActionChunk) -> None:
-        with self.lock:
-            if self.episode is None or seconds(msg.header.stamp) < self.episode_start:
-                return
-            if msg.checkpoint != self.expected_checkpoint or msg.instruction != self.episode.instruction:
-                return
-            if len(self.episode.actions) >= self.max_chunks:
-                self.limit.set()  # the previous chunks have all been executed
-                return
-            actions = np.asarray(msg.actions, np.float32).reshape(msg.chunk_size, msg.action_dim)
-            self.episode.add_chunk(image_to_rgb(msg.image), msg.state, actions, msg.log_prob)
+        actions = np.asarray(msg.actions, np.float32).reshape(msg.chunk_size, msg.action_dim)
+        self.recorder.on_chunk(seconds(msg.header.stamp), msg.checkpoint, msg.instruction,
+                               lambda: image_to_rgb(msg.image), msg.state, actions, msg.log_prob)
 
     def _on_reflection(self, msg: Reflection) -> None:
-        with self.lock:
-            if self.episode is None or seconds(msg.header.stamp) < self.episode_start:
-                return
-            self.last_reward = float(msg.reward)
-            if msg.done:
-                self.fired.set()
+        self.recorder.on_reflection(seconds(msg.header.stamp), msg.reward, msg.done)
 
     def _on_policy_status(self, msg: String) -> None:
         try:
@@ -161,7 +145,10 @@ class LoopTrainerNode(Node):
         except json.JSONDecodeError:
             pass
 
-    # ------------------------------------------------------------------ worker thread
+    # ------------------------------------------------------------------ TrainerGraph (worker thread)
+    def _log(self, level: str, text: str) -> None:
+        getattr(self.get_logger(), level)(text)
+
     def _call(self, client, request, what: str, timeout: float = 60.0):
         if not client.wait_for_service(timeout_sec=timeout):
             raise RuntimeError(f"{what}: service {client.srv_name} not available")
@@ -175,7 +162,34 @@ class LoopTrainerNode(Node):
             time.sleep(0.01)
         return future.result()
 
-    def _set_policy_checkpoint(self, path: str) -> None:
+    def enable_policy(self, enabled: bool) -> None:
+        self._call(self.enable, SetBool.Request(data=enabled), ("enable" if enabled else "disable") + " the policy")
+
+    def reset_simulator(self, index: int) -> tuple[float, str]:
+        episode = self.dataset[index]
+        width = float(episode.states[0, 6])
+        joints = JointState(name=self.joint_names + self.finger_joint_names,
+                            position=[*map(float, episode.joint_positions[0]), 0.5 * width, -0.5 * width])
+        request = ResetEpisode.Request(instruction=episode.instruction, frame=rgb_to_image(episode.frames[0], "rgb8"),
+                                       joint_state=joints)
+        response = self._call(self.sim_reset, request, "reset the simulator")
+        if not response.success:
+            raise RuntimeError(f"the simulator refused the reset: {response.message}")
+        return seconds(response.stamp), episode.instruction
+
+    def reset_reflector(self) -> None:
+        self._call(self.reflector_reset, Trigger.Request(), "reset the reflector")
+
+    def reset_policy(self) -> None:
+        self._call(self.policy_reset, Trigger.Request(), "reset the policy")
+
+    def policy_checkpoint(self) -> str | None:
+        end = time.monotonic() + 60  # the policy's latched status arrives once discovery completes
+        while not self.policy_status and time.monotonic() < end and not self.stop_event.is_set():
+            time.sleep(0.05)
+        return self.policy_status.get("checkpoint")
+
+    def hand_checkpoint(self, path: str) -> None:
         request = SetParameters.Request(parameters=[ParameterMsg(
             name="checkpoint", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=path))])
         result = self._call(self.set_params, request, "set the policy checkpoint").results[0]
@@ -186,94 +200,8 @@ class LoopTrainerNode(Node):
             if time.monotonic() > end or self.stop_event.is_set():
                 raise RuntimeError(f"the policy node did not swap to {path}")
             time.sleep(0.05)
-        self.expected_checkpoint = path
 
-    def _reset_request(self, index: int) -> tuple[ResetEpisode.Request, str]:
-        episode = self.dataset[index]
-        width = float(episode.states[0, 6])
-        joints = JointState(name=self.joint_names + self.finger_joint_names,
-                            position=[*map(float, episode.joint_positions[0]), 0.5 * width, -0.5 * width])
-        request = ResetEpisode.Request(instruction=episode.instruction, frame=rgb_to_image(episode.frames[0], "rgb8"),
-                                       joint_state=joints)
-        return request, episode.instruction
-
-    def _run_episode(self, index: int):
-        from world_env_training.online_loop import Episode
-
-        self._call(self.enable, SetBool.Request(data=False), "disable the policy")
-        with self.lock:
-            self.episode = None
-        request, instruction = self._reset_request(index)
-        response = self._call(self.sim_reset, request, "reset the simulator")
-        if not response.success:
-            raise RuntimeError(f"the simulator refused the reset: {response.message}")
-        self._call(self.reflector_reset, Trigger.Request(), "reset the reflector")
-        self._call(self.policy_reset, Trigger.Request(), "reset the policy")
-        chunk = int(self.core.model.config.chunk_size)
-        with self.lock:
-            self.episode = Episode(instruction=instruction)
-            self.episode_start = seconds(response.stamp)
-            self.max_chunks = math.ceil(self.cfg.max_steps / chunk)
-            self.last_reward = None
-            self.fired.clear()
-            self.limit.clear()
-        self._call(self.enable, SetBool.Request(data=True), "enable the policy")
-        end = time.monotonic() + self.timeout_s
-        while not (self.fired.is_set() or self.limit.is_set()):
-            if self.stop_event.is_set():
-                raise RuntimeError("shutting down")
-            if time.monotonic() > end:
-                self.get_logger().warning(f"episode from start {index} timed out after {self.timeout_s:.0f} s; "
-                                          "running it again")
-                return None
-            time.sleep(0.02)
-        self._call(self.enable, SetBool.Request(data=False), "disable the policy")
-        with self.lock:
-            episode, self.episode = self.episode, None
-            episode.fired = self.fired.is_set()
-            episode.ret = self.last_reward if self.last_reward is not None else 0.0
-        self.episodes_run += 1
-        return episode
-
-    def _run(self) -> None:
-        from world_env_training.loop_runner import draw_starts  # post-train's rule: same states per update
-
-        try:
-            if self.policy_status.get("checkpoint") != self.core.checkpoint:
-                self._wait_for_policy_status()
-                if self.policy_status.get("checkpoint") != self.core.checkpoint:
-                    self._set_policy_checkpoint(self.core.checkpoint)  # a resumed run
-            while not self.core.done and not self.stop_event.is_set():
-                picks = draw_starts(len(self.dataset), self.cfg.batch_size, self.cfg.seed, self.core.update_count)
-                for group, index in enumerate(picks):
-                    done = 0
-                    while done < self.cfg.rollouts_per_state:
-                        episode = self._run_episode(int(index))
-                        if episode is not None:
-                            self.core.add_episode(group, episode)
-                            done += 1
-                        self._publish_status(None)
-                record = self.core.update()
-                self.get_logger().info(f"LOOP update {record['update']}: return {record['return_mean']:.3f}, "
-                                       f"fired {record['fired_rate']:.2f}, {record['chunks']} chunks; "
-                                       f"handing {self.core.checkpoint} to the policy node")
-                self._set_policy_checkpoint(self.core.checkpoint)
-                self._publish_status(record)
-            self.get_logger().info(f"LOOP finished: {self.core.update_count} updates in {self.cfg.output_dir}")
-        except RuntimeError as err:
-            if not self.stop_event.is_set():
-                self.get_logger().error(f"LOOP trainer stopped: {err}")
-
-    def _wait_for_policy_status(self) -> None:
-        end = time.monotonic() + 60
-        while not self.policy_status and time.monotonic() < end and not self.stop_event.is_set():
-            time.sleep(0.05)
-
-    def _publish_status(self, record: dict | None) -> None:
-        status = {"update": self.core.update_count, "updates": self.cfg.updates, "episodes": self.episodes_run,
-                  "checkpoint": self.core.checkpoint, "done": self.core.done}
-        if record is not None:
-            status["last"] = record
+    def publish_status(self, status: dict) -> None:
         self.status_pub.publish(String(data=json.dumps(status)))
 
     def stop(self) -> None:
