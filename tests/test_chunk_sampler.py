@@ -19,14 +19,14 @@ def loaded(tmp_path_factory):
     from world_env_training.imagined_env import ImaginedEnv
     from world_env_training.loop_runner import load_start_states
     from world_env_training.reflector import Reflector
-    from world_env_training.train_world_model import default_robot
+    from world_env_common.robot import PandaModel
     from world_env_training.vla import VLAPolicy
     from world_env_training.world_model import WorldModel
 
     artifacts = write_artifacts(tmp_path_factory.mktemp("sampler_artifacts"), threshold=0.9)
     policy = VLAPolicy.from_pretrained(artifacts["policy"])
     world_model = WorldModel.from_pretrained(artifacts["world_model"])
-    robot = default_robot()
+    robot = PandaModel()
 
     def make_env(camera):
         return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), seed=0)

@@ -62,12 +62,12 @@ def test_reflector_judging_chunk_ends_gives_the_per_frame_scores_of_those_frames
     from world_env_training.loop import collect_rollouts
     from world_env_training.post_train import load_start_states
     from world_env_training.reflector import Reflector
-    from world_env_training.train_world_model import default_robot
+    from world_env_common.robot import PandaModel
     from world_env_training.vla import VLAPolicy
     from world_env_training.world_model import WorldModel
 
     policy, reflector = VLAPolicy.from_pretrained(tiny["policy"]), Reflector.from_pretrained(tiny["reflector"])
-    world_model, robot = WorldModel.from_pretrained(tiny["world_model"]), default_robot()
+    world_model, robot = WorldModel.from_pretrained(tiny["world_model"]), PandaModel()
     start = load_start_states(tiny["demos"])[:1]
     chunk = policy.config.chunk_size
 

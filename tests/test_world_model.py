@@ -20,7 +20,7 @@ from world_env_training.world_model.memory_bank import MemoryBank, select_memory
 from world_env_training.world_model.processor_world_model import (
     ACTION_MAP, GEOMETRY, HISTORY, STATE, WorldModelProcessor, geometry_map,
 )
-from world_env_training.train_world_model import split_episodes
+from world_env_training.world_model_data import split_episodes
 from world_env_training.world_model_eval import (
     MOTION_THRESHOLD, copy_last_one_step, copy_last_open_loop, motion_psnr, psnr, ssim,
 )

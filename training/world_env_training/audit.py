@@ -59,7 +59,7 @@ def audit(cfg: AuditConfig) -> dict:
     from world_env_training.loop_runner import load_start_states
     from world_env_training.reflector import Reflector
     from world_env_training.reflector_eval import ImaginedRollout, audit_reward_hacking, format_audit
-    from world_env_training.train_world_model import default_robot
+    from world_env_common.robot import PandaModel
     from world_env_training.vla import VLAPolicy
     from world_env_training.world_model import WorldModel
 
@@ -76,7 +76,7 @@ def audit(cfg: AuditConfig) -> dict:
     starts = starts[:cfg.starts or None]
     policy = VLAPolicy.from_pretrained(cfg.policy, device=device)
     reflector = Reflector.from_pretrained(cfg.reflector, device)
-    robot = default_robot()
+    robot = PandaModel()
 
     def make_env(camera: dict) -> ImaginedEnv:
         return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), device,

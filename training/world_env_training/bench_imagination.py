@@ -124,7 +124,7 @@ def measure_imagination(policy, reflector, world_model, batch_sizes=(8, 16, 32, 
     from world_env_common.camera import CameraModel, look_at
     from world_env_training.imagined_env import ImaginedEnv
     from world_env_training.loop import StartState, collect_rollouts
-    from world_env_training.train_world_model import default_robot
+    from world_env_common.robot import PandaModel
 
     res = world_model.config.resolution
     camera = CameraModel.from_fovy(45.0, res, res, look_at((0.6, 0.0, 1.4), (-0.1, 0.0, 0.9)))
@@ -132,7 +132,7 @@ def measure_imagination(policy, reflector, world_model, batch_sizes=(8, 16, 32, 
     start = StartState(frame=rng.integers(0, 256, (res, res, 3), dtype=np.uint8),
                        state=np.array([-0.2, 0.0, 1.1, np.pi, 0.0, 0.0, 0.08], np.float32),
                        instruction=INSTRUCTION, camera=camera.to_dict(), key="bench")
-    robot = default_robot()
+    robot = PandaModel()
     reflector.set_precision(precision)
     envs = []
 

@@ -33,12 +33,12 @@ def _in_process(paths: dict, episodes: int, batch: int, max_steps: int, seed: in
     from world_env_training.loop import collect_rollouts
     from world_env_training.loop_runner import load_start_states
     from world_env_training.reflector import Reflector
-    from world_env_training.train_world_model import default_robot
+    from world_env_common.robot import PandaModel
     from world_env_training.vla import VLAPolicy
     from world_env_training.world_model import WorldModel
 
     policy, reflector = VLAPolicy.from_pretrained(paths["policy"]), Reflector.from_pretrained(paths["reflector"])
-    world_model, robot = WorldModel.from_pretrained(paths["world_model"]), default_robot()
+    world_model, robot = WorldModel.from_pretrained(paths["world_model"]), PandaModel()
     start = load_start_states(paths["demos"])[:1]
 
     def make_env(camera):

@@ -29,14 +29,14 @@ def bench_world_model(checkpoint: str = "", batch_sizes=(1, 8, 32), sampler_step
     """Measure (see the module docstring); returns a dict of figures."""
     from world_env_common.camera import CameraModel, look_at
     from world_env_training.imagined_env import ImaginedEnv
-    from world_env_training.train_world_model import default_robot
+    from world_env_common.robot import PandaModel
     from world_env_training.world_model import WorldModel, WorldModelConfig
 
     torch.manual_seed(seed)
     model = WorldModel.from_pretrained(checkpoint, device) if checkpoint else WorldModel(WorldModelConfig()).to(device)
     res = model.config.resolution
     camera = CameraModel.from_fovy(45.0, res, res, look_at((0.6, 0.0, 1.4), (-0.1, 0.0, 0.9)))
-    robot = default_robot()
+    robot = PandaModel()
     env = ImaginedEnv(model, robot, camera, device, sampler_steps=sampler_steps, seed=seed)
     rng = np.random.default_rng(seed)
     state0 = np.array([-0.2, 0.0, 1.1, np.pi, 0.0, 0.0, 0.08], np.float32)

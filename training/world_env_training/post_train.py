@@ -143,7 +143,7 @@ def train(cfg: PostTrainConfig):
     from world_env_common.camera import CameraModel
     from world_env_training.imagined_env import ImaginedEnv
     from world_env_training.reflector import Reflector
-    from world_env_training.train_world_model import default_robot
+    from world_env_common.robot import PandaModel
     from world_env_training.world_model import WorldModel
 
     rank, world = _distributed(cfg)
@@ -176,7 +176,7 @@ def train(cfg: PostTrainConfig):
         if starts[0].frame.shape[:2] != (size, size):
             raise ValueError(f"{cfg.demos}: frames are {starts[0].frame.shape[1]}x{starts[0].frame.shape[0]}, "
                              f"the world model predicts {size}x{size}")
-        robot = default_robot()
+        robot = PandaModel()
 
         def make_env(camera: dict) -> ImaginedEnv:
             return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), device,

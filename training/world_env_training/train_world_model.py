@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,9 @@ from world_env_training.backbones import resolve_device
 from world_env_training.checkpoints import (OPTIMIZER_FILE, TRAIN_STATE_FILE, latest_checkpoint, remove_stale,
                                             save_training_checkpoint, warmup_cosine)
 from world_env_training.configs import TrainWorldModelConfig, model_config_values
+from world_env_common.robot import PandaModel
 from world_env_training.dataset import Dataset, DatasetError
+from world_env_training.world_model_data import EpisodeArrays, load_episode, split_episodes
 
 TRAIN_WEIGHTS_FILE = "train_weights.safetensors"
 HOLDOUT_FILE = "holdout.json"
@@ -63,62 +64,6 @@ def model_config(cfg: TrainWorldModelConfig):
 
 
 # --- data ---------------------------------------------------------------------------------------
-
-def split_episodes(datasets: list[Dataset], holdout_per_task: int) -> tuple[list, list]:
-    """(train, held_out) lists of (dataset index, episode index); see the module docstring."""
-    demo_inits: dict[tuple, set] = {}
-    for e in datasets[0].manifest["episodes"]:
-        demo_inits.setdefault((e["suite"], e["task_id"]), set()).add(e["init_state_id"])
-    held = {key: set(sorted(inits)[len(inits) - holdout_per_task:]) if holdout_per_task else set()
-            for key, inits in demo_inits.items()}
-    train, held_out = [], []
-    for d, dataset in enumerate(datasets):
-        for e in dataset.manifest["episodes"]:
-            is_held = e["init_state_id"] in held.get((e["suite"], e["task_id"]), set())
-            (held_out if is_held else train).append((d, e["index"]))
-    return train, held_out
-
-
-@dataclass
-class EpisodeArrays:
-    """One episode with its precomputed conditions (``load_episode``)."""
-
-    frames: np.ndarray        # (T+1, H, W, 3) uint8
-    states: np.ndarray        # (T+1, 7)
-    actions: np.ndarray       # (T, 7)
-    commanded: np.ndarray     # (T, 7)
-    action_maps: np.ndarray   # (T, H, W, 3) uint8
-    geometry: np.ndarray      # (10, H, W), or (T+1, 10, H, W) with depth
-    camera: object
-    instruction: str
-    key: str
-
-
-def load_episode(dataset: Dataset, index: int, robot, resolution: int) -> EpisodeArrays:
-    """Episode ``index`` with commanded states, action maps and geometry computed."""
-    from world_env_common.camera import CameraModel
-    from world_env_training.world_model.processor_world_model import action_maps, commanded_states, geometry_map
-
-    entry = dataset.entry(index)
-    keys = ["frames", "states", "actions"] + (["depth"] if "depth" in entry["arrays"] else [])
-    arrays = dataset.load_arrays(index, keys)
-    frames = arrays["frames"]
-    path = dataset.path / entry["file"]
-    if frames.shape[1:3] != (resolution, resolution):
-        raise ValueError(f"{path}: frames are {frames.shape[2]}x{frames.shape[1]}, the model's resolution is {resolution}")
-    camera_dict = json.loads(str(np.load(path, allow_pickle=False)["meta"]))["camera"]
-    if not camera_dict:
-        raise ValueError(f"{path}: no camera model in the episode metadata (needed for action maps)")
-    camera = CameraModel.from_dict(camera_dict)
-    commanded = commanded_states(robot, arrays["states"][:-1], arrays["actions"])
-    if "depth" in arrays:
-        geometry = np.stack([geometry_map(camera, d) for d in arrays["depth"]])
-    else:
-        geometry = geometry_map(camera)
-    return EpisodeArrays(frames, arrays["states"], arrays["actions"], commanded,
-                         action_maps(commanded, camera, robot.gripper_open_width), geometry, camera,
-                         entry["instruction"], entry["key"])
-
 
 class TransitionSamples:
     """All (episode, t) transitions of some episodes, in memory, as raw processor inputs."""
@@ -156,13 +101,6 @@ def load_datasets(cfg: TrainWorldModelConfig) -> list[Dataset]:
     if cfg.exploration:
         datasets.append(Dataset(cfg.exploration))
     return datasets
-
-
-def default_robot():
-    """The state-space robot model (commanded_state does not depend on the base placement)."""
-    from world_env_common.robot import PandaModel
-
-    return PandaModel()
 
 
 # --- optimisation helpers -------------------------------------------------------------------------
@@ -222,7 +160,7 @@ def train(cfg: TrainWorldModelConfig) -> Path:
     # --- data and the held-out split ----------------------------------------------------------
     datasets = load_datasets(cfg)
     train_ids, held_ids = split_episodes(datasets, cfg.holdout_per_task)
-    robot = default_robot()
+    robot = PandaModel()  # state space: commanded_state does not depend on the base placement
     episodes = [load_episode(datasets[d], i, robot, cfg.resolution) for d, i in train_ids]
     samples = TransitionSamples(episodes, memory)
 

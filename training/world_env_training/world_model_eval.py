@@ -225,7 +225,8 @@ def held_out_episodes(holdout_file: Path, resolution: int, max_episodes: int, mo
     """The holdout's held-out episodes, then those of ``more_episodes`` whose init state no
     training episode starts from; at most ``max_episodes`` (0: all)."""
     from world_env_training.dataset import Dataset
-    from world_env_training.train_world_model import default_robot, load_episode
+    from world_env_common.robot import PandaModel
+    from world_env_training.world_model_data import load_episode
 
     info = json.loads(holdout_file.read_text())
     datasets = [Dataset(p) for p in info["datasets"]]
@@ -237,7 +238,7 @@ def held_out_episodes(holdout_file: Path, resolution: int, max_episodes: int, mo
         print(f"world-model-eval: {more_episodes}: {len(unseen)} of {len(extra.manifest['episodes'])} episodes "
               "start from init states no training episode starts from", flush=True)
         picks += [(extra, e["index"]) for e in unseen]
-    robot = default_robot()
+    robot = PandaModel()
     return [load_episode(d, i, robot, resolution) for d, i in picks[:max_episodes or None]]
 
 
