@@ -62,3 +62,19 @@ def test_online_loop_and_post_train_write_the_same_metric_keys_and_resume(tmp_pa
     assert list(online[0]) == list(offline[0]) == list(METRIC_KEYS)
     assert online[0]["env"] == "ros_graph" and offline[0]["env"] == "imagined"
     assert online[0]["chunks"] == 4 and online[0]["ppo_steps"] > 0
+
+
+def test_post_train_precision_runs_world_model_and_reflector_in_bf16(tmp_path):
+    from world_env_training.post_train import train
+
+    paths = write_artifacts(tmp_path / "artifacts", threshold=0.99)
+    returns = {}
+    for precision in ("fp32", "bf16"):
+        cfg = PostTrainConfig(policy=paths["policy"], world_model=paths["world_model"], reflector=paths["reflector"],
+                              demos=paths["demos"], output_dir=str(tmp_path / precision), rollouts_per_state=2,
+                              batch_size=1, updates=1, max_steps=4, precision=precision)
+        train(cfg)
+        line = json.loads((tmp_path / precision / "metrics.jsonl").read_text().splitlines()[0])
+        returns[precision] = line["return_mean"]
+    # Same seeds, same policy draws: only the reduced-precision world model and reflector differ.
+    assert returns["bf16"] != returns["fp32"] and returns["bf16"] == pytest.approx(returns["fp32"], abs=0.05)

@@ -521,6 +521,9 @@ class PostTrainConfig(StageConfig):
             policy exceeds this (0: never). The KL is of whole chunks (summed over 8 x 7 action
             dimensions), hence larger than per-token figures.
         sampler_steps: World-model denoising steps per frame (0: the model's own setting).
+        precision: fp32, or bf16 autocast of the world model and the reflector in rollouts (AMX
+            on CPU; 1.74x faster imagined frames measured, frames within 1 grey level of fp32).
+            The policy, whose log-probabilities PPO's ratios compare, stays in fp32.
         binary_reward: Return 1 if the reflector fired and 0 if not, instead of its continuous
             reward (the paper's ablation without the reward head's graded signal).
         save_every: Write a checkpoint every this many updates (and always after the last).
@@ -550,6 +553,7 @@ class PostTrainConfig(StageConfig):
     grad_clip: float = 1.0
     target_kl: float = 0.5
     sampler_steps: int = 0
+    precision: str = "bf16"
     binary_reward: bool = False
     save_every: int = 1
     keep_checkpoints: int = 3
@@ -567,6 +571,7 @@ class PostTrainConfig(StageConfig):
         _check(self.env in ("imagined", "libero"), "env", self.env, "imagined or libero")
         _check(self.libero_reward in ("success", "reflector"), "libero_reward", self.libero_reward, "success or reflector")
         _check(self.libero_workers > 0, "libero_workers", self.libero_workers, "a positive integer")
+        _check(self.precision in ("fp32", "bf16"), "precision", self.precision, "fp32 or bf16")
         _check(self.max_steps >= 0, "max_steps", self.max_steps, "a non-negative integer (0: the suite's step limit)")
         _check(self.ppo_epochs > 0, "ppo_epochs", self.ppo_epochs, "a positive integer")
         _check(self.minibatches > 0, "minibatches", self.minibatches, "a positive integer")

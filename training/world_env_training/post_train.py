@@ -160,6 +160,8 @@ def train(cfg: PostTrainConfig):
     max_steps = cfg.max_steps or suite_step_limit(starts, cfg.demos)
     judged_by_reflector = cfg.env == "imagined" or cfg.libero_reward == "reflector"
     reflector = Reflector.from_pretrained(cfg.reflector, device) if judged_by_reflector else None
+    if reflector is not None:
+        reflector.set_precision(cfg.precision)
     if cfg.env == "libero":
         from world_env_training.libero_rollouts import LiberoRolloutEnv
 
@@ -180,7 +182,8 @@ def train(cfg: PostTrainConfig):
 
         def make_env(camera: dict) -> ImaginedEnv:
             return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), device,
-                               sampler_steps=cfg.sampler_steps or None, seed=seed_of(cfg.seed, update, rank, 1))
+                               sampler_steps=cfg.sampler_steps or None, seed=seed_of(cfg.seed, update, rank, 1),
+                               precision=cfg.precision)
 
     # --- policy: resume from the newest checkpoint, or start from the given one ----------------
     learner = LoopLearner(cfg, device, writer=rank == 0)
