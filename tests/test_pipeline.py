@@ -45,8 +45,14 @@ def test_pipeline_runs_every_stage_then_caches_them(tmp_path, report):
     sft = json.loads((run / "eval_sft" / "eval.json").read_text())["summary"]["overall"]
     assert set(sft) == {"gt_termination", "self_termination"} and sft["gt_termination"]["episodes"] == 1
     assert json.loads((run / "loop" / "metrics.jsonl").read_text().splitlines()[0])["update"] == 1
+    # Evaluation and the audit use init states no training dataset (demos, exploration) started from.
+    evaluated = json.loads((run / "eval_loop" / "eval.json").read_text())
+    held = sorted(i for ids in evaluated["init_states"].values() for i in ids)
+    used = {i for ids in evaluated["training_init_states"].values() for i in ids}
+    assert held and used and not set(held) & used
     audit = json.loads((run / "audit" / "audit.json").read_text())
-    assert audit["rollouts"] == 2 * 2 and "false_success_rate" in audit  # 2 demos x 2 rollouts
+    assert audit["init_states"] == held and audit["rollouts"] == len(held) * 2  # 2 rollouts per state
+    assert "false_success_rate" in audit and audit["real_eval"]["episodes"] == len(held)
     assert "Reward hacking" in text
 
     # Everything cached: nothing runs, the report is written again.
