@@ -65,5 +65,5 @@ def test_pipeline_runs_every_stage_then_caches_them(tmp_path, report):
     assert plan.returncode == 0, plan.stderr[-3000:]
     lines = {line.split()[1]: line for line in plan.stdout.splitlines() if line.strip()[:2].strip(".").isdigit()}
     assert "configuration changed" in lines["post-train"] and "post-train runs first" in lines["evaluate-loop"]
-    assert "post-train runs first" in lines["audit-reward-hacking"]
+    assert "post-train, evaluate-loop runs first" in lines["audit-reward-hacking"]
     assert "done, cached" in lines["train-sft"] and "done, cached" in lines["evaluate-sft"]
