@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from world_env_training.reflector_eval import format_audit
-from world_env_training.stats import wilson_interval
+from world_env_training.eval.reflector_eval import format_audit
+from world_env_training.eval.stats import wilson_interval
 
 
 def test_audit_table_is_the_confusion_matrix_with_the_false_success_interval():
@@ -24,7 +24,7 @@ def test_audit_table_is_the_confusion_matrix_with_the_false_success_interval():
 
 @pytest.mark.libero
 def test_audit_from_an_evaluations_held_out_init_states(tmp_path):
-    from world_env_training.audit import audit
+    from world_env_training.eval.audit import audit
     from world_env_training.configs import AuditConfig
     from world_env_training.tiny import write_artifacts
 

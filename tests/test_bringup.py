@@ -122,8 +122,8 @@ def _run_graph(nodes, env, tmp_path, spec, timeout=150, extra=()):
 def _tiny_models(root: Path) -> dict[str, str]:
     import torch
 
-    from world_env_training.reflector import Reflector, ReflectorConfig
-    from world_env_training.vla import VLAConfig, VLAPolicy
+    from world_env_training.models.reflector import Reflector, ReflectorConfig
+    from world_env_training.models.vla import VLAConfig, VLAPolicy
 
     torch.manual_seed(0)
     VLAPolicy(VLAConfig.tiny()).save_pretrained(root / "policy")
@@ -171,7 +171,7 @@ def _rviz_displays() -> tuple[list[dict], str]:
 def test_imagined_mode_graph_runs_on_sim_time_and_restarts_on_its_output(tmp_path):
     import torch
 
-    from world_env_training.world_model import WorldModel, WorldModelConfig
+    from world_env_training.models.world_model import WorldModel, WorldModelConfig
 
     env = ros_env(tmp_path)
     models = _tiny_models(tmp_path)
@@ -210,7 +210,7 @@ def test_imagined_mode_graph_runs_on_sim_time_and_restarts_on_its_output(tmp_pat
     # The policy ticks at the simulator's pace (sim time): no warning that it cannot keep up.
     assert "cannot keep up" not in policy_log, policy_log
     # The camera's frame is its optical frame, named as the LIBERO stand-in names it (agentview_optical).
-    from world_env_training.dataset import Dataset
+    from world_env_training.data.dataset import Dataset
 
     camera = Dataset(tmp_path / "starts")[0].camera["name"]
     assert result["camera_frame_id"] == f"{camera}_optical", (camera, result["camera_frame_id"])

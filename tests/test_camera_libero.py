@@ -2,7 +2,7 @@
 
 import pytest
 
-from world_env_training.camera_check import check_projection_against_libero, format_report
+from world_env_training.eval.camera_check import check_projection_against_libero, format_report
 
 pytestmark = pytest.mark.libero
 

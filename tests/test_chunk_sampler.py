@@ -16,12 +16,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
     from world_env_common.camera import CameraModel
-    from world_env_training.imagined_env import ImaginedEnv
-    from world_env_training.loop_runner import load_start_states
-    from world_env_training.reflector import Reflector
+    from world_env_training.rl.imagined_env import ImaginedEnv
+    from world_env_training.rl.loop_runner import load_start_states
+    from world_env_training.models.reflector import Reflector
     from world_env_common.robot import PandaModel
-    from world_env_training.vla import VLAPolicy
-    from world_env_training.world_model import WorldModel
+    from world_env_training.models.vla import VLAPolicy
+    from world_env_training.models.world_model import WorldModel
 
     artifacts = write_artifacts(tmp_path_factory.mktemp("sampler_artifacts"), threshold=0.9)
     policy = VLAPolicy.from_pretrained(artifacts["policy"])
@@ -41,7 +41,7 @@ class _Env:
 
 def _three_users(loaded, seed):
     from world_env_policy.controller import VLAChunkPredictor
-    from world_env_training.loop import chunk_log_probs, collect_rollouts
+    from world_env_training.rl.loop import chunk_log_probs, collect_rollouts
     from world_env_training.policies import VLAChunkPolicy
 
     policy, reflector, make_env, start = loaded
@@ -81,7 +81,7 @@ def test_loop_evaluation_and_node_draw_the_same_chunk_with_the_same_log_probabil
 
 
 def test_means_are_scored_and_clipped_by_the_sampler(loaded):
-    from world_env_training.vla import ChunkSampler, clip_actions
+    from world_env_training.models.vla import ChunkSampler, clip_actions
 
     policy, _, _, start = loaded
     drawn = ChunkSampler(policy, sample=False)(start.frame[None], start.state[None], [start.instruction])

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from world_env_training.collect import collect_demos, explore
+from world_env_training.data.collect import collect_demos, explore
 from world_env_training.configs import CollectDemosConfig, ExploreConfig
-from world_env_training.dataset import Dataset
+from world_env_training.data.dataset import Dataset
 
 pytestmark = pytest.mark.libero
 

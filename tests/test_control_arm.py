@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.libero, pytest.mark.usefixtures("one_thread")]
 @pytest.fixture(scope="module")
 def demo():
     from world_env_libero.env import LiberoEnv
-    from world_env_training.experts import make_expert
+    from world_env_training.policies.experts import make_expert
 
     with LiberoEnv("libero_object", 0, resolution=64) as env:
         obs = env.reset(0)
@@ -33,14 +33,14 @@ def demo():
 
 
 def _start(instruction, frame, init_state_id=0):
-    from world_env_training.loop import StartState
+    from world_env_training.rl.loop import StartState
 
     return StartState(frame=frame, state=np.zeros(7, np.float32), instruction=instruction, camera={}, key="t",
                       suite="libero_object", task_id=0, init_state_id=init_state_id)
 
 
 def test_replayed_demo_succeeds_at_the_same_step_and_stops(demo):
-    from world_env_training.libero_rollouts import LiberoRolloutEnv
+    from world_env_training.rl.libero_rollouts import LiberoRolloutEnv
 
     chunk, steps = 8, len(demo["actions"])
     with LiberoRolloutEnv(capacity=2, resolution=64, workers=2) as env:
@@ -63,9 +63,9 @@ def test_replayed_demo_succeeds_at_the_same_step_and_stops(demo):
 
 def test_post_train_in_libero_makes_an_update_judged_by_success(tmp_path):
     from world_env_training.configs import PostTrainConfig
-    from world_env_training.post_train import train
+    from world_env_training.rl.post_train import train
     from world_env_training.tiny import write_start_states
-    from world_env_training.vla import VLAConfig, VLAPolicy
+    from world_env_training.models.vla import VLAConfig, VLAPolicy
 
     torch.manual_seed(0)
     VLAPolicy(VLAConfig.tiny()).save_pretrained(tmp_path / "policy")

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from world_env_training.dataset import (FORMAT, VERSION, Dataset, DatasetError, DatasetWriter,
+from world_env_training.data.dataset import (FORMAT, VERSION, Dataset, DatasetError, DatasetWriter,
                                         Episode)
 
 T, H, W = 5, 16, 16
@@ -230,7 +230,7 @@ def test_sigkill_during_write_loop_leaves_readable_dataset(tmp_path):
         import sys
         sys.path[:0] = {sys.path!r}
         from test_dataset import make_episode
-        from world_env_training.dataset import DatasetWriter
+        from world_env_training.data.dataset import DatasetWriter
         w = DatasetWriter({str(path)!r})
         for i in range(len(w), 100000):
             w.append(make_episode(i, T=60))  # 60 steps: writes long enough to be hit

@@ -5,8 +5,8 @@ when read."""
 import pytest
 
 from world_env_training.configs import EvaluateConfig
-from world_env_training.evaluation import choose_init_states, markdown_table, summarise
-from world_env_training.stats import mean_interval, newcombe_interval, wilson_interval
+from world_env_training.eval.evaluation import choose_init_states, markdown_table, summarise
+from world_env_training.eval.stats import mean_interval, newcombe_interval, wilson_interval
 
 
 @pytest.mark.parametrize("k, n, low, high", [
@@ -76,7 +76,7 @@ def test_evaluate_expert_and_zero_policies_in_libero(tmp_path):
     import json
 
     from world_env_training.configs import EvaluateConfig
-    from world_env_training.evaluation import evaluate
+    from world_env_training.eval.evaluation import evaluate
 
     expert = evaluate(EvaluateConfig(policy="expert", task_ids=[0], episodes_per_task=2, workers=2,
                                      output_dir=str(tmp_path / "expert")))
@@ -126,10 +126,10 @@ def test_reflector_ends_self_termination_and_frames_render_only_when_read(tmp_pa
 
     import torch
 
-    from world_env_training.evaluation import evaluate
-    from world_env_training.reflector import Reflector, ReflectorConfig
+    from world_env_training.eval.evaluation import evaluate
+    from world_env_training.models.reflector import Reflector, ReflectorConfig
     from world_env_training.tiny import write_start_states
-    from world_env_training.vla import VLAConfig, VLAPolicy
+    from world_env_training.models.vla import VLAConfig, VLAPolicy
 
     torch.manual_seed(0)
     VLAPolicy(VLAConfig.tiny()).save_pretrained(tmp_path / "policy")

@@ -1,13 +1,13 @@
 """Scripted LIBERO experts solve a libero_object and a libero_spatial task (2 init states each).
 
 Lean on purpose (CI budget): no cameras, 4 episodes in all. The full per-task table comes from
-``python -m world_env_training.expert_eval <suite>`` (see EXPERTS.md).
+``python -m world_env_training.eval.expert_eval <suite>`` (see EXPERTS.md).
 """
 import numpy as np
 import pytest
 
-from world_env_training.expert_eval import MAX_STEPS, evaluate_expert, format_table
-from world_env_training.experts import make_expert, parse_goal
+from world_env_training.eval.expert_eval import MAX_STEPS, evaluate_expert, format_table
+from world_env_training.policies.experts import make_expert, parse_goal
 
 pytestmark = pytest.mark.libero
 
@@ -22,7 +22,7 @@ def test_expert_succeeds(suite, task_id, report):
 
 
 def test_expert_api_and_noise():
-    from world_env_training.expert_eval import SETTLE_STEPS, make_env
+    from world_env_training.eval.expert_eval import SETTLE_STEPS, make_env
 
     env, _, inits = make_env("libero_object", 0)
     try:

@@ -58,13 +58,13 @@ def test_reflector_judging_chunk_ends_gives_the_per_frame_scores_of_those_frames
     chunk end's score equals the per-frame run's score of the same frame (it reads the same
     evenly spaced earlier frames, cached unjudged)."""
     from world_env_common.camera import CameraModel
-    from world_env_training.imagined_env import ImaginedEnv
-    from world_env_training.loop import collect_rollouts
-    from world_env_training.post_train import load_start_states
-    from world_env_training.reflector import Reflector
+    from world_env_training.rl.imagined_env import ImaginedEnv
+    from world_env_training.rl.loop import collect_rollouts
+    from world_env_training.rl.post_train import load_start_states
+    from world_env_training.models.reflector import Reflector
     from world_env_common.robot import PandaModel
-    from world_env_training.vla import VLAPolicy
-    from world_env_training.world_model import WorldModel
+    from world_env_training.models.vla import VLAPolicy
+    from world_env_training.models.world_model import WorldModel
 
     policy, reflector = VLAPolicy.from_pretrained(tiny["policy"]), Reflector.from_pretrained(tiny["reflector"])
     world_model, robot = WorldModel.from_pretrained(tiny["world_model"]), PandaModel()

@@ -17,8 +17,8 @@ from world_env_common.camera import CameraModel, look_at
 from world_env_common.rig import Rig
 from world_env_common.robot import PandaModel
 from world_env_training.configs import ExportLeRobotConfig, ImportLeRobotConfig
-from world_env_training.dataset import Dataset, DatasetWriter, Episode
-from world_env_training.lerobot_format import (
+from world_env_training.data.dataset import Dataset, DatasetWriter, Episode
+from world_env_training.data.lerobot_format import (
     LeRobotFormatError, export_lerobot, import_lerobot, run_export, run_import,
 )
 
@@ -358,7 +358,7 @@ def _write_bag(path: Path, steps: int = 12, rate_hz: float = 10.0) -> None:
 
 
 def test_bag_to_dataset_writes_lerobot_directly(tmp_path):
-    from world_env_training.bag_dataset import run
+    from world_env_training.data.bag_dataset import run
     from world_env_training.configs import BagToDatasetConfig
 
     _write_bag(tmp_path / "bag")
@@ -395,8 +395,8 @@ def imported(tmp_path_factory) -> Path:
 
 def test_sft_trains_from_an_imported_dataset(imported, tmp_path, one_thread):
     from world_env_training.configs import TrainSFTConfig
-    from world_env_training.train_sft import run
-    from world_env_training.vla import VLAConfig
+    from world_env_training.train.train_sft import run
+    from world_env_training.models.vla import VLAConfig
 
     tiny = {k: v for k, v in VLAConfig.tiny().to_dict().items()
             if k not in ("vision_encoder", "llm", "lora_rank", "chunk_size")}
@@ -412,7 +412,7 @@ def test_world_model_trains_from_an_imported_dataset(imported, tmp_path, one_thr
     from test_world_model import TINY_64
 
     from world_env_training.configs import TrainWorldModelConfig
-    from world_env_training.train_world_model import run
+    from world_env_training.train.train_world_model import run
 
     (tmp_path / "model.yaml").write_text(yaml.safe_dump(TINY_64))
     cfg = TrainWorldModelConfig(demos=str(imported), exploration="", output_dir=str(tmp_path / "wm"),
@@ -424,7 +424,7 @@ def test_world_model_trains_from_an_imported_dataset(imported, tmp_path, one_thr
 
 def test_reflector_trains_from_an_imported_dataset(imported, tmp_path, one_thread):
     from world_env_training.configs import TrainReflectorConfig
-    from world_env_training.train_reflector import run
+    from world_env_training.train.train_reflector import run
 
     (tmp_path / "reflector.yaml").write_text("image_size: 32\nvision_grid: 2\nhead_hidden_dim: 32\n")
     cfg = TrainReflectorConfig(demos=str(imported), exploration="", output_dir=str(tmp_path / "reflector"),
@@ -436,7 +436,7 @@ def test_reflector_trains_from_an_imported_dataset(imported, tmp_path, one_threa
 
 
 def test_episodes_spread_over_several_files_and_chunks_read_back(ours, tmp_path):
-    from world_env_training.lerobot_format import LeRobotWriter
+    from world_env_training.data.lerobot_format import LeRobotWriter
 
     a = Dataset(ours)
     # Limits of 0 MB start a new parquet and mp4 file after every episode; 2 files per chunk.

@@ -20,7 +20,7 @@ import torch
 
 from world_env_training.tiny import write_artifacts
 from world_env_training.configs import PostTrainConfig
-from world_env_training.loop import chunk_log_probs, collect_rollouts, ppo_loss, ppo_update, rloo_advantages
+from world_env_training.rl.loop import chunk_log_probs, collect_rollouts, ppo_loss, ppo_update, rloo_advantages
 
 TESTS = Path(__file__).parent
 
@@ -64,12 +64,12 @@ def test_ppo_objective_clips_the_ratio_only_where_it_would_help():
 
 def _load(artifacts):
     from world_env_common.camera import CameraModel
-    from world_env_training.imagined_env import ImaginedEnv
-    from world_env_training.loop_runner import load_start_states
-    from world_env_training.reflector import Reflector
+    from world_env_training.rl.imagined_env import ImaginedEnv
+    from world_env_training.rl.loop_runner import load_start_states
+    from world_env_training.models.reflector import Reflector
     from world_env_common.robot import PandaModel
-    from world_env_training.vla import VLAPolicy
-    from world_env_training.world_model import WorldModel
+    from world_env_training.models.vla import VLAPolicy
+    from world_env_training.models.world_model import WorldModel
 
     policy = VLAPolicy.from_pretrained(artifacts["policy"])
     world_model = WorldModel.from_pretrained(artifacts["world_model"])
@@ -169,7 +169,7 @@ def _post_train_script(paths: dict, run_dir: Path, **overrides) -> str:
         import sys, torch
         torch.set_num_threads(1)
         from world_env_training.configs import PostTrainConfig
-        from world_env_training.post_train import run
+        from world_env_training.rl.post_train import run
         sys.exit(run(PostTrainConfig(updates=int(sys.argv[1]), **{cfg!r})))
         """)
 
@@ -207,14 +207,14 @@ def test_post_train_killed_at_any_moment_resumes_without_losing_an_update(tmp_pa
 
 
 def test_bad_inputs_fail_early_naming_them(tmp_path, artifacts, capsys):
-    from world_env_training.post_train import run
+    from world_env_training.rl.post_train import run
 
     missing = str(tmp_path / "missing")
     assert run(PostTrainConfig(**dict(artifacts, world_model=missing), output_dir=str(tmp_path / "a"))) == 2
     assert missing in capsys.readouterr().err
     # Start frames of another size than the world model predicts.
     from world_env_common.camera import CameraModel
-    from world_env_training.dataset import Dataset, DatasetWriter
+    from world_env_training.data.dataset import Dataset, DatasetWriter
 
     source = Dataset(artifacts["demos"])
     with DatasetWriter(tmp_path / "big") as writer:
@@ -249,7 +249,7 @@ def test_two_gloo_ranks_keep_identical_parameters(tmp_path, artifacts):
         sys.path.insert(0, {str(TESTS)!r})
         from test_loop import _param_digest
         from world_env_training.configs import PostTrainConfig
-        from world_env_training.post_train import train
+        from world_env_training.rl.post_train import train
         newest, model = train(PostTrainConfig(**{cfg!r}))
         rank = int(os.environ["RANK"])
         starts = json.loads(open({str(tmp_path / 'run' / 'metrics.jsonl')!r}).readline()) if rank == 0 else None
@@ -262,7 +262,7 @@ def test_two_gloo_ranks_keep_identical_parameters(tmp_path, artifacts):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["digest"] == ranks[1]["digest"]
-    from world_env_training.vla import VLAPolicy
+    from world_env_training.models.vla import VLAPolicy
 
     start = VLAPolicy.from_pretrained(artifacts["policy"])
     saved = VLAPolicy.from_pretrained(ranks[0]["newest"])

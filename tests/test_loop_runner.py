@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from world_env_training.configs import PostTrainConfig
-from world_env_training.loop_runner import METRIC_KEYS, draw_starts
+from world_env_training.rl.loop_runner import METRIC_KEYS, draw_starts
 from world_env_training.tiny import write_artifacts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,7 +25,7 @@ def test_initial_states_are_drawn_by_one_seeded_rule():
 
 
 def _episode(start, policy, rng, ret, fired):
-    from world_env_training.online_loop import Episode
+    from world_env_training.rl.online_loop import Episode
 
     episode = Episode(instruction=start.instruction, ret=ret, fired=fired)
     for _ in range(2):
@@ -35,9 +35,9 @@ def _episode(start, policy, rng, ret, fired):
 
 
 def test_online_loop_and_post_train_write_the_same_metric_keys_and_resume(tmp_path):
-    from world_env_training.loop_runner import load_start_states
-    from world_env_training.online_loop import OnlineLOOP
-    from world_env_training.post_train import train
+    from world_env_training.rl.loop_runner import load_start_states
+    from world_env_training.rl.online_loop import OnlineLOOP
+    from world_env_training.rl.post_train import train
 
     paths = write_artifacts(tmp_path / "artifacts", threshold=0.9)
     cfg = PostTrainConfig(policy=paths["policy"], world_model=paths["world_model"], reflector=paths["reflector"],
@@ -65,7 +65,7 @@ def test_online_loop_and_post_train_write_the_same_metric_keys_and_resume(tmp_pa
 
 
 def test_post_train_precision_runs_world_model_and_reflector_in_bf16(tmp_path):
-    from world_env_training.post_train import train
+    from world_env_training.rl.post_train import train
 
     paths = write_artifacts(tmp_path / "artifacts", threshold=0.99)
     returns = {}

@@ -112,7 +112,7 @@ def _tiny_checkpoint(path, seed):
     """A random tiny VLA whose actions stay small: +-1 position, +-0.1 rotation (LIBERO units)."""
     import torch
 
-    from world_env_training.vla import VLAConfig, VLAPolicy
+    from world_env_training.models.vla import VLAConfig, VLAPolicy
 
     torch.manual_seed(seed)
     half = torch.tensor([1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 1.0])

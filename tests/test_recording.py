@@ -45,9 +45,9 @@ def test_a_recorded_stand_in_run_becomes_a_training_dataset(tmp_path):
     assert probe.returncode == 0, diag
     assert recorder.returncode == 0 and "bag " in logs["recorder"] and "closed" in logs["recorder"], diag
 
-    from world_env_training.bag_dataset import run
+    from world_env_training.data.bag_dataset import run
     from world_env_training.configs import BagToDatasetConfig
-    from world_env_training.dataset import Dataset
+    from world_env_training.data.dataset import Dataset
 
     assert run(BagToDatasetConfig(bag=str(bag), output_dir=str(tmp_path / "dataset"), base_position=BASE)) == 0
     dataset = Dataset(tmp_path / "dataset")
@@ -72,6 +72,6 @@ def test_a_recorded_stand_in_run_becomes_a_training_dataset(tmp_path):
     assert np.mean(cosine > 0.5) > 0.8, cosine
     assert np.all(np.abs(episode.actions) <= 1.0)
     # SFT reads it like any other dataset.
-    from world_env_training.train_sft import ChunkSamples
+    from world_env_training.train.train_sft import ChunkSamples
 
     assert len(ChunkSamples(dataset, 4)) == len(episode.actions)

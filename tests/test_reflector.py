@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from world_env_training.bench_reflector import format_report, measure_latency
+from world_env_training.bench.reflector import format_report, measure_latency
 from world_env_training.checkpoints import checkpoint_steps
 from world_env_training.configs import TrainReflectorConfig
-from world_env_training.dataset import DatasetWriter, Episode
-from world_env_training.reflector import Reflector, ReflectorConfig
-from world_env_training.reflector.processor_reflector import sample_frame_indices
-from world_env_training.reflector_eval import (
+from world_env_training.data.dataset import DatasetWriter, Episode
+from world_env_training.models.reflector import Reflector, ReflectorConfig
+from world_env_training.models.reflector.processor_reflector import sample_frame_indices
+from world_env_training.eval.reflector_eval import (
     ImaginedRollout, audit_reward_hacking, auroc, binary_metrics, episode_metrics, evaluate_scores, first_fire,
     format_audit, format_markdown)
-from world_env_training.train_reflector import split_episodes, train
+from world_env_training.train.train_reflector import split_episodes, train
 
 INSTRUCTIONS = ("put the red block in the box", "put the blue block in the box")
 
@@ -249,7 +249,7 @@ def test_split_holds_out_whole_episodes_from_every_group():
 
 
 def test_bce_training_lowers_the_loss_and_writes_the_evaluation(tmp_path, datasets):
-    from world_env_training.train_reflector import FeatureEpisodes, episode_refs
+    from world_env_training.train.train_reflector import FeatureEpisodes, episode_refs
 
     cfg = _cfg(tmp_path, datasets, steps=40)
     torch.manual_seed(0)
@@ -273,7 +273,7 @@ def test_bce_training_lowers_the_loss_and_writes_the_evaluation(tmp_path, datase
 
 
 _TRAIN_SCRIPT = ("import sys; from world_env_training.configs import TrainReflectorConfig; "
-                 "from world_env_training.train_reflector import run; import torch; torch.set_num_threads(1); "
+                 "from world_env_training.train.train_reflector import run; import torch; torch.set_num_threads(1); "
                  "sys.exit(run(TrainReflectorConfig.from_yaml(sys.argv[1])))")
 
 

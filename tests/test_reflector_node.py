@@ -21,7 +21,7 @@ def tiny_reflector(path: Path) -> str:
     """A random tiny reflector model folder (builds and loads in well under a second)."""
     import torch
 
-    from world_env_training.reflector import Reflector, ReflectorConfig
+    from world_env_training.models.reflector import Reflector, ReflectorConfig
 
     torch.manual_seed(0)
     Reflector(ReflectorConfig.tiny()).save_pretrained(path)

@@ -2,7 +2,7 @@
 commanded_state equals the OSC controller's goal."""
 import pytest
 
-from world_env_training.robot_check import check_robot_against_libero, format_report
+from world_env_training.eval.robot_check import check_robot_against_libero, format_report
 
 pytestmark = pytest.mark.libero
 

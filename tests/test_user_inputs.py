@@ -24,7 +24,7 @@ PROBES = Path(__file__).parent / "probes"
 def _tiny_reflector(path: Path) -> str:
     import torch
 
-    from world_env_training.reflector import Reflector, ReflectorConfig
+    from world_env_training.models.reflector import Reflector, ReflectorConfig
 
     torch.manual_seed(0)
     Reflector(ReflectorConfig.tiny(threshold=0.99)).save_pretrained(path)

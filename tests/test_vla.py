@@ -21,11 +21,11 @@ import yaml
 
 from world_env_training.checkpoints import atomic_dir, checkpoint_steps, remove_stale
 from world_env_training.configs import TrainSFTConfig
-from world_env_training.dataset import Dataset, DatasetWriter, Episode
+from world_env_training.data.dataset import Dataset, DatasetWriter, Episode
 from world_env_training.policies import VLAChunkPolicy, make_policy
-from world_env_training.train_sft import ChunkSamples, policy_config, train
-from world_env_training.vla import VLAConfig, VLAPolicy
-from world_env_training.vla.processor_vla import compute_stats
+from world_env_training.train.train_sft import ChunkSamples, policy_config, train
+from world_env_training.models.vla import VLAConfig, VLAPolicy
+from world_env_training.models.vla.processor_vla import compute_stats
 
 INSTRUCTIONS = ("push the red block left", "push the blue block right")
 
@@ -274,7 +274,7 @@ def test_sft_reduces_the_loss_and_the_run_folder_loads(tmp_path, demos):
 
 
 _TRAIN_SCRIPT = ("import sys; from world_env_training.configs import TrainSFTConfig; "
-                 "from world_env_training.train_sft import run; import torch; torch.set_num_threads(1); "
+                 "from world_env_training.train.train_sft import run; import torch; torch.set_num_threads(1); "
                  "sys.exit(run(TrainSFTConfig.from_yaml(sys.argv[1])))")
 
 

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from world_env_common.camera import CameraModel, look_at
-from world_env_training.world_model import WorldModel, WorldModelConfig, make_scheduler, predict_next_frames
-from world_env_training.world_model.memory_bank import MemoryBank, select_memory
-from world_env_training.world_model.processor_world_model import (
+from world_env_training.models.world_model import WorldModel, WorldModelConfig, make_scheduler, predict_next_frames
+from world_env_training.models.world_model.memory_bank import MemoryBank, select_memory
+from world_env_training.models.world_model.processor_world_model import (
     ACTION_MAP, GEOMETRY, HISTORY, STATE, WorldModelProcessor, geometry_map,
 )
-from world_env_training.world_model_data import split_episodes
-from world_env_training.world_model_eval import (
+from world_env_training.data.world_model_data import split_episodes
+from world_env_training.eval.world_model_eval import (
     MOTION_THRESHOLD, copy_last_one_step, copy_last_open_loop, motion_psnr, psnr, ssim,
 )
 
@@ -49,7 +49,7 @@ def _raw_batch(cfg: WorldModelConfig, b: int = 2, seed: int = 0) -> dict:
 def _write_dataset(path: Path, episodes: int = 3, steps: int = 12, size: int = 64, init_states: int = 2) -> None:
     """A synthetic dataset: a bright square that moves with the end effector; episode e starts
     from init state e % init_states."""
-    from world_env_training.dataset import DatasetWriter, Episode
+    from world_env_training.data.dataset import DatasetWriter, Episode
 
     camera = _camera(size)
     rng = np.random.default_rng(0)
@@ -211,7 +211,7 @@ def test_training_steps_reduce_loss():
 
 def test_imagined_env_shapes_and_state_advance():
     from world_env_common.robot import PandaModel
-    from world_env_training.imagined_env import ImaginedEnv
+    from world_env_training.rl.imagined_env import ImaginedEnv
 
     cfg = WorldModelConfig.tiny()
     robot = PandaModel()
@@ -253,7 +253,7 @@ def test_bf16_and_channels_last_agree_with_fp32():
         model.use_channels_last(channels_last)
         return predict_next_frames(model, batch, sched, 2, torch.Generator().manual_seed(1), precision)
 
-    from world_env_training.world_model.processor_world_model import tensor_to_frames
+    from world_env_training.models.world_model.processor_world_model import tensor_to_frames
 
     ref = sample("fp32", False)
     assert (sample("fp32", True) - ref).abs().max() < 1e-4
@@ -299,7 +299,7 @@ def test_motion_psnr_scores_only_pixels_that_really_moved():
 # --- training script --------------------------------------------------------------------------
 
 def test_split_holds_out_init_states(tmp_path):
-    from world_env_training.dataset import Dataset
+    from world_env_training.data.dataset import Dataset
 
     _write_dataset(tmp_path / "demos", episodes=4, steps=3)
     train, held = split_episodes([Dataset(tmp_path / "demos")], 1)
@@ -310,8 +310,8 @@ def test_split_holds_out_init_states(tmp_path):
 def test_more_evaluation_episodes_leave_out_training_init_states(tmp_path):
     import json
 
-    from world_env_training.dataset import Dataset
-    from world_env_training.world_model_eval import held_out_episodes
+    from world_env_training.data.dataset import Dataset
+    from world_env_training.eval.world_model_eval import held_out_episodes
 
     _write_dataset(tmp_path / "demos", episodes=4, steps=3)
     _write_dataset(tmp_path / "more", episodes=3, steps=3, init_states=3)
@@ -336,7 +336,7 @@ def test_train_kill_and_resume(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         from world_env_training.configs import TrainWorldModelConfig
-        from world_env_training.train_world_model import run
+        from world_env_training.train.train_world_model import run
         sys.exit(run(TrainWorldModelConfig(demos={str(tmp_path / 'demos')!r}, exploration="",
             output_dir={str(run_dir)!r}, model_config={str(tmp_path / 'model.yaml')!r}, memory_frames=2,
             steps=int(sys.argv[1]), batch_size=2, save_every=1, keep_checkpoints=0, log_every=1)))
@@ -367,7 +367,7 @@ def test_train_kill_and_resume(tmp_path):
     assert (run_dir / "holdout.json").is_file()
 
     # The trained run is what `world-env bench --what world_model --world_model RUN` measures.
-    from world_env_training.bench_world_model import bench_world_model, format_report
+    from world_env_training.bench.world_model import bench_world_model, format_report
 
     figures = bench_world_model(str(run_dir), batch_sizes=(1, 2), sampler_steps=2, steps=1, libero=False,
                                 psnr_sampler_steps=(1, 3), psnr_max_episodes=1, psnr_stride=4)
@@ -378,7 +378,7 @@ def test_train_kill_and_resume(tmp_path):
 
     # evaluate-world-model reports motion-masked PSNR beside PSNR and SSIM, for the model and copy-last.
     from world_env_training.configs import WorldModelEvalConfig
-    from world_env_training.world_model_eval import evaluate
+    from world_env_training.eval.world_model_eval import evaluate
 
     metrics = evaluate(WorldModelEvalConfig(checkpoints=[f"m={run_dir}"], max_episodes=1, horizon=2,
                                             starts_per_episode=1, one_step_stride=4, sampler_steps=1,

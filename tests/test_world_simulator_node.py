@@ -28,7 +28,7 @@ def tiny_world_model(path: Path) -> str:
     """A random tiny world model folder (16x16 frames; builds in about a second)."""
     import torch
 
-    from world_env_training.world_model import WorldModel, WorldModelConfig
+    from world_env_training.models.world_model import WorldModel, WorldModelConfig
 
     torch.manual_seed(0)
     WorldModel(WorldModelConfig.tiny()).save_pretrained(path)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from world_env_training import configs
-from world_env_training.evaluation import PROTOCOLS, split_note
-from world_env_training.stats import newcombe_interval
+from world_env_training.eval.evaluation import PROTOCOLS, split_note
+from world_env_training.eval.stats import newcombe_interval
 
 PROTOCOL_NAMES = {"gt_termination": "GT termination", "self_termination": "self-termination"}
 

@@ -18,7 +18,7 @@ def write_start_states(path: Path, episodes: int = 3, steps: int = 4) -> None:
     """A dataset of ``episodes`` short episodes (16x16 frames) with consistent joints and states."""
     from world_env_common.camera import CameraModel, look_at
     from world_env_common.robot import PandaModel
-    from world_env_training.dataset import DatasetWriter, Episode
+    from world_env_training.data.dataset import DatasetWriter, Episode
 
     robot = PandaModel(np.array(BASE), np.array([1.0, 0.0, 0.0, 0.0]))
     camera = CameraModel.from_fovy(45.0, SIZE, SIZE, look_at((0.6, 0.0, 1.4), (-0.1, 0.0, 0.9)))
@@ -39,9 +39,9 @@ def write_artifacts(root: Path, threshold: float = 0.5) -> dict[str, str]:
     """Save tiny models and a start dataset under ``root``; returns PostTrainConfig-style paths."""
     import torch
 
-    from world_env_training.reflector import Reflector, ReflectorConfig
-    from world_env_training.vla import VLAConfig, VLAPolicy
-    from world_env_training.world_model import WorldModel, WorldModelConfig
+    from world_env_training.models.reflector import Reflector, ReflectorConfig
+    from world_env_training.models.vla import VLAConfig, VLAPolicy
+    from world_env_training.models.world_model import WorldModel, WorldModelConfig
 
     root = Path(root)
     torch.manual_seed(0)

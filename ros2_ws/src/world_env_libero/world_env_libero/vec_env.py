@@ -4,7 +4,7 @@ MuJoCo physics runs on one core per process, so a batch of envs needs several pr
 use several cores. Rendering on the CPU (EGL with Mesa's llvmpipe) is already multi-threaded
 within one process (LP_NUM_THREADS, default: all cores), so where rendering dominates the gain
 is smaller than the number of workers (on 2 cores about none at 128x128; see
-``world_env_training.bench_libero``). Environment i lives in worker
+``world_env_training.bench.libero``). Environment i lives in worker
 ``i % num_workers``; each worker steps its envs in turn. Workers are started with 'spawn':
 a fresh interpreter holds no copy of the parent's GL contexts, threads or ROS state (fork
 would), at the price of importing LIBERO once per worker (a few seconds, done in parallel).

@@ -300,7 +300,7 @@ def test_config_validation():
 
 def test_tiny_vla_checkpoint_loads_and_predicts_chunks(tmp_path):
     torch = pytest.importorskip("torch")
-    from world_env_training.vla import VLAConfig, VLAPolicy
+    from world_env_training.models.vla import VLAConfig, VLAPolicy
 
     torch.manual_seed(0)
     VLAPolicy(VLAConfig.tiny()).save_pretrained(tmp_path / "tiny")

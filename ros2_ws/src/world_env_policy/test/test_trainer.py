@@ -65,7 +65,7 @@ def core(tmp_path):
     import torch
 
     from world_env_training.configs import PostTrainConfig
-    from world_env_training.online_loop import OnlineLOOP
+    from world_env_training.rl.online_loop import OnlineLOOP
     from world_env_training.tiny import write_artifacts
 
     torch.set_num_threads(1)
@@ -95,7 +95,7 @@ def test_runner_plays_the_protocol_reruns_a_stalled_episode_and_hands_over_the_u
 
 
 def test_recorder_keeps_only_the_episodes_own_messages_and_its_verdict():
-    from world_env_training.online_loop import Episode
+    from world_env_training.rl.online_loop import Episode
 
     recorder = EpisodeRecorder()
     recorder.begin(Episode(instruction="open the drawer"), start_stamp=10.0, max_chunks=2, checkpoint="w1")

@@ -73,13 +73,13 @@ class ChunkPolicy(Protocol):
 
 
 class VLAChunkPredictor:
-    """A ``VLAPolicy`` (world_env_training.vla) as a ``ChunkPolicy``, through the same
+    """A ``VLAPolicy`` (world_env_training.models.vla) as a ``ChunkPolicy``, through the same
     ``ChunkSampler`` as LOOP's rollouts and evaluation: the chunk's means, or with ``sample`` a
     chunk drawn from its Laplace law. After each ``predict``, ``last_log_prob`` is the chunk's
     joint log-likelihood under the policy."""
 
     def __init__(self, model, sample: bool = False, seed: int = 0):
-        from world_env_training.vla import ChunkSampler
+        from world_env_training.models.vla import ChunkSampler
 
         self.model = model
         self.sampler = ChunkSampler(model, sample=sample, seed=seed)

@@ -4,7 +4,7 @@ Imagined mode: the world simulator stands in for camera and arm, the policy node
 (``sample:=true``) and the reflector scores frames. This node runs the episodes and learns from
 them. The node is a thin adapter: ``world_env_policy.trainer`` holds the episode protocol without
 ROS (``GraphLoopRunner``, ``EpisodeRecorder``; this node implements its ``TrainerGraph`` with
-services and parameters) and ``world_env_training.online_loop.OnlineLOOP`` the science:
+services and parameters) and ``world_env_training.rl.online_loop.OnlineLOOP`` the science:
 
 1. For each update it draws ``batch_size`` initial states from ``start_dataset`` and runs
    ``rollouts_per_state`` episodes from each. An episode: disable the policy, reset the
@@ -91,7 +91,7 @@ class LoopTrainerNode(Node):
             self.cfg = PostTrainConfig(demos=start_dataset, **values)
         except ValueError as err:
             raise ConfigError(str(err)) from err
-        from world_env_training.dataset import Dataset, DatasetError
+        from world_env_training.data.dataset import Dataset, DatasetError
 
         try:
             self.dataset = Dataset(start_dataset)
@@ -99,7 +99,7 @@ class LoopTrainerNode(Node):
             raise ConfigError(f"start_dataset {start_dataset}: {err}") from err
         if len(self.dataset) == 0:
             raise ConfigError(f"start_dataset {start_dataset}: no episodes")
-        from world_env_training.online_loop import OnlineLOOP
+        from world_env_training.rl.online_loop import OnlineLOOP
 
         try:
             self.core = OnlineLOOP(self.cfg)

@@ -141,7 +141,7 @@ class GraphLoopRunner:
 
     def run_episode(self, index: int):
         """One episode from start ``index``; None if it timed out (to be run again)."""
-        from world_env_training.online_loop import Episode
+        from world_env_training.rl.online_loop import Episode
 
         self.graph.enable_policy(False)
         self.recorder.clear()
@@ -161,7 +161,7 @@ class GraphLoopRunner:
 
     def run(self) -> None:
         """Run updates until ``cfg.updates`` (or ``stop``); errors are logged, not raised."""
-        from world_env_training.loop_runner import draw_starts  # post-train's rule: same states per update
+        from world_env_training.rl.loop_runner import draw_starts  # post-train's rule: same states per update
 
         try:
             if self.graph.policy_checkpoint() != self.core.checkpoint:

@@ -14,7 +14,7 @@ INSTRUCTION = "put the bowl on the plate"
 def checkpoint(tmp_path_factory):
     import torch
 
-    from world_env_training.reflector import Reflector, ReflectorConfig
+    from world_env_training.models.reflector import Reflector, ReflectorConfig
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("reflector") / "tiny"
@@ -39,7 +39,7 @@ def test_rewards_in_unit_interval_and_steps_count(checkpoint):
 
 
 def test_matches_the_model_and_reset_starts_over(checkpoint):
-    from world_env_training.reflector import Reflector
+    from world_env_training.models.reflector import Reflector
 
     scorer = ReflectorScorer(checkpoint)
     clip = frames(4)

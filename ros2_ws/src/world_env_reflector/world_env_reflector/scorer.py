@@ -72,7 +72,7 @@ def load_reflector(spec: str, device: str = "cpu", threshold: float | None = Non
         raise ScorerLoadError(reason)
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise ScorerLoadError(f"threshold must be in (0, 1), got {threshold!r}")
-    from world_env_training.reflector import Reflector
+    from world_env_training.models.reflector import Reflector
 
     try:
         return Reflector.from_pretrained(spec, device=device, threshold=threshold)

@@ -16,7 +16,7 @@ Q0 = np.array([0.0, -0.16, 0.0, -2.44, 0.0, 2.23, 0.79])
 
 @pytest.fixture
 def sim():
-    from world_env_training.world_model import WorldModel, WorldModelConfig
+    from world_env_training.models.world_model import WorldModel, WorldModelConfig
 
     torch.manual_seed(0)
     robot = PandaModel(np.array([-0.6, 0.0, 0.0]), np.array([1.0, 0.0, 0.0, 0.0]))

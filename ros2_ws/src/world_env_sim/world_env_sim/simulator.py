@@ -54,7 +54,7 @@ class WorldSimulator:
     def __init__(self, world_model, camera, robot: PandaModel, joint_names: Sequence[str] = DEFAULT_JOINT_NAMES,
                  finger_joint_names: Sequence[str] = DEFAULT_FINGER_JOINT_NAMES, device: str = "cpu",
                  sampler_steps: int | None = None, seed: int = 0):
-        from world_env_training.imagined_env import ImaginedEnv
+        from world_env_training.rl.imagined_env import ImaginedEnv
 
         size = world_model.config.resolution
         self.size = size

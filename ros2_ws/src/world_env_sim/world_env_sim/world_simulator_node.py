@@ -126,7 +126,7 @@ class WorldSimulatorNode(Node):
 
         self.dataset = None
         if start_dataset:
-            from world_env_training.dataset import Dataset, DatasetError
+            from world_env_training.data.dataset import Dataset, DatasetError
 
             try:
                 self.dataset = Dataset(start_dataset)
@@ -149,7 +149,7 @@ class WorldSimulatorNode(Node):
         robot = PandaModel()
         robot.set_base_pose(rig.base_position, rig.base_quat_wxyz)
         try:  # torch and the model load only now
-            from world_env_training.world_model import WorldModel
+            from world_env_training.models.world_model import WorldModel
 
             model = WorldModel.from_pretrained(checkpoint, device)
             self.sim = WorldSimulator(model, rig.camera, robot, joint_names, finger_names, device,

@@ -1,0 +1,251 @@
+"""``world-env evaluate``: success rates in real LIBERO under the paper's two protocols.
+
+- ``gt_termination``: an episode ends as soon as the simulator reports success, or at the
+  suite's step limit; success = the task was achieved.
+- ``self_termination``: the simulator's success signal is not used to stop; the reflector (when
+  one is given: it scores every frame and ends the episode when R > eta, as in imagination), the
+  policy's own done signal, or the step limit ends the episode; success is judged on the final
+  state. A policy that achieves the task and then undoes it fails here.
+
+Init states are held out: the init states of the datasets the policy's training used
+(``training_datasets``: demonstrations, exploration; LOOP's start states and the world model's
+data come from these) are excluded, and ``episodes_per_task`` states per task are drawn, seeded,
+from the rest (or given explicitly with ``init_state_ids``). ``eval.json`` records both sets.
+
+Frames are rendered only when something reads them (the policy at chunk boundaries, the
+reflector every step); rendering costs several times a physics step on the CPU renderer.
+
+Work is spread over worker processes, one simulator each. Results: ``eval.json`` (every episode
+with who ended it and when, per task, per suite) and ``eval.md`` (the table) in the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from world_env_training.configs import SUITES, TASKS_PER_SUITE, EvaluateConfig
+from world_env_training.data.dataset import init_states_used
+from world_env_training.policies import make_policy
+from world_env_training.eval.stats import wilson_interval
+
+PROTOCOLS = ("gt_termination", "self_termination")
+ENDINGS = ("success", "reflector", "policy", "step_limit")
+EPISODES_PER_JOB = 5  # amortises building a simulator (~5 s) over several episodes
+INIT_STATES_PER_TASK = 50  # LIBERO's fixed init states per task
+
+
+@dataclass(frozen=True)
+class Job:
+    suite: str
+    task_id: int
+    protocol: str
+    init_state_ids: tuple[int, ...]
+    policy: str
+    resolution: int
+    seed: int
+    device: str
+    reflector: str = ""
+
+
+def run_episode(env, policy, init_state_id: int, protocol: str, judge=None) -> dict:
+    """One episode under ``protocol``; returns its record.
+
+    judge: a ``ReflectorSession`` of one episode (self-termination only); it scores o_0 and every
+    new frame and ends the episode when it fires. ``ended``: success (GT termination), reflector,
+    policy or step_limit; ``steps``: actions taken; ``renders``: frames rendered after the reset.
+    """
+    obs = env.reset(init_state_id)
+    policy.reset(env)
+    success, steps, renders, ended, reward = False, 0, 0, "step_limit", None
+    if judge is not None:
+        judge.reset(env.instruction)
+        reward, fired = judge.score(obs["image"])
+        if fired:
+            return {"init_state_id": int(init_state_id), "success": False, "steps": 0, "ended": "reflector",
+                    "renders": 0, "reward": reward}
+    for steps in range(1, env.max_steps + 1):
+        action = policy.act(obs)
+        render = judge is not None or getattr(policy, "wants_frame", True)
+        obs, success = env.step(action, render=render)
+        renders += int(render)
+        if protocol == "gt_termination" and success:
+            ended = "success"
+            break
+        if judge is not None:
+            reward, fired = judge.score(obs["image"])
+            if fired:
+                ended = "reflector"
+                break
+        if protocol == "self_termination" and policy.done:
+            ended = "policy"
+            break
+    record = {"init_state_id": int(init_state_id), "success": bool(success), "steps": steps, "ended": ended,
+              "renders": renders}
+    if reward is not None:
+        record["reward"] = float(reward)
+    return record
+
+
+def _run_job(job: Job) -> tuple[Job, str, list[dict]]:
+    from world_env_libero.env import LiberoEnv
+
+    policy = make_policy(job.policy, seed=job.seed, device=job.device)
+    judge = None
+    if job.reflector and job.protocol == "self_termination":
+        from world_env_training.models.backbones import resolve_device
+        from world_env_training.models.reflector import Reflector
+
+        judge = Reflector.from_pretrained(job.reflector, device=resolve_device(job.device)).session(1)
+    with LiberoEnv(job.suite, job.task_id, resolution=job.resolution, seed=job.seed) as env:
+        records = [run_episode(env, policy, i, job.protocol, judge) for i in job.init_state_ids]
+        return job, env.instruction, records
+
+
+def choose_init_states(cfg: EvaluateConfig, training: dict[tuple[str, int], list[int]]) -> dict[tuple[str, int], list[int]]:
+    """{(suite, task): init state ids to evaluate}: ``cfg.init_state_ids`` if given, else
+    ``episodes_per_task`` ids drawn without replacement (seeded by ``cfg.seed``, suite and task)
+    from those no training dataset used. Raises ValueError if too few are held out, or if an
+    explicit id was used in training."""
+    chosen = {}
+    for suite in cfg.suites:
+        for task in cfg.task_ids or range(TASKS_PER_SUITE):
+            used = set(training.get((suite, task), []))
+            if cfg.init_state_ids:
+                clash = sorted(used & set(cfg.init_state_ids))
+                if clash:
+                    raise ValueError(f"init_state_ids {clash} of {suite} task {task} were used in training "
+                                     f"(training_datasets); evaluate on held-out init states")
+                chosen[(suite, task)] = list(cfg.init_state_ids)
+                continue
+            held_out = [i for i in range(INIT_STATES_PER_TASK) if i not in used]
+            if len(held_out) < cfg.episodes_per_task:
+                raise ValueError(f"episodes_per_task={cfg.episodes_per_task}: {suite} task {task} has only "
+                                 f"{len(held_out)} init states that no training dataset used")
+            rng = np.random.default_rng([cfg.seed, SUITES.index(suite), task])
+            chosen[(suite, task)] = sorted(int(i) for i in rng.choice(held_out, cfg.episodes_per_task, replace=False))
+    return chosen
+
+
+def _jobs(cfg: EvaluateConfig, init_states: dict[tuple[str, int], list[int]]) -> list[Job]:
+    protocols = PROTOCOLS if cfg.protocol == "both" else (cfg.protocol,)
+    jobs = []
+    for (suite, task), ids in init_states.items():
+        for protocol in protocols:
+            for i in range(0, len(ids), EPISODES_PER_JOB):
+                jobs.append(Job(suite, task, protocol, tuple(ids[i:i + EPISODES_PER_JOB]), cfg.policy,
+                                cfg.resolution, cfg.seed, cfg.device, cfg.reflector))
+    return jobs
+
+
+def _rate(records: list[dict]) -> dict:
+    n = len(records)
+    k = sum(r["success"] for r in records)
+    low, high = wilson_interval(k, n)
+    return {"successes": k, "episodes": n, "rate": k / n, "ci95": [low, high],
+            "mean_steps": float(np.mean([r["steps"] for r in records])),
+            "ended": {reason: sum(r["ended"] == reason for r in records) for reason in ENDINGS}}
+
+
+def summarise(records: list[dict]) -> dict:
+    """Group episode records (with suite, task_id, protocol, instruction) into rates."""
+    out = {"tasks": {}, "suites": {}, "overall": {}}
+    keys = sorted({(r["suite"], r["task_id"]) for r in records})
+    protocols = sorted({r["protocol"] for r in records})
+    for suite, task in keys:
+        rows = [r for r in records if (r["suite"], r["task_id"]) == (suite, task)]
+        out["tasks"][f"{suite}/{task}"] = {
+            "suite": suite, "task_id": task, "instruction": rows[0]["instruction"],
+            **{p: _rate([r for r in rows if r["protocol"] == p]) for p in protocols}}
+    for suite in sorted({s for s, _ in keys}):
+        out["suites"][suite] = {p: _rate([r for r in records if r["suite"] == suite and r["protocol"] == p])
+                                for p in protocols}
+    out["overall"] = {p: _rate([r for r in records if r["protocol"] == p]) for p in protocols}
+    return out
+
+
+def _cell(rate: dict | None) -> str:
+    if rate is None:
+        return "-"
+    low, high = rate["ci95"]
+    return f"{100 * rate['rate']:.1f} [{100 * low:.1f}, {100 * high:.1f}] ({rate['successes']}/{rate['episodes']})"
+
+
+def split_note(init_states: dict, training: dict) -> str:
+    """Which init states were evaluated and which the policy's training used, per task."""
+    if not training:
+        head = "Init states (no training datasets given: held-out status not checked):"
+    else:
+        head = "Init states: evaluated ones are held out (no training dataset starts from them):"
+    lines = [head]
+    for (suite, task), ids in init_states.items():
+        lines.append(f"- {suite}/{task}: evaluated {ids}; training used {training.get((suite, task), [])}")
+    return "\n".join(lines)
+
+
+def markdown_table(summary: dict, policy: str, init_states: dict | None = None, training: dict | None = None) -> str:
+    protocols = [p for p in PROTOCOLS if p in summary["overall"]]
+    names = {"gt_termination": "success %, GT termination [95% CI]",
+             "self_termination": "success %, self-termination [95% CI]"}
+    head = "| suite | task | instruction | " + " | ".join(names[p] for p in protocols) + " |"
+    rule = "|---|---|---|" + "---|" * len(protocols)
+    lines = [f"Policy: `{policy}`", ""]
+    if init_states is not None:
+        lines += [split_note(init_states, training or {}), ""]
+    lines += [head, rule]
+    for row in summary["tasks"].values():
+        cells = " | ".join(_cell(row.get(p)) for p in protocols)
+        lines.append(f"| {row['suite']} | {row['task_id']} | {row['instruction']} | {cells} |")
+    for suite, rates in summary["suites"].items():
+        lines.append(f"| **{suite}** | all | | " + " | ".join(_cell(rates.get(p)) for p in protocols) + " |")
+    lines.append("| **overall** | | | " + " | ".join(_cell(summary["overall"].get(p)) for p in protocols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    """Run every episode the config asks for; returns the summary (and writes the files)."""
+    if cfg.reflector and not Path(cfg.reflector).is_dir():
+        raise FileNotFoundError(f"reflector={cfg.reflector!r}: no such reflector folder")
+    training = init_states_used(cfg.training_datasets)
+    init_states = choose_init_states(cfg, training)
+    training = {key: training.get(key, []) for key in init_states}  # the evaluated tasks
+    jobs = _jobs(cfg, init_states)
+    records = []
+    total = sum(len(j.init_state_ids) for j in jobs)
+    ctx = mp.get_context("spawn")  # simulators and torch do not survive fork well
+    with tqdm(total=total, desc=f"evaluate {cfg.policy}", unit="episode") as bar, \
+            ctx.Pool(min(cfg.workers, len(jobs))) as pool:
+        for job, instruction, recs in pool.imap_unordered(_run_job, jobs):
+            for rec in recs:
+                records.append({"suite": job.suite, "task_id": job.task_id, "protocol": job.protocol,
+                                "instruction": instruction, **rec})
+            bar.update(len(recs))
+    records.sort(key=lambda r: (r["suite"], r["task_id"], r["protocol"], r["init_state_id"]))
+    summary = summarise(records)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    key = lambda suite_task: f"{suite_task[0]}/{suite_task[1]}"  # noqa: E731
+    (out / "eval.json").write_text(json.dumps({
+        "config": cfg.to_dict(), "summary": summary,
+        "init_states": {key(k): v for k, v in init_states.items()},
+        "training_init_states": {key(k): v for k, v in training.items()},
+        "episodes": records}, indent=1))
+    (out / "eval.md").write_text(markdown_table(summary, cfg.policy, init_states, training))
+    return summary
+
+
+def run(cfg: EvaluateConfig) -> int:
+    try:
+        summary = evaluate(cfg)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"world-env evaluate: {err}", file=sys.stderr)
+        return 2
+    print(markdown_table(summary, cfg.policy))
+    print(f"written: {Path(cfg.output_dir) / 'eval.json'}, {Path(cfg.output_dir) / 'eval.md'}")
+    return 0

@@ -1,0 +1,1 @@
+"""Models: the VLA policy, the world simulator, the instant reflector, their backbones and precision settings."""

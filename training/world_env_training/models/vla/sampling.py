@@ -1,0 +1,79 @@
+"""The one path from a policy's output to the chunk a robot runs: predict, sample, score, clip.
+
+LOOP is right only while three numbers agree: the log-probability a rollout records for the
+chunk it sampled, the one the PPO update recomputes (``chunk_log_prob`` on the same actions)
+and the one the policy node publishes. Every user (LOOP's rollouts, the evaluation policy,
+the ROS policy node) therefore draws its chunks through ``ChunkSampler``.
+
+A chunk is scored as sampled, before clipping, over all of its steps (also those a step limit
+leaves unexecuted): clipping changes what runs, not what the policy chose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from world_env_training.models.vla.modeling_vla import laplace_log_prob
+
+#: LIBERO's action range: each of the 7 dimensions is clipped to [-ACTION_LIMIT, ACTION_LIMIT].
+ACTION_LIMIT = 1.0
+
+
+def clip_actions(actions) -> np.ndarray:
+    """Actions as they are executed: clipped to LIBERO's [-1, 1] (any shape, float64 copy)."""
+    return np.clip(np.asarray(actions, dtype=np.float64), -ACTION_LIMIT, ACTION_LIMIT)
+
+
+def chunk_log_prob(actions: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """(B, K, 7) chunks -> (B,) joint Laplace log-likelihood of each whole chunk (differentiable)."""
+    return laplace_log_prob(actions, mu, log_scale).sum(-1)
+
+
+@dataclass
+class ChunkSample:
+    """A batch of chunks drawn by ``ChunkSampler``.
+
+    actions: (B, K, 7) as sampled (or the means, when not sampling), unclipped.
+    log_prob: (B,) joint log-likelihood of ``actions`` under the policy that produced them.
+    scale: (B,) mean predicted Laplace scale b (LIBERO units), a diagnostic of exploration.
+    mu, log_scale: (B, K, 7) the distribution itself.
+    """
+
+    actions: torch.Tensor
+    log_prob: torch.Tensor
+    scale: torch.Tensor
+    mu: torch.Tensor
+    log_scale: torch.Tensor
+
+    def executed(self, steps: int | None = None) -> np.ndarray:
+        """(B, steps, 7) float64 actions as the robot runs them: the first ``steps``, clipped."""
+        return clip_actions(self.actions[:, :steps].detach().cpu().numpy())
+
+
+class ChunkSampler:
+    """Draws action chunks from a ``VLAPolicy``.
+
+    sample: draw each chunk from the policy's Laplace law (exploration, LOOP's rollouts);
+        False executes the means (log_prob is then the means' own likelihood).
+    generator: the torch generator the draws use (so callers control the noise); with none, one
+        seeded by ``seed`` on the model's device.
+    """
+
+    def __init__(self, model, sample: bool = False, generator: torch.Generator | None = None, seed: int = 0):
+        self.model, self.sample = model, bool(sample)
+        self.generator = generator if generator is not None else torch.Generator(device=model.device).manual_seed(seed)
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.model.config.chunk_size)
+
+    @torch.no_grad()
+    def __call__(self, images, states, instructions: list[str]) -> ChunkSample:
+        """images (B, H, W, 3) uint8, states (B, 7), B instructions -> a ``ChunkSample``."""
+        mu, log_scale = self.model.predict_action_chunk(images, np.asarray(states, dtype=np.float32), instructions)
+        actions = self.model.sample(mu, log_scale, self.generator) if self.sample else mu
+        return ChunkSample(actions=actions, log_prob=chunk_log_prob(actions, mu, log_scale),
+                           scale=log_scale.exp().mean(dim=(1, 2)), mu=mu, log_scale=log_scale)

@@ -1,0 +1,1 @@
+"""Reinforcement learning: the imagined and LIBERO environments LOOP runs in, the algorithm and its runners."""

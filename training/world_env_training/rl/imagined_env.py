@@ -1,0 +1,187 @@
+"""The imagined environment: LIBERO's role played by the world model, ROS-free and batched.
+
+``ImaginedEnv`` runs B episodes in lockstep on one device (LOOP rolls its N rollouts per
+initial state out in it; the simulator ROS node wraps the same class).
+
+One step, per rollout b, from (o_t, s_t) and action a_t:
+
+1. The commanded next state c = ``robot.commanded_state(s_t, a_t)`` (OSC delta-pose target,
+   gripper target width 0 or open).
+2. The world model predicts o_{t+1} from the memory-bank frames, the action map of c drawn with
+   ``camera``, and the tokens of o_t, s_t and c (``predict_next_frames``); the frame joins the
+   memory bank.
+3. The next state: pose = c's pose (the paper's s_{t+1} from forward kinematics of the
+   commanded pose; the arm is assumed to reach each delta target within the step). Gripper:
+   the width moves towards c's width by at most ``gripper_open_width / gripper_steps`` per
+   step (LIBERO's fingers take ~8 control steps to open or close), so it converges to the
+   commanded width rather than jumping (``gripper_steps=0``: jump).
+
+Observations: {"image": (B, H, W, 3) uint8, "state": (B, 7) float32, "instruction": list[str],
+"t": steps taken}; ``step`` on an action chunk (B, k, 7) executes the k actions in order and also
+returns "images" (B, k, H, W, 3) and "states" (B, k, 7), one per executed action.
+
+Cost accounting: ``seconds`` accumulates wall time per part of the steps taken,
+"world_model" (the batch's tensors and the denoising, ``predict_next_frames``) and "conditions"
+(commanded states, action maps, memory-bank gathering); ``frames`` counts predicted frames.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from world_env_training.models.world_model.memory_bank import MemoryBank
+from world_env_training.models.world_model.modeling_world_model import make_scheduler, predict_next_frames
+from world_env_training.models.world_model.processor_world_model import (
+    action_maps, commanded_states, geometry_map, tensor_to_frames,
+)
+
+
+class ImaginedEnv:
+    """B world-model rollouts advancing together (see the module docstring).
+
+    Args:
+        world_model: a trained ``WorldModel`` (moved to ``device``, put in eval mode).
+        robot: ``PandaModel`` (``commanded_state``, ``gripper_open_width``).
+        camera: ``CameraModel`` of the frames, at the model's resolution.
+        device: torch device the model runs on.
+        sampler: ddim or dpmsolver (default: the model's config).
+        sampler_steps: denoising steps per frame (default: the model's config).
+        gripper_steps: steps the gripper takes from closed to open (0: instantaneous).
+        seed: seed of the sampling noise.
+        precision: fp32, or bf16 autocast of the world model (``world_env_training.models.precision``).
+        channels_last: run the U-Net in channels_last memory format (``WorldModel.use_channels_last``;
+            this changes the model object, which may be shared).
+    """
+
+    def __init__(self, world_model, robot, camera, device="cpu", sampler: str | None = None,
+                 sampler_steps: int | None = None, gripper_steps: int = 8, seed: int = 0,
+                 precision: str = "fp32", channels_last: bool = False):
+        from world_env_training.models.precision import check_precision
+
+        config = world_model.config
+        if (camera.height, camera.width) != (config.resolution, config.resolution):
+            raise ValueError(f"camera: {camera.width}x{camera.height}, the model predicts "
+                             f"{config.resolution}x{config.resolution} frames (use camera.resized)")
+        self.model = world_model.to(device).eval()
+        if channels_last:
+            self.model.use_channels_last()
+        self.precision = check_precision(precision)
+        self.seconds = {"world_model": 0.0, "conditions": 0.0}
+        self.frames = 0
+        self.robot, self.camera, self.device = robot, camera, torch.device(device)
+        self.sampler = make_scheduler(config, sampler or config.sampler)
+        self.sampler_steps = sampler_steps or config.sampler_steps
+        self.gripper_rate = robot.gripper_open_width / gripper_steps if gripper_steps > 0 else np.inf
+        self.memory = MemoryBank(config.memory_frames, config.memory_recent, config.memory_stride)
+        self.geometry = geometry_map(camera)
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.states = None
+        self.action_maps = None  # of the last step, (B, H, W, 3) uint8: what the simulator node shows
+        self.instructions: list[str] = []
+
+    @property
+    def batch_size(self) -> int:
+        return 0 if self.states is None else len(self.states)
+
+    def reset(self, frames0: np.ndarray, states0: np.ndarray, instructions) -> dict:
+        """Start B episodes: frames0 (B, H, W, 3) uint8, states0 (B, 7), instructions (B strings
+        or one for all)."""
+        frames0, states0 = np.asarray(frames0), np.asarray(states0, np.float32)
+        size = self.model.config.resolution
+        if frames0.dtype != np.uint8 or frames0.ndim != 4 or frames0.shape[1:] != (size, size, 3):
+            raise ValueError(f"frames0: {frames0.dtype} {frames0.shape}, expected uint8 (B, {size}, {size}, 3)")
+        if states0.shape != (len(frames0), 7):
+            raise ValueError(f"states0: shape {states0.shape}, expected ({len(frames0)}, 7)")
+        if isinstance(instructions, str):
+            instructions = [instructions] * len(frames0)
+        if len(instructions) != len(frames0):
+            raise ValueError(f"instructions: {len(instructions)} given for {len(frames0)} episodes")
+        self.memory.reset(frames0.copy())
+        self.states, self.instructions = states0.copy(), list(instructions)
+        return self._obs()
+
+    def keep(self, indices) -> None:
+        """Go on with only the episodes ``indices`` (in that order), e.g. those not yet
+        terminated: the others stop costing a prediction per step."""
+        if self.states is None:
+            raise RuntimeError("ImaginedEnv.keep before reset")
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.ndim != 1 or (len(indices) and (indices.min() < 0 or indices.max() >= self.batch_size)):
+            raise ValueError(f"indices {indices.tolist()}: expected episode indices in 0..{self.batch_size - 1}")
+        self.memory.frames = [f[indices] for f in self.memory.frames]
+        self.states = self.states[indices]
+        self.instructions = [self.instructions[i] for i in indices]
+
+    def next_states(self, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(commanded (B, 7), next states (B, 7)) of a step; see the module docstring."""
+        commanded = commanded_states(self.robot, states, actions)
+        return commanded, self._reached(states, commanded)
+
+    def _reached(self, states: np.ndarray, commanded: np.ndarray) -> np.ndarray:
+        """The state after a step towards ``commanded``: its pose, the gripper moved at its rate."""
+        nxt = commanded.copy()
+        nxt[:, 6] = states[:, 6] + np.clip(commanded[:, 6] - states[:, 6], -self.gripper_rate, self.gripper_rate)
+        return nxt
+
+    def _step_one(self, actions: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        commanded, nxt = self.next_states(self.states, actions)
+        self.seconds["conditions"] += time.perf_counter() - t0
+        self._advance(commanded, nxt)
+
+    @torch.no_grad()
+    def _advance(self, commanded: np.ndarray, nxt: np.ndarray) -> None:
+        b = len(commanded)
+        t0 = time.perf_counter()
+        self.action_maps = action_maps(commanded, self.camera, self.robot.gripper_open_width)
+        history = self.memory.history()
+        t1 = time.perf_counter()
+        batch = self.model.processor(
+            history=history, action_map=self.action_maps, state=self.states, commanded=commanded,
+            geometry=np.broadcast_to(self.geometry, (b,) + self.geometry.shape), device=self.device)
+        frames = tensor_to_frames(predict_next_frames(self.model, batch, self.sampler, self.sampler_steps,
+                                                      self.generator, self.precision))
+        t2 = time.perf_counter()
+        self.memory.add(frames)
+        self.states = nxt
+        self.seconds["conditions"] += t1 - t0
+        self.seconds["world_model"] += t2 - t1
+        self.frames += b
+
+    def step_commanded(self, commanded: np.ndarray) -> dict:
+        """One step towards (B, 7) commanded states given directly (a joint-space command's FK)
+        instead of through actions; the pose is reached, the gripper moves at its rate."""
+        if self.states is None:
+            raise RuntimeError("ImaginedEnv.step_commanded before reset")
+        commanded = np.asarray(commanded, np.float32)
+        if commanded.shape != (self.batch_size, 7):
+            raise ValueError(f"commanded: shape {commanded.shape}, expected ({self.batch_size}, 7)")
+        self._advance(commanded, self._reached(self.states, commanded))
+        return self._obs()
+
+    def step(self, actions: np.ndarray) -> dict:
+        """Execute (B, 7) actions, or (B, k, 7) chunks in order; returns the observation."""
+        if self.states is None:
+            raise RuntimeError("ImaginedEnv.step before reset")
+        actions = np.asarray(actions, np.float32)
+        chunk = actions.ndim == 3
+        if not chunk:
+            actions = actions[:, None]
+        if actions.ndim != 3 or actions.shape[0] != self.batch_size or actions.shape[2] != 7:
+            raise ValueError(f"actions: shape {actions.shape}, expected ({self.batch_size}, 7) or ({self.batch_size}, k, 7)")
+        images, states = [], []
+        for i in range(actions.shape[1]):
+            self._step_one(actions[:, i])
+            images.append(self.memory.frames[-1])
+            states.append(self.states.copy())
+        obs = self._obs()
+        if chunk:
+            obs["images"], obs["states"] = np.stack(images, 1), np.stack(states, 1)
+        return obs
+
+    def _obs(self) -> dict:
+        return {"image": self.memory.frames[-1].copy(), "state": self.states.copy(),
+                "instruction": list(self.instructions), "t": self.memory.t}
