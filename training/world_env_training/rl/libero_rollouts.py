@@ -46,7 +46,6 @@ class LiberoRolloutEnv:
         self._vec = None
         self.rows: np.ndarray = np.zeros(0, int)  # simulator slot of each live row
         self.instructions: list[str] = []
-        self.frames = 0  # steps executed, for throughput figures
 
     def _spec(self, start) -> dict:
         return {"suite": start.suite, "task_id": int(start.task_id), "resolution": self.resolution,
@@ -97,7 +96,6 @@ class LiberoRolloutEnv:
                "steps": np.array([r["steps"] for r in results])}
         if self.render == "all":
             obs["images"] = np.stack([np.stack(r["images"] + [r["images"][-1]] * (k - r["steps"])) for r in results])
-        self.frames += int(obs["steps"].sum())
         return obs
 
     def close(self) -> None:

@@ -96,12 +96,12 @@ class OnlineLOOP:
         rewards = np.array([[e.ret for e in g] for g in groups], np.float32)
         fired = np.array([[e.fired for e in g] for g in groups], bool)
         rows = [(i, c) for i, e in enumerate(episodes) for c in range(len(e.actions))]
-        samples = {"images": np.stack([episodes[i].images[c] for i, c in rows]) if rows else np.zeros((0,)),
-                   "states": np.stack([episodes[i].states[c] for i, c in rows]) if rows else np.zeros((0, 7)),
-                   "instructions": [episodes[i].instruction for i, _ in rows],
-                   "actions": np.stack([episodes[i].actions[c] for i, c in rows]) if rows else np.zeros((0,))}
-        old, scale, gap = torch.zeros(0), float("nan"), None
+        samples, old, scale, gap = {}, torch.zeros(0), float("nan"), None
         if rows:
+            samples = {"images": np.stack([episodes[i].images[c] for i, c in rows]),
+                       "states": np.stack([episodes[i].states[c] for i, c in rows]),
+                       "instructions": [episodes[i].instruction for i, _ in rows],
+                       "actions": np.stack([episodes[i].actions[c] for i, c in rows])}
             # Old log-likelihoods under the weights that produced the chunks (this learner wrote
             # them); the published ones are compared as a check.
             self.model.eval()
@@ -111,10 +111,9 @@ class OnlineLOOP:
             scale = float(scales.mean())
             gaps = np.abs(np.array([episodes[i].published_log_probs[c] for i, c in rows]) - old.cpu().numpy())
             gap = float(np.nanmax(gaps)) if np.isfinite(gaps).any() else None
-        sums = self.learner.update(samples, old, self.learner.returns(rewards, fired),
-                                   np.array([i for i, _ in rows], int))
-        record = {"env": "ros_graph", "episodes": len(episodes),
-                  "return_mean": float(self.learner.returns(rewards, fired).mean()),
+        returns = self.learner.returns(rewards, fired)
+        sums = self.learner.update(samples, old, returns, np.array([i for i, _ in rows], int))
+        record = {"env": "ros_graph", "episodes": len(episodes), "return_mean": float(returns.mean()),
                   "fired_rate": float(fired.mean()), "episode_length": None, **ppo_figures(sums, len(episodes)),
                   "scale": scale, "chunks": len(rows), "ppo_steps": int(sums["minibatches"]),
                   "stop_kl": sums["stop_kl"] if sums["kl_stopped"] else None, "log_prob_gap": gap,
