@@ -34,6 +34,7 @@ STAGES: dict[str, Stage] = {
     "explore": Stage(configs.ExploreConfig, "world_env_training.data.collect:run_explore"),
     "evaluate": Stage(configs.EvaluateConfig, "world_env_training.eval.evaluation:run"),
     "train-sft": Stage(configs.TrainSFTConfig, "world_env_training.train.train_sft:run"),
+    "train-autoencoder": Stage(configs.TrainAutoencoderConfig, "world_env_training.train.train_autoencoder:run"),
     "train-world-model": Stage(configs.TrainWorldModelConfig, "world_env_training.train.train_world_model:run"),
     "train-reflector": Stage(configs.TrainReflectorConfig, "world_env_training.train.train_reflector:run"),
     "post-train": Stage(configs.PostTrainConfig, "world_env_training.rl.post_train:run"),

@@ -270,6 +270,75 @@ class TrainSFTConfig(StageConfig):
 
 
 @dataclass
+class TrainAutoencoderConfig(StageConfig):
+    """Train the frame autoencoder of the latent world model on demos + exploration frames.
+
+    Args:
+        demos: Demonstration dataset folder.
+        exploration: Exploration dataset folder (empty string: demonstrations only).
+        output_dir: Run folder: checkpoints/step_N (autoencoder folder + optimiser state), tb/
+            (tensorboard), train_config.yaml and eval.json (held-out reconstruction PSNR). A folder
+            with checkpoints is resumed from its newest one; FrameAutoencoder.from_pretrained
+            (output_dir) loads it, and train-world-model --autoencoder takes it.
+        resolution: Frame size in pixels (square); must equal the datasets' frame size.
+        latent_channels: Channels of the latent grid (AutoencoderConfig).
+        channels: Block width per level, all equal; len - 1 halvings (AutoencoderConfig).
+        blocks: Residual blocks per encoder level (AutoencoderConfig).
+        decoder_blocks: Residual blocks per decoder level, latent side first (AutoencoderConfig).
+        holdout_per_task: Init states held out per (suite, task), chosen as train-world-model
+            chooses them (the largest init_state_ids of the task's demonstrations); their
+            episodes' frames are the held-out reconstruction set, never trained on.
+        steps: Optimiser steps (the run's total, counting steps done before a resume).
+        batch_size: Frames per step, drawn uniformly from every training frame.
+        lr: Peak learning rate (AdamW); linear warm-up, cosine decay to a tenth.
+        warmup_steps: Linear warm-up steps.
+        save_every: Write a checkpoint every this many steps (and always at the last step).
+        keep_checkpoints: Newest checkpoints kept on disk (0: keep all).
+        log_every: Tensorboard and progress-bar logging period in steps.
+        seed: Seed (init; batches are seeded per step, so a resumed run draws what an
+            uninterrupted one would).
+        device: Torch device: cpu, cuda, cuda:N or auto.
+    """
+
+    demos: str = "runs/default/demos"
+    exploration: str = "runs/default/explore"
+    output_dir: str = "runs/default/autoencoder"
+    resolution: int = 64
+    latent_channels: int = 8
+    channels: list[int] = field(default_factory=lambda: [32, 32, 32])
+    blocks: list[int] = field(default_factory=lambda: [1, 1, 1])
+    decoder_blocks: list[int] = field(default_factory=lambda: [1, 1, 0])
+    holdout_per_task: int = 1
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 20
+    save_every: int = 250
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
+        _check(self.holdout_per_task >= 0, "holdout_per_task", self.holdout_per_task, "a non-negative integer")
+        for name in ("steps", "batch_size", "save_every", "log_every"):
+            _check(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
+        _check(self.lr > 0, "lr", self.lr, "a positive number")
+        _check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "a non-negative integer")
+        _check(self.keep_checkpoints >= 0, "keep_checkpoints", self.keep_checkpoints, "a non-negative integer")
+        self.autoencoder_config()  # architecture fields checked now, not at the first step
+        _check_common(self)
+
+    def autoencoder_config(self):
+        from world_env_training.models.world_model.configuration_world_model import AutoencoderConfig
+
+        return AutoencoderConfig(resolution=self.resolution, latent_channels=self.latent_channels,
+                                 channels=list(self.channels), blocks=list(self.blocks),
+                                 decoder_blocks=list(self.decoder_blocks))
+
+
+@dataclass
 class TrainWorldModelConfig(StageConfig):
     """Train the action-conditioned diffusion world simulator.
 
@@ -281,9 +350,13 @@ class TrainWorldModelConfig(StageConfig):
             (tensorboard), train_config.yaml and holdout.json. A folder with checkpoints is
             resumed from its newest one; WorldModel.from_pretrained(output_dir) loads it.
         model_config: YAML or JSON file of further WorldModelConfig fields (block_out_channels,
-            memory_recent, ...; empty: the defaults). It may not set the fields below that
-            this config owns (resolution, memory_frames, action_map, geometry_tokens,
-            semantic_tokens, sampler_steps).
+            memory_recent, ...; empty: the defaults, or with autoencoder those of
+            WorldModelConfig.latent_cpu()). It may not set the fields below that this config
+            owns (resolution, memory_frames, action_map, geometry_tokens, semantic_tokens,
+            sampler_steps).
+        autoencoder: train-autoencoder run or autoencoder folder. Set: a latent world model
+            (WorldModelConfig.latent), whose U-Net denoises this autoencoder's latents; a copy
+            of the autoencoder goes into every checkpoint. Empty: a pixel-space model.
         resolution: Frame size in pixels (square): 64 on CPU, 128 or 256 on a GPU; must equal
             the datasets' frame size.
         memory_frames: History frames from the memory bank conditioning each prediction.
@@ -316,6 +389,7 @@ class TrainWorldModelConfig(StageConfig):
     exploration: str = "runs/default/explore"
     output_dir: str = "runs/default/world_model"
     model_config: str = ""
+    autoencoder: str = ""
     resolution: int = 64
     memory_frames: int = 4
     action_map: bool = True

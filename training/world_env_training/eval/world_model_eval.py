@@ -160,9 +160,11 @@ def open_loop(model, episodes, horizon: int, starts_per_episode: int, sampler: s
     """Autoregressive rollouts (module docstring): {"psnr", "ssim", "motion_psnr", "baseline_psnr",
     "baseline_ssim", "baseline_motion_psnr"} arrays (rollouts, horizon), "pred" (rollouts,
     horizon, H, W, 3) uint8, "starts" [(episode index, start)]."""
-    from world_env_training.models.world_model import make_scheduler, predict_next_frames
+    from world_env_training.models.world_model import make_scheduler, predict_next
     from world_env_training.models.world_model.memory_bank import select_memory
-    from world_env_training.models.world_model.processor_world_model import tensor_to_frames
+    from world_env_training.models.world_model.processor_world_model import (
+        DECODED, LATENTS, frames_to_tensor, tensor_to_frames,
+    )
 
     cfg = model.config
     memory = (cfg.memory_frames, cfg.memory_recent, cfg.memory_stride)
@@ -178,12 +180,32 @@ def open_loop(model, episodes, horizon: int, starts_per_episode: int, sampler: s
     if not rollouts:
         raise ValueError(f"horizon={horizon}: longer than every held-out episode")
     frames = [list(episodes[e].frames[:s + 1]) for e, s in rollouts]
+    # A latent model rolls out as ImaginedEnv runs it: its own predicted latents and decoded
+    # images are carried from step to step, real frames are encoded only where history reads them.
+    latents: list[dict] = [{} for _ in rollouts]
+    decoded = None
     preds = []
     for h in range(horizon):
         ts = [s + h for _, s in rollouts]
-        histories = [np.stack([f[i] for i in select_memory(t, *memory)]) for f, t in zip(frames, ts)]
+        slots = [select_memory(t, *memory) for t in ts]
+        histories = [np.stack([f[i] for i in picks]) for f, picks in zip(frames, slots)]
         batch = _batch_inputs(model, histories, [episodes[e] for e, _ in rollouts], ts, device)
-        new = tensor_to_frames(predict_next_frames(model, batch, sched, sampler_steps or None, generator))
+        if model.autoencoder is not None:
+            missing = [(r, i) for r, picks in enumerate(slots) for i in set(picks) if i not in latents[r]]
+            if missing:
+                encoded = model.encode(frames_to_tensor(np.stack([frames[r][i] for r, i in missing]), device))
+                for (r, i), z in zip(missing, encoded):
+                    latents[r][i] = z
+            batch[LATENTS] = torch.stack([torch.stack([latents[r][i] for i in picks]) for r, picks in enumerate(slots)])
+            if decoded is None:
+                decoded = model.decode(batch[LATENTS][:, 0])
+            batch[DECODED] = decoded
+        out = predict_next(model, batch, sched, sampler_steps or None, generator)
+        new = tensor_to_frames(out["frame"])
+        if model.autoencoder is not None:
+            for r, z in enumerate(out["latent"]):
+                latents[r][ts[r] + 1] = z
+            decoded = out["decoded"]
         for f, frame in zip(frames, new):
             f.append(frame)
         preds.append(new)

@@ -16,6 +16,10 @@ One step, per rollout b, from (o_t, s_t) and action a_t:
    step (LIBERO's fingers take ~8 control steps to open or close), so it converges to the
    commanded width rather than jumping (``gripper_steps=0``: jump).
 
+A latent world model (``WorldModelConfig.latent``) keeps a second memory bank of latents beside
+the frames: the predicted latent z_{t+1} joins it directly and D(z_{t+1}) is kept for the next
+step, so a step costs one decoder call and no encoder call (frames are encoded only at reset).
+
 Observations: {"image": (B, H, W, 3) uint8, "state": (B, 7) float32, "instruction": list[str],
 "t": steps taken}; ``step`` on an action chunk (B, k, 7) executes the k actions in order and also
 returns "images" (B, k, H, W, 3) and "states" (B, k, 7), one per executed action.
@@ -33,9 +37,9 @@ import numpy as np
 import torch
 
 from world_env_training.models.world_model.memory_bank import MemoryBank
-from world_env_training.models.world_model.modeling_world_model import make_scheduler, predict_next_frames
+from world_env_training.models.world_model.modeling_world_model import make_scheduler, predict_next
 from world_env_training.models.world_model.processor_world_model import (
-    action_maps, commanded_states, geometry_map, tensor_to_frames,
+    DECODED, LATENTS, action_maps, commanded_states, frames_to_tensor, geometry_map, tensor_to_frames,
 )
 
 
@@ -76,6 +80,9 @@ class ImaginedEnv:
         self.sampler_steps = sampler_steps or config.sampler_steps
         self.gripper_rate = robot.gripper_open_width / gripper_steps if gripper_steps > 0 else np.inf
         self.memory = MemoryBank(config.memory_frames, config.memory_recent, config.memory_stride)
+        self.latent = world_model.autoencoder is not None
+        self.latent_memory = MemoryBank(config.memory_frames, config.memory_recent, config.memory_stride)
+        self.decoded = None  # latent models: D(z_t) of the newest latents, (B, 3, H, W)
         self.geometry = geometry_map(camera)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.states = None
@@ -100,6 +107,13 @@ class ImaginedEnv:
         if len(instructions) != len(frames0):
             raise ValueError(f"instructions: {len(instructions)} given for {len(frames0)} episodes")
         self.memory.reset(frames0.copy())
+        if self.latent:
+            from world_env_training.models.precision import autocast
+
+            with torch.no_grad(), autocast(self.device, self.precision):
+                latents = self.model.encode(frames_to_tensor(frames0, self.device))
+                self.decoded = self.model.decode(latents)
+            self.latent_memory.reset(latents.cpu().numpy())
         self.states, self.instructions = states0.copy(), list(instructions)
         return self._obs()
 
@@ -112,6 +126,9 @@ class ImaginedEnv:
         if indices.ndim != 1 or (len(indices) and (indices.min() < 0 or indices.max() >= self.batch_size)):
             raise ValueError(f"indices {indices.tolist()}: expected episode indices in 0..{self.batch_size - 1}")
         self.memory.frames = [f[indices] for f in self.memory.frames]
+        if self.latent:
+            self.latent_memory.frames = [z[indices] for z in self.latent_memory.frames]
+            self.decoded = self.decoded[torch.as_tensor(indices, device=self.decoded.device)]
         self.states = self.states[indices]
         self.instructions = [self.instructions[i] for i in indices]
 
@@ -142,8 +159,14 @@ class ImaginedEnv:
         batch = self.model.processor(
             history=history, action_map=self.action_maps, state=self.states, commanded=commanded,
             geometry=np.broadcast_to(self.geometry, (b,) + self.geometry.shape), device=self.device)
-        frames = tensor_to_frames(predict_next_frames(self.model, batch, self.sampler, self.sampler_steps,
-                                                      self.generator, self.precision))
+        if self.latent:
+            batch[LATENTS] = torch.as_tensor(self.latent_memory.history(), device=self.device)
+            batch[DECODED] = self.decoded
+        out = predict_next(self.model, batch, self.sampler, self.sampler_steps, self.generator, self.precision)
+        frames = tensor_to_frames(out["frame"])
+        if self.latent:
+            self.latent_memory.add(out["latent"].float().cpu().numpy())
+            self.decoded = out["decoded"]
         t2 = time.perf_counter()
         self.memory.add(frames)
         self.states = nxt

@@ -60,16 +60,21 @@ def model_config(cfg: TrainWorldModelConfig):
     values = model_config_values(cfg, "model_config", _OWNED, "WorldModelConfig", "train-world-model")
     recent = values.get("memory_recent", WorldModelConfig.memory_recent)
     values["memory_recent"] = min(recent, values["memory_frames"])
+    if cfg.autoencoder:
+        return WorldModelConfig.latent_cpu(**values)
     return WorldModelConfig.from_dict(values)
 
 
 # --- data ---------------------------------------------------------------------------------------
 
 class TransitionSamples:
-    """All (episode, t) transitions of some episodes, in memory, as raw processor inputs."""
+    """All (episode, t) transitions of some episodes, in memory, as raw processor inputs
+    (with ``latents``, per-episode (T+1, C, h, w) autoencoder latents: also the history slots'
+    latents and the target's, under the batch keys ``LATENTS`` and ``TARGET_LATENT``)."""
 
-    def __init__(self, episodes: list[EpisodeArrays], memory: tuple[int, int, int]):
-        self.episodes, self.memory = episodes, memory
+    def __init__(self, episodes: list[EpisodeArrays], memory: tuple[int, int, int],
+                 latents: list[np.ndarray] | None = None):
+        self.episodes, self.memory, self.latents = episodes, memory, latents
         self.rows = np.array([(e, t) for e, ep in enumerate(episodes) for t in range(len(ep.actions))])
         if len(self.rows) == 0:
             raise ValueError("no episode with at least one action to train on")
@@ -81,10 +86,18 @@ class TransitionSamples:
         """Raw inputs (``WorldModelProcessor.__call__`` keywords) of the (episode, t) pairs."""
         from world_env_training.models.world_model.memory_bank import select_memory
 
+        from world_env_training.models.world_model.processor_world_model import LATENTS, TARGET_LATENT
+
         out = {k: [] for k in ("history", "action_map", "state", "commanded", "geometry", "target")}
+        if self.latents is not None:
+            out.update({LATENTS: [], TARGET_LATENT: []})
         for e, t in picks:
             ep = self.episodes[e]
-            out["history"].append(ep.frames[select_memory(int(t), *self.memory)])
+            slots = select_memory(int(t), *self.memory)
+            if self.latents is not None:
+                out[LATENTS].append(self.latents[e][slots])
+                out[TARGET_LATENT].append(self.latents[e][t + 1])
+            out["history"].append(ep.frames[slots])
             out["action_map"].append(ep.action_maps[t])
             out["state"].append(ep.states[t])
             out["commanded"].append(ep.commanded[t])
@@ -94,6 +107,28 @@ class TransitionSamples:
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict:
         return self.gather(self.rows[rng.integers(0, len(self.rows), batch_size)])
+
+
+@torch.no_grad()
+def encode_episodes(autoencoder, episodes: list[EpisodeArrays], device, batch_size: int = 128) -> list[np.ndarray]:
+    """Per episode, (T+1, C, h, w) float32 latents of every frame (the encoder is frozen, so
+    training reads them from memory instead of encoding K + 1 frames per sample)."""
+    from world_env_training.models.world_model.processor_world_model import frames_to_tensor
+
+    out = []
+    for ep in episodes:
+        parts = [autoencoder.encode(frames_to_tensor(ep.frames[i:i + batch_size], device)).float().cpu().numpy()
+                 for i in range(0, len(ep.frames), batch_size)]
+        out.append(np.concatenate(parts))
+    return out
+
+
+def split_latent_keys(raw: dict, device) -> tuple[dict, dict]:
+    """(processor inputs, latent tensors) of a gathered batch."""
+    from world_env_training.models.world_model.processor_world_model import LATENTS, TARGET_LATENT
+
+    latents = {k: torch.as_tensor(raw.pop(k), device=device) for k in (LATENTS, TARGET_LATENT) if k in raw}
+    return raw, latents
 
 
 def load_datasets(cfg: TrainWorldModelConfig) -> list[Dataset]:
@@ -162,12 +197,12 @@ def train(cfg: TrainWorldModelConfig) -> Path:
     train_ids, held_ids = split_episodes(datasets, cfg.holdout_per_task)
     robot = PandaModel()  # state space: commanded_state does not depend on the base placement
     episodes = [load_episode(datasets[d], i, robot, cfg.resolution) for d, i in train_ids]
-    samples = TransitionSamples(episodes, memory)
 
     # --- model: resume from the newest checkpoint, or build fresh ----------------------------
     torch.manual_seed(cfg.seed)
     resume = latest_checkpoint(run_dir)
     ema = None
+    latents = None
     if resume is not None:
         model = WorldModel.from_pretrained(resume, device=device)
         if model.config != wm_config:
@@ -180,9 +215,20 @@ def train(cfg: TrainWorldModelConfig) -> Path:
         start = json.loads((resume / TRAIN_STATE_FILE).read_text())["step"]
     else:
         states = np.concatenate([ep.states for ep in episodes])
-        model = WorldModel(wm_config, WorldModelProcessor.fit(states, [ep.frames for ep in episodes])).to(device)
+        processor = WorldModelProcessor.fit(states, [ep.frames for ep in episodes])
+        autoencoder = None
+        if cfg.autoencoder:
+            from world_env_training.models.world_model.autoencoder import FrameAutoencoder
+
+            autoencoder = FrameAutoencoder.from_pretrained(cfg.autoencoder, device=device)
+            latents = encode_episodes(autoencoder, episodes, device)
+            processor.fit_latents(latents)
+        model = WorldModel(wm_config, processor, autoencoder).to(device)
         ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         start = 0
+    if model.autoencoder is not None and latents is None:
+        latents = encode_episodes(model.autoencoder, episodes, device)
+    samples = TransitionSamples(episodes, memory, latents)
     model.train()
 
     # --- optimiser ----------------------------------------------------------------------------
@@ -205,6 +251,8 @@ def train(cfg: TrainWorldModelConfig) -> Path:
     print(f"train-world-model: {len(samples)} transitions from {len(episodes)} episodes "
           f"({len(held_ids)} held out); {counts['trainable'] / 1e6:.2f} M of {counts['total'] / 1e6:.1f} M "
           f"parameters trained; residual_std {model.processor.residual_std:.4f}; "
+          + (f"latent ({model.autoencoder.config.latent_channels}x{model.autoencoder.config.latent_size}^2, "
+             f"latent change std {model.processor.latent_residual_std:.4f}); " if model.autoencoder else "")
           + (f"resuming at step {start} from {resume}" if resume else "starting fresh"),
           flush=True)
 
@@ -219,7 +267,8 @@ def train(cfg: TrainWorldModelConfig) -> Path:
                 group["lr"] = cfg.lr * warmup_cosine(step, cfg.warmup_steps, cfg.steps)
             rng = np.random.default_rng([cfg.seed, step])
             generator = torch.Generator(device).manual_seed(int(rng.integers(2 ** 62)))
-            batch = model.processor(**samples.sample(cfg.batch_size, rng), device=device)
+            raw, latents = split_latent_keys(samples.sample(cfg.batch_size, rng), device)
+            batch = {**model.processor(**raw, device=device), **latents}
 
             loss = model(batch, generator)["loss"]
             optimizer.zero_grad(set_to_none=True)

