@@ -18,7 +18,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_top_level_help_lists_every_stage():
     out = run_cli("--help")
     assert out.returncode == 0, out.stderr
-    names = {"collect-demos", "explore", "evaluate", "train-sft", "train-world-model", "train-reflector",
+    names = {"collect-demos", "explore", "evaluate", "train-sft", "train-autoencoder", "train-world-model", "train-reflector",
              "evaluate-world-model", "post-train", "audit-reward-hacking", "bag-to-dataset", "pipeline", "bench",
              "export-lerobot", "import-lerobot"}
     for name in names:
@@ -111,7 +111,7 @@ def test_unknown_field_in_from_dict_is_rejected():
 def test_pipeline_dry_run_lists_stages_in_order():
     out = run_cli("pipeline", "--dry_run", "true")
     assert out.returncode == 0, out.stderr
-    order = ["collect-demos", "train-sft", "explore", "train-world-model", "train-reflector",
+    order = ["collect-demos", "train-sft", "explore", "train-autoencoder", "train-world-model", "train-reflector",
              "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "audit-reward-hacking", "report"]
     positions = [out.stdout.index(f" {name} ") for name in order]
     assert positions == sorted(positions)

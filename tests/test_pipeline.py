@@ -13,7 +13,7 @@ import sys
 import pytest
 
 TINY = ["--suites", "libero_object", "--task_ids", "0", "--demos_per_task", "2", "--sft_steps", "2",
-        "--explore_episodes_per_task", "1", "--world_model_steps", "2", "--reflector_steps", "2",
+        "--explore_episodes_per_task", "1", "--autoencoder_steps", "2", "--world_model_steps", "2", "--reflector_steps", "2",
         "--loop_updates", "1", "--loop_batch_size", "1", "--rollouts_per_state", "2", "--loop_max_steps", "8",
         "--eval_episodes_per_task", "1", "--workers", "2"]
 
@@ -29,7 +29,7 @@ def test_pipeline_runs_every_stage_then_caches_them(tmp_path, report):
     run = tmp_path / "run"
     out = _pipeline(run)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
-    stages = ["collect-demos", "train-sft", "explore", "train-world-model", "train-reflector",
+    stages = ["collect-demos", "train-sft", "explore", "train-autoencoder", "train-world-model", "train-reflector",
               "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "audit-reward-hacking"]
     seconds = {}
     for name in stages:

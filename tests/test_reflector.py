@@ -123,6 +123,31 @@ def test_cached_session_scores_equal_uncached_scoring():
     assert (session.t(0), session.t(1)) == (13, 14)
 
 
+def test_judging_at_chunk_ends_encodes_only_the_frames_it_reads():
+    """add_batch keeps frames as pixels; a judgement every 8 frames encodes only the M frames it
+    reads (fewer than the 8 appended) and scores exactly what per-frame judging scores there."""
+    model = _tiny()
+    with torch.no_grad():
+        model.head.mlp[-1].weight.normal_(0, 1.0)
+    frames = _frames(25, seed=4)
+    every = model.session(1)
+    every.reset(INSTRUCTIONS[0])
+    per_frame = [every.score(f)[0] for f in frames]
+    encoded = []
+    real_encode = model.encode_frames
+    model.encode_frames = lambda images, **kw: (encoded.append(len(images)), real_encode(images, **kw))[1]
+    chunked = model.session(1)
+    chunked.reset(INSTRUCTIONS[0])
+    judged = {}
+    for t, frame in enumerate(frames):
+        if t % 8 == 0:
+            judged[t] = chunked.score(frame)[0]
+        else:
+            chunked.add_batch(frame[None])
+    assert chunked.t() == 24 and len(encoded) == 4 and sum(encoded) < 4 * 4 < 25
+    np.testing.assert_allclose([judged[t] for t in judged], [per_frame[t] for t in judged], atol=1e-5)
+
+
 def test_a_batch_scores_each_episode_as_it_would_be_scored_alone():
     model = _tiny()
     frames = _frames(6)
@@ -229,10 +254,15 @@ def test_firing_step_errors_on_hand_made_episodes():
     assert m["step_mae"] == pytest.approx(2.0) and m["step_mean_error"] == pytest.approx(1.0)
     assert (m["never_fired_on_success"], m["fired_on_failed"]) == (1, 1)
     assert m["never_fired_on_success_rate"] == pytest.approx(1 / 3) and m["fired_on_failed_rate"] == 0.5
+    # Judged every 2 frames (o_0, o_2, o_4): episode 0 still fires at 2, episode 1 at 4; episode 3
+    # fired at 1 per frame, and R is back below eta at o_2: the chunk-end judge misses it.
+    m2 = episode_metrics(rewards, labels, eta, chunk=2)
+    assert [r["chunk_end_fire_step"] for r in m2["per_episode"]] == [2, 4, None, None, None]
+    assert (m2["fired"], m2["chunk_end_within_one_chunk"]) == (3, 2)
     report = evaluate_scores(rewards, labels, eta)
     assert report["frames"]["frames"] == 20 and report["frames"]["positives"] == 8
     text = format_markdown(report)
-    assert "| auroc |" in text and "2.0" in text
+    assert "| auroc |" in text and "2.0" in text and "within one chunk of per-frame judging | 0 / 3 |" in text  # episodes shorter than a chunk of 8
     json.dumps(report)
 
 

@@ -20,7 +20,7 @@ SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 RESOLUTIONS = (64, 128, 256)
 TASKS_PER_SUITE = 10  # each of the four standard suites
 #: The pipeline's stages in the order they run (``pipeline`` runs them; ``--skip`` names them).
-STAGE_ORDER = ("collect-demos", "train-sft", "explore", "train-world-model", "train-reflector",
+STAGE_ORDER = ("collect-demos", "train-sft", "explore", "train-autoencoder", "train-world-model", "train-reflector",
                "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "audit-reward-hacking", "report")
 VIDEO_CODECS = ("h264", "av1", "lossless")  # presets of lerobot_format.VIDEO_CODECS
 
@@ -594,6 +594,11 @@ class PostTrainConfig(StageConfig):
         target_kl: Stop an update's PPO steps once a minibatch's approximate KL from the rollout
             policy exceeds this (0: never). The KL is of whole chunks (summed over 8 x 7 action
             dimensions), hence larger than per-token figures.
+        reflector_every: The reflector judges every this-many-th step and the last step of every
+            policy chunk (1: every step). Frames between judgements are kept and read by later
+            judgements as before; the episode can end only where it judges, so termination
+            comes at most one chunk later than per-step judging would end it (README "World
+            simulator" measures how often it differs).
         sampler_steps: World-model denoising steps per frame (0: the model's own setting).
         precision: fp32, or bf16 autocast of the world model and the reflector in rollouts (AMX
             on CPU; 1.74x faster imagined frames measured, frames within 1 grey level of fp32).
@@ -626,6 +631,7 @@ class PostTrainConfig(StageConfig):
     minibatches: int = 4
     grad_clip: float = 1.0
     target_kl: float = 0.5
+    reflector_every: int = 1
     sampler_steps: int = 0
     precision: str = "bf16"
     binary_reward: bool = False
@@ -652,6 +658,7 @@ class PostTrainConfig(StageConfig):
         _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "a non-negative number (0: off)")
         _check(self.target_kl >= 0, "target_kl", self.target_kl, "a non-negative number (0: no limit)")
         _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer (0: the model's)")
+        _check(self.reflector_every > 0, "reflector_every", self.reflector_every, "a positive integer (1: every step)")
         _check(self.save_every > 0, "save_every", self.save_every, "a positive integer")
         _check(self.keep_checkpoints >= 0, "keep_checkpoints", self.keep_checkpoints, "a non-negative integer")
         _check_common(self)
@@ -853,6 +860,10 @@ class PipelineConfig(StageConfig):
         explore_episodes_per_task: Exploration rollouts of the SFT policy per task.
         exploration: Train the world model and the reflector on exploration rollouts too
             (false: demonstrations only, the paper's ablation).
+        latent_world_model: The world model denoises the latents of a frame autoencoder that
+            the train-autoencoder stage trains first (README "World simulator": faster, and at
+            least as faithful); false: a pixel-space world model, train-autoencoder not run.
+        autoencoder_steps: Frame-autoencoder training steps (latent_world_model).
         world_model_steps: World-model training steps.
         reflector_steps: Reflector training steps.
         rollouts_per_state: LOOP's N rollouts per initial state.
@@ -878,6 +889,8 @@ class PipelineConfig(StageConfig):
     sft_steps: int = 1000
     explore_episodes_per_task: int = 4
     exploration: bool = True
+    latent_world_model: bool = True
+    autoencoder_steps: int = 1500
     world_model_steps: int = 400
     reflector_steps: int = 200
     rollouts_per_state: int = 8
@@ -898,7 +911,7 @@ class PipelineConfig(StageConfig):
         _check_task_ids(self.task_ids)
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
         _check(self.profile in ("cpu", "full"), "profile", self.profile, "cpu or full")
-        for name in ("demos_per_task", "sft_steps", "explore_episodes_per_task", "world_model_steps",
+        for name in ("demos_per_task", "sft_steps", "explore_episodes_per_task", "autoencoder_steps", "world_model_steps",
                      "reflector_steps", "loop_batch_size", "loop_updates", "loop_max_steps",
                      "eval_episodes_per_task", "workers"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")

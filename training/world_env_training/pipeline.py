@@ -2,7 +2,7 @@
 
 Stages (each one the ``world-env`` subcommand of the same name, run as its own process):
 
-    collect-demos -> train-sft -> explore -> train-world-model -> train-reflector ->
+    collect-demos -> train-sft -> explore -> train-autoencoder -> train-world-model -> train-reflector ->
     evaluate-world-model -> post-train -> evaluate-sft -> evaluate-loop -> audit-reward-hacking -> report
 
 Each stage's configuration is derived from the pipeline's options, written to
@@ -10,7 +10,8 @@ Each stage's configuration is derived from the pipeline's options, written to
 (the line is printed, so any stage can be rerun alone). When a stage finishes,
 ``RUN/pipeline/<stage>.done.json`` records its configuration and duration; the next run skips a
 stage whose record matches its configuration and none of whose inputs (``INPUTS``) run again;
-otherwise it runs again, resuming from its own checkpoints (so raising ``sft_steps`` continues
+otherwise it runs again, resuming from its own checkpoints. train-autoencoder runs only for a
+latent world model (``latent_world_model``, the default) (so raising ``sft_steps`` continues
 training instead of starting over; delete a stage's folder to train it from scratch). A killed
 pipeline therefore loses at most the unfinished part of one stage.
 
@@ -50,7 +51,9 @@ CPU_SAMPLER_STEPS = 2
 STAGE_ORDER = configs.STAGE_ORDER
 #: The stages whose outputs each stage reads: when one of them runs, so does the stage.
 INPUTS = {"collect-demos": (), "train-sft": ("collect-demos",), "explore": ("train-sft",),
-          "train-world-model": ("collect-demos", "explore"), "train-reflector": ("collect-demos", "explore"),
+          "train-autoencoder": ("collect-demos", "explore"),
+          "train-world-model": ("collect-demos", "explore", "train-autoencoder"),
+          "train-reflector": ("collect-demos", "explore"),
           "evaluate-world-model": ("train-world-model",),
           "post-train": ("collect-demos", "train-sft", "train-world-model", "train-reflector"),
           "evaluate-sft": ("collect-demos", "explore", "train-sft", "train-reflector"),
@@ -67,6 +70,7 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
     exploration = str(run / "explore") if cfg.exploration else ""
     sft_extra = {"policy_config": str(run / PIPELINE_DIR / "policy_config.yaml")} if cpu else {}
     wm_extra = {"sampler_steps": CPU_SAMPLER_STEPS} if cpu else {}
+    autoencoder = str(run / "autoencoder") if cfg.latent_world_model else ""
     # Evaluation holds out every init state a training dataset starts from: the demos (SFT, LOOP's
     # start states) and the exploration rollouts (world model, reflector), whether or not used.
     evaluate = dict(tasks, episodes_per_task=cfg.eval_episodes_per_task, protocol=cfg.protocol,
@@ -82,8 +86,13 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
         "explore": ("explore", configs.ExploreConfig(
             policy=str(run / "sft"), **tasks, episodes_per_task=cfg.explore_episodes_per_task,
             resolution=cfg.resolution, output_dir=str(run / "explore"), workers=cfg.workers, **common)),
+        "train-autoencoder": ("train-autoencoder", configs.TrainAutoencoderConfig(
+            demos=str(run / "demos"), exploration=exploration, output_dir=str(run / "autoencoder"),
+            resolution=cfg.resolution, steps=cfg.autoencoder_steps, save_every=max(1, cfg.autoencoder_steps // 4),
+            **common)),
         "train-world-model": ("train-world-model", configs.TrainWorldModelConfig(
             demos=str(run / "demos"), exploration=exploration, output_dir=str(run / "world_model"),
+            autoencoder=autoencoder,
             resolution=cfg.resolution, steps=cfg.world_model_steps, save_every=max(1, cfg.world_model_steps // 4),
             **wm_extra, **common)),
         "train-reflector": ("train-reflector", configs.TrainReflectorConfig(
@@ -130,6 +139,8 @@ def run_pipeline(cfg: configs.PipelineConfig) -> int:
             state = "always written"
         elif name in cfg.skip:
             state = "skipped (skip option)"
+        elif name == "train-autoencoder" and not cfg.latent_world_model:
+            state = "not used (latent_world_model false)"
         else:
             record = _done_record(run, name)
             changed = [s for s in INPUTS[name] if s in runs]

@@ -210,6 +210,12 @@ def write_report(cfg: configs.PipelineConfig, stages: dict) -> Path:
             lines += ["", "Real (top) vs open-loop prediction (bottom):", f"![strip](report/world_model_{strip.name})"]
     else:
         lines.append("No world-model evaluation (the evaluate-world-model stage did not run).")
+    autoencoder = _read_json(run / "autoencoder" / "eval.json")
+    if autoencoder and autoencoder["held_out"]["frames"]:
+        held, sample = autoencoder["held_out"], autoencoder["train_sample"]
+        lines += ["", f"Latent world model: its frame autoencoder (step {autoencoder['step']}) reconstructs held-out "
+                  f"frames at {held['psnr_mean']:.2f} dB PSNR (5th percentile {held['psnr_p5']:.2f}, "
+                  f"{held['frames']} frames; training frames {sample['psnr_mean']:.2f} dB)."]
 
     lines += ["", "## Instant Reflector on held-out real episodes", ""]
     reflector_md = run / "reflector" / "eval.md"

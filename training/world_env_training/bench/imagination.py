@@ -20,8 +20,9 @@ One run, one machine, one resolution (the world model's):
   bf16 and of an fp32 square matmul measured in the same run.
 
 Models: the defaults LOOP runs on a CPU (random weights: the cost does not depend on them),
-i.e. the cpu profile's policy (``pipeline.CPU_POLICY``), ``ReflectorConfig()`` and
-``WorldModelConfig()``, or saved models given by path. The last line of the report is
+i.e. the cpu profile's policy (``pipeline.CPU_POLICY``), ``ReflectorConfig()`` and the pipeline's
+world model (``WorldModelConfig.latent_cpu()`` with ``AutoencoderConfig()``, or ``WorldModelConfig()``
+with ``latent_world_model`` false), or saved models given by path. The last line of the report is
 ``imagination: <ratio>x LIBERO (<imagined> vs <libero> frames/s, B=<b>, <res>px, <dtype>)``
 for the fastest B.
 """
@@ -62,16 +63,22 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5, device="c
 
 
 def world_model_flops(model, sampler_steps: int, device="cpu") -> dict:
-    """FLOPs of one B = 1 prediction: {"frame": total, "step": one U-Net call}."""
+    """FLOPs of one B = 1 prediction as a rollout makes it: {"frame": total, "step": one U-Net
+    call}. A latent model's rollout passes its cached latents and decoded image, so a frame costs
+    one decoder call and no encoder call."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from world_env_training.models.world_model import make_scheduler, predict_next_frames
-    from world_env_training.models.world_model.processor_world_model import GEOMETRY_CHANNELS
+    from world_env_training.models.world_model.processor_world_model import DECODED, GEOMETRY_CHANNELS, LATENTS
 
     res, k = model.config.resolution, model.config.memory_frames
     batch = model.processor(history=np.zeros((1, k, res, res, 3), np.uint8), action_map=np.zeros((1, res, res, 3), np.uint8),
                             state=np.zeros((1, 7), np.float32), commanded=np.zeros((1, 7), np.float32),
                             geometry=np.zeros((1, GEOMETRY_CHANNELS, res, res), np.float32), device=device)
+    if model.autoencoder is not None:
+        ae = model.autoencoder.config
+        batch[LATENTS] = torch.zeros(1, k, ae.latent_channels, ae.latent_size, ae.latent_size, device=device)
+        batch[DECODED] = torch.zeros(1, 3, res, res, device=device)
     sampler = make_scheduler(model.config, "ddim")
     counts = {}
     for steps in (1, 2):
@@ -191,13 +198,19 @@ def _default_models(policy: str, reflector: str, world_model: str, device):
     from world_env_training.pipeline import CPU_POLICY
     from world_env_training.models.reflector import Reflector, ReflectorConfig
     from world_env_training.models.vla import VLAConfig, VLAPolicy
-    from world_env_training.models.world_model import WorldModel, WorldModelConfig
+    from world_env_training import configs
+    from world_env_training.models.world_model import AutoencoderConfig, FrameAutoencoder, WorldModel, WorldModelConfig
 
     torch.manual_seed(0)
     p = VLAPolicy.from_pretrained(policy, device) if policy else VLAPolicy(VLAConfig(**CPU_POLICY)).to(device).eval()
     r = (Reflector.from_pretrained(reflector, device, threshold=0.99) if reflector
          else Reflector(ReflectorConfig(threshold=0.99)).to(device).eval())
-    w = WorldModel.from_pretrained(world_model, device) if world_model else WorldModel(WorldModelConfig()).to(device).eval()
+    if world_model:
+        w = WorldModel.from_pretrained(world_model, device)
+    elif configs.PipelineConfig().latent_world_model:  # the pipeline's default: latent
+        w = WorldModel(WorldModelConfig.latent_cpu(), autoencoder=FrameAutoencoder(AutoencoderConfig())).to(device).eval()
+    else:
+        w = WorldModel(WorldModelConfig()).to(device).eval()
     return p, r, w
 
 

@@ -76,14 +76,32 @@ def first_fire(rewards, threshold: float) -> int | None:
     return int(above[0]) if len(above) else None
 
 
-def episode_metrics(rewards: list, labels: list, threshold: float) -> dict:
-    """Firing-step statistics over episodes (each a per-frame R array and 0/1 label array)."""
+def chunk_end_fire(rewards, threshold: float, every: int) -> int | None:
+    """First judged index t with R_t > threshold when only o_0 and every ``every``-th frame are
+    judged (LOOP's ``reflector_every`` with chunks of ``every`` steps), or None."""
+    judged = np.asarray(rewards)[::every]
+    above = np.flatnonzero(judged > threshold)
+    return int(above[0]) * every if len(above) else None
+
+
+def episode_metrics(rewards: list, labels: list, threshold: float, chunk: int = 8) -> dict:
+    """Firing-step statistics over episodes (each a per-frame R array and 0/1 label array),
+    including where judging only at chunk ends (every ``chunk`` frames) would end each episode
+    against judging every frame: ``chunk_end_within_one_chunk`` counts the episodes whose
+    per-frame firing the chunk-end judge reproduces at most ``chunk - 1`` steps later."""
     errors, fired_failed, never_fired, n_success, n_failed, rows = [], 0, 0, 0, 0, []
+    fired, within, chunk_only = 0, 0, 0
     for r, y in zip(rewards, labels):
         y = np.asarray(y).astype(bool)
         fire = first_fire(r, threshold)
+        chunked = chunk_end_fire(r, threshold, chunk)
+        if fire is not None:
+            fired += 1
+            within += chunked is not None and chunked - fire < chunk
+        else:
+            chunk_only += chunked is not None
         true = int(np.argmax(y)) if y.any() else None
-        rows.append({"success_step": true, "fire_step": fire, "length": len(y) - 1})
+        rows.append({"success_step": true, "fire_step": fire, "chunk_end_fire_step": chunked, "length": len(y) - 1})
         if true is None:
             n_failed += 1
             fired_failed += fire is not None
@@ -99,6 +117,7 @@ def episode_metrics(rewards: list, labels: list, threshold: float) -> dict:
             "step_mean_error": float(errors.mean()) if len(errors) else None,
             "never_fired_on_success": never_fired, "never_fired_on_success_rate": _ratio(never_fired, n_success),
             "fired_on_failed": fired_failed, "fired_on_failed_rate": _ratio(fired_failed, n_failed),
+            "chunk": chunk, "fired": fired, "chunk_end_within_one_chunk": within,
             "per_episode": rows}
 
 
@@ -148,10 +167,13 @@ def format_markdown(report: dict, title: str = "Instant Reflector: held-out eval
               f"| first-fire step MAE vs true success step (successful, fired) | {_fmt(e['step_mae'], 1)} |",
               f"| mean signed error (negative = early) | {_fmt(e['step_mean_error'], 1)} |",
               f"| successful episodes where it never fires | {e['never_fired_on_success']} / {e['successful']} |",
-              f"| failed episodes where it fires | {e['fired_on_failed']} / {e['failed']} |", "",
-              "| episode | source | length | success step | fire step |", "|---|---|---|---|---|"]
+              f"| failed episodes where it fires | {e['fired_on_failed']} / {e['failed']} |",
+              f"| judging only every {e['chunk']} frames (chunk ends) ends the episode within one chunk of "
+              f"per-frame judging | {e['chunk_end_within_one_chunk']} / {e['fired']} |", "",
+              "| episode | source | length | success step | fire step | chunk-end fire step |",
+              "|---|---|---|---|---|---|"]
     lines += [f"| {r.get('key') or i} | {r.get('source') or ''} | {r['length']} | {_fmt(r['success_step'])} | "
-              f"{_fmt(r['fire_step'])} |" for i, r in enumerate(e["per_episode"])]
+              f"{_fmt(r['fire_step'])} | {_fmt(r['chunk_end_fire_step'])} |" for i, r in enumerate(e["per_episode"])]
     return "\n".join(lines) + "\n"
 
 

@@ -221,7 +221,8 @@ def train(cfg: PostTrainConfig):
                               unit="frame", leave=False, disable=rank != 0)
             model.eval()
             rollouts = collect_rollouts(model, reflector, make_env, mine, cfg.rollouts_per_state, max_steps,
-                                        generator, cfg.binary_reward, progress=frames_bar.update)
+                                        generator, cfg.binary_reward, progress=frames_bar.update,
+                                        score_every=cfg.reflector_every)
             frames_bar.close()
             t_rollout = time.perf_counter() - t0
 

@@ -270,10 +270,14 @@ class ReflectorSession:
     """Online scoring of B growing episodes with a frame-feature cache.
 
     ``reset(instructions)`` starts B episodes; each ``score_batch(frames)`` appends one new frame
-    per episode (o_0 first), encodes only those frames, and judges every episode's newest frame
-    from its cached history. ``score(frame)`` is the B = 1 form. The cache holds every frame's
-    features (tokens_per_frame x C floats, 20 KB for the MobileNetV2 default), because the
-    evenly spaced frames read later can be any earlier one.
+    per episode (o_0 first) and judges every episode's newest frame from its history.
+    ``score(frame)`` is the B = 1 form. Frames are encoded when a judgement first reads them and
+    their features cached (tokens_per_frame x C floats, 20 KB for the MobileNetV2 default),
+    because the evenly spaced frames read later can be any earlier one.
+
+    ``add_batch(frames)`` appends frames without judging them (judging only at chunk ends): they
+    are kept as pixels and encoded only if a later judgement reads them, so a judgement every k
+    frames encodes at most M frames instead of k. Those pixels stay in memory for the episode.
 
     Episodes advance independently: ``score_batch(frames, episodes=[0, 3])`` steps only those
     two (e.g. the ones not yet done in an RL rollout); frames is then (2, H, W, 3).
@@ -284,43 +288,49 @@ class ReflectorSession:
             raise ValueError(f"batch_size={batch_size}: expected a positive integer")
         self.model, self.batch_size = model, batch_size
         self.instructions: list[str] = []
-        self.features: list[list[torch.Tensor]] = []
+        self.lengths: list[int] = []
+        self.features: list[dict[int, torch.Tensor]] = []  # per episode: frame index -> features
+        self.pixels: list[dict[int, np.ndarray]] = []       # per episode: frames not yet encoded
 
     def reset(self, instructions: str | list[str]) -> None:
         instructions = [instructions] if isinstance(instructions, str) else list(instructions)
         if len(instructions) != self.batch_size:
             raise ValueError(f"reset: {len(instructions)} instructions for a session of {self.batch_size} episodes")
         self.instructions = instructions
-        self.features = [[] for _ in instructions]
+        self.lengths = [0] * len(instructions)
+        self.features = [{} for _ in instructions]
+        self.pixels = [{} for _ in instructions]
 
     def t(self, episode: int = 0) -> int:
         """Index of the newest frame of ``episode`` (-1 before its first frame)."""
-        return len(self.features[episode]) - 1
+        return self.lengths[episode] - 1
 
-    @torch.no_grad()
     def add_batch(self, frames, episodes: list[int] | None = None) -> list[int]:
-        """Append one frame per episode ((b, H, W, 3) uint8) to the cache without judging it
-        (one encoder pass, no LLM pass): later decisions read it among the earlier frames.
-        Returns the episodes."""
+        """Append one frame per episode ((b, H, W, 3) uint8) without judging it: later judgements
+        read it among the earlier frames (encoded then, if they do). Returns the episodes."""
         if not self.instructions:
             raise RuntimeError("add_batch or score_batch before reset(instructions)")
         episodes = list(range(self.batch_size)) if episodes is None else list(episodes)
         if len(frames) != len(episodes):
             raise ValueError(f"score_batch: {len(frames)} frames for {len(episodes)} episodes")
-        new = self.model.encode_frames(frames)
         for row, episode in enumerate(episodes):
-            self.features[episode].append(new[row])
+            self.pixels[episode][self.lengths[episode]] = np.asarray(frames[row])
+            self.lengths[episode] += 1
         return episodes
 
     @torch.no_grad()
     def score_batch(self, frames, episodes: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Append one frame per episode ((b, H, W, 3) uint8) and score it: (R (b,), done (b,))."""
         episodes = self.add_batch(frames, episodes)
-        picked = []
-        for episode in episodes:
-            history = self.features[episode]
-            picked.append(torch.stack([history[i] for i in self.model.processor.frame_indices(len(history) - 1)]))
-        rewards = self.model.reward_from_features(torch.stack(picked), [self.instructions[e] for e in episodes])
+        picks = {e: self.model.processor.frame_indices(self.lengths[e] - 1) for e in episodes}
+        missing = sorted({(e, i) for e in episodes for i in picks[e] if i not in self.features[e]})
+        if missing:
+            encoded = self.model.encode_frames(np.stack([self.pixels[e][i] for e, i in missing]))
+            for (e, i), feature in zip(missing, encoded):
+                self.features[e][i] = feature
+                del self.pixels[e][i]
+        picked = torch.stack([torch.stack([self.features[e][i] for i in picks[e]]) for e in episodes])
+        rewards = self.model.reward_from_features(picked, [self.instructions[e] for e in episodes])
         rewards = rewards.float().cpu().numpy()
         return rewards, rewards > self.model.threshold
 
