@@ -54,3 +54,24 @@ def test_bad_commands_are_refused_with_the_reason(sim):
     assert "clamped" in notes[0]
     with pytest.raises(ValueError, match="empty instruction"):
         sim.reset(np.zeros((16, 16, 3), np.uint8), Q0, [0.04, -0.04], " ")
+
+
+def test_precision_option_runs_the_world_model_in_bf16():
+    """precision=bf16 changes the predicted frame only by bf16 rounding: the same seed gives a
+    different frame from fp32's (bf16 ran), within a few grey levels of it."""
+    from world_env_training.models.world_model import WorldModel, WorldModelConfig, WorldModelProcessor
+
+    robot = PandaModel(np.array([-0.6, 0.0, 0.0]), np.array([1.0, 0.0, 0.0, 0.0]))
+    camera = CameraModel.from_fovy(45.0, 16, 16, look_at((0.6, 0.0, 1.4), (-0.1, 0.0, 0.9)))
+    frame = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    frames = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = WorldModel(WorldModelConfig.tiny(), WorldModelProcessor(residual_std=0.05))
+        sim = WorldSimulator(model, camera, robot, ARM, FINGERS, precision=precision)
+        sim.reset(frame, Q0, [0.04, -0.04], "pick up the soup")
+        frames[precision] = sim.step(0.05)["frame"].astype(int)
+    diff = np.abs(frames["bf16"] - frames["fp32"])
+    assert 0 < diff.max() <= 4
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        WorldSimulator(WorldModel(WorldModelConfig.tiny()), camera, robot, ARM, FINGERS, precision="fp16")

@@ -48,12 +48,12 @@ class WorldSimulator:
         camera: ``CameraModel`` of the rig (any resolution: scaled to the model's).
         robot: ``PandaModel`` placed at the rig's base pose (FK gives world-frame poses).
         joint_names, finger_joint_names: names used in commands and joint states.
-        device, sampler_steps, seed: as ``ImaginedEnv``'s.
+        device, sampler_steps, seed, precision: as ``ImaginedEnv``'s.
     """
 
     def __init__(self, world_model, camera, robot: PandaModel, joint_names: Sequence[str] = DEFAULT_JOINT_NAMES,
                  finger_joint_names: Sequence[str] = DEFAULT_FINGER_JOINT_NAMES, device: str = "cpu",
-                 sampler_steps: int | None = None, seed: int = 0):
+                 sampler_steps: int | None = None, seed: int = 0, precision: str = "fp32"):
         from world_env_training.rl.imagined_env import ImaginedEnv
 
         size = world_model.config.resolution
@@ -64,7 +64,8 @@ class WorldSimulator:
             raise ValueError(f"need 7 arm joint names and 2 finger joint names, got {self.joint_names} "
                              f"and {self.finger_joint_names}")
         self.camera = camera if (camera.height, camera.width) == (size, size) else camera.resized(size, size)
-        self.env = ImaginedEnv(world_model, robot, self.camera, device, sampler_steps=sampler_steps, seed=seed)
+        self.env = ImaginedEnv(world_model, robot, self.camera, device, sampler_steps=sampler_steps, seed=seed,
+                               precision=precision)
         self.commands = CommandFollower(robot, self.joint_names, self.finger_joint_names)
         self.q: np.ndarray | None = None
         self.instruction = ""
