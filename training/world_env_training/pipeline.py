@@ -24,8 +24,8 @@ curves (``RUN/report/training_curves.png``), success rates (``RUN/report/success
 imagined-vs-real frame strips.
 
 Profiles. ``cpu`` (the embedded default): small models for two CPU cores (policy at 64x64
-with 4 of SmolLM2's 30 layers, world model sampled with 2 DDIM steps, reflector with 8 LLM
-layers). ``full``: every stage's own defaults (the paper's sizes; for a GPU).
+with 4 of SmolLM2's 30 layers, the latent world model sampled with 1 DDIM step, reflector with
+8 LLM layers). ``full``: every stage's own defaults (the paper's sizes; for a GPU).
 """
 
 from __future__ import annotations
@@ -45,8 +45,6 @@ REPORT_FILE = "report.md"
 
 #: VLAConfig fields of the cpu profile's policy (a train-sft ``policy_config`` file).
 CPU_POLICY = {"image_size": 64, "llm_layers": 4, "vision_grid": 2}
-#: World-model denoising steps per frame in the cpu profile (training and rollouts).
-CPU_SAMPLER_STEPS = 2
 
 STAGE_ORDER = configs.STAGE_ORDER
 #: The stages whose outputs each stage reads: when one of them runs, so does the stage.
@@ -69,7 +67,6 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
     cpu = cfg.profile == "cpu"
     exploration = str(run / "explore") if cfg.exploration else ""
     sft_extra = {"policy_config": str(run / PIPELINE_DIR / "policy_config.yaml")} if cpu else {}
-    wm_extra = {"sampler_steps": CPU_SAMPLER_STEPS} if cpu else {}
     autoencoder = str(run / "autoencoder") if cfg.latent_world_model else ""
     # Evaluation holds out every init state a training dataset starts from: the demos (SFT, LOOP's
     # start states) and the exploration rollouts (world model, reflector), whether or not used.
@@ -94,7 +91,7 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
             demos=str(run / "demos"), exploration=exploration, output_dir=str(run / "world_model"),
             autoencoder=autoencoder,
             resolution=cfg.resolution, steps=cfg.world_model_steps, save_every=max(1, cfg.world_model_steps // 4),
-            **wm_extra, **common)),
+            **common)),
         "train-reflector": ("train-reflector", configs.TrainReflectorConfig(
             demos=str(run / "demos"), exploration=exploration, output_dir=str(run / "reflector"),
             steps=cfg.reflector_steps, save_every=max(1, cfg.reflector_steps // 4),
@@ -114,7 +111,7 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
         "audit-reward-hacking": ("audit-reward-hacking", configs.AuditConfig(
             policy=str(run / "loop"), world_model=str(run / "world_model"), reflector=str(run / "reflector"),
             demos=str(run / "demos"), eval_json=str(run / "eval_loop" / "eval.json"), starts=0, rollouts_per_state=2,
-            max_steps=cfg.loop_max_steps, output_dir=str(run / "audit"), **wm_extra, **common)),
+            max_steps=cfg.loop_max_steps, output_dir=str(run / "audit"), **common)),
     }
 
 

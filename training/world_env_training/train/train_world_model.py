@@ -60,6 +60,8 @@ def model_config(cfg: TrainWorldModelConfig):
     values = model_config_values(cfg, "model_config", _OWNED, "WorldModelConfig", "train-world-model")
     recent = values.get("memory_recent", WorldModelConfig.memory_recent)
     values["memory_recent"] = min(recent, values["memory_frames"])
+    if not values["sampler_steps"]:
+        del values["sampler_steps"]  # the configuration's own (the pixel default or latent_cpu's)
     if cfg.autoencoder:
         return WorldModelConfig.latent_cpu(**values)
     return WorldModelConfig.from_dict(values)

@@ -8,8 +8,8 @@ resolution level at 256, more transformer depth; they use the same code.
 
     preset      frames    block_out_channels         params (approx.)   memory_frames
     default     64x64     32, 64, 128, 256           ~16.6 M trained    4
-    latent_cpu  64x64     64, 128, 256 on 16x16x8    ~16.5 M U-Net      4
-                latents (FrameAutoencoder; ``latent``)
+    latent_cpu  64x64     32, 64, 128 on 16x16x8     ~4.5 M trained     4
+                latents (FrameAutoencoder; ``latent``), semantic encoder at 64 px, 1 DDIM step
     gpu_128     128x128   128, 256, 384, 512         ~90 M              6
     gpu_256     256x256   128, 256, 384, 512, 512    ~130 M             6
 """
@@ -176,9 +176,13 @@ class WorldModelConfig(StageConfig):
 
     @classmethod
     def latent_cpu(cls, **overrides) -> "WorldModelConfig":
-        """The latent 64x64 CPU configuration: a U-Net of the default's parameter count on the
-        autoencoder's 16x16 latent grid (see the module docstring)."""
-        values = dict(latent=True, block_out_channels=[64, 128, 256], cross_attention_levels=[False, True, True])
+        """The latent 64x64 CPU configuration (the pipeline's default world model): a U-Net on
+        the autoencoder's 16x16 latent grid, the semantic encoder at 64 px, one DDIM step. Of the
+        latent variants measured on held-out episodes (README "World simulator": 16.8 M and
+        4.5 M U-Nets, semantic encoder at 96 and 64 px, 1, 2 and 4 steps) it is the fastest,
+        within 0.35 dB of the best at every horizon and above the pixel default at all."""
+        values = dict(latent=True, block_out_channels=[32, 64, 128], cross_attention_levels=[False, True, True],
+                      semantic_image_size=64, sampler_steps=1)
         values.update(overrides)
         return cls(**values)
 
