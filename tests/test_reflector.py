@@ -298,6 +298,25 @@ def test_bce_training_lowers_the_loss_and_writes_the_evaluation(tmp_path, datase
     assert report is not None and (Path(cfg.output_dir) / "eval.md").is_file()
     saved = json.loads((Path(cfg.output_dir) / "eval.json").read_text())
     assert saved["frames"]["frames"] == report["frames"]["frames"] > 0
+
+    # world-env evaluate-reflector on the run: only episodes from scenes it never trained on.
+    from world_env_training.configs import EvaluateReflectorConfig
+    from world_env_training.eval.reflector_eval import run_evaluate
+
+    trained_keys = json.loads((Path(cfg.output_dir) / "split.json").read_text())["train"]
+    seen = {tuple(k.split("/")[1:4]) for k in trained_keys}
+    with DatasetWriter(tmp_path / "fresh") as writer:
+        for seed in (0, 20, 21):  # init state 0 was trained on; 20 and 21 are new scenes
+            writer.append(_episode(seed % 2, 12, seed=seed))
+    assert ("libero_object", "0", "0") in seen
+    out = tmp_path / "reflector_eval"
+    assert run_evaluate(EvaluateReflectorConfig(reflector=cfg.output_dir, datasets=[str(tmp_path / "fresh")],
+                                                chunk=4, output_dir=str(out))) == 0
+    evaluated = json.loads((out / "eval.json").read_text())
+    assert evaluated["left_out_seen_scenes"] == 1 and evaluated["episodes"]["episodes"] == 2
+    assert evaluated["episodes"]["chunk"] == 4 and "chunk-end fire step" in (out / "eval.md").read_text()
+    assert run_evaluate(EvaluateReflectorConfig(reflector=cfg.output_dir, datasets=[str(tmp_path / "nothing")],
+                                                output_dir=str(out))) == 2
     split = json.loads((Path(cfg.output_dir) / "split.json").read_text())
     assert split["held_out"] and not set(split["held_out"]) & set(split["train"])
 

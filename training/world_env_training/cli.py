@@ -37,6 +37,7 @@ STAGES: dict[str, Stage] = {
     "train-autoencoder": Stage(configs.TrainAutoencoderConfig, "world_env_training.train.train_autoencoder:run"),
     "train-world-model": Stage(configs.TrainWorldModelConfig, "world_env_training.train.train_world_model:run"),
     "train-reflector": Stage(configs.TrainReflectorConfig, "world_env_training.train.train_reflector:run"),
+    "evaluate-reflector": Stage(configs.EvaluateReflectorConfig, "world_env_training.eval.reflector_eval:run_evaluate"),
     "post-train": Stage(configs.PostTrainConfig, "world_env_training.rl.post_train:run"),
     "audit-reward-hacking": Stage(configs.AuditConfig, "world_env_training.eval.audit:run"),
     "bag-to-dataset": Stage(configs.BagToDatasetConfig, "world_env_training.data.bag_dataset:run"),

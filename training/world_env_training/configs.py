@@ -560,6 +560,34 @@ class TrainReflectorConfig(StageConfig):
 
 
 @dataclass
+class EvaluateReflectorConfig(StageConfig):
+    """Evaluate a trained reflector on recorded episodes of scenes it never trained on.
+
+    Args:
+        reflector: train-reflector run folder (its split.json names the training episodes) or
+            reflector model folder (then no episode is left out).
+        datasets: Dataset folders to score; an episode whose initial scene (suite, task, init
+            state) a training episode of the reflector started from is left out.
+        chunk: Judging only every this many frames (LOOP's --reflector_every with chunks of this
+            size) is compared with judging every frame: where each ends the episode.
+        output_dir: Folder eval.json and eval.md are written to.
+        device: Torch device: cpu, cuda, cuda:N or auto.
+    """
+
+    reflector: str = "runs/default/reflector"
+    datasets: list[str] = field(default_factory=lambda: ["runs/default/demos"])
+    chunk: int = 8
+    output_dir: str = "runs/default/reflector_eval"
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _check(len(self.datasets) > 0, "datasets", self.datasets, "at least one dataset folder")
+        _check(self.chunk > 0, "chunk", self.chunk, "a positive integer")
+        _check(self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
+               "device", self.device, "cpu, cuda, cuda:N or auto")
+
+
+@dataclass
 class PostTrainConfig(StageConfig):
     """LOOP (RLOO + PPO) post-training of the policy inside the world simulator (or, as a control
     arm, inside LIBERO itself).

@@ -121,20 +121,21 @@ def episode_metrics(rewards: list, labels: list, threshold: float, chunk: int = 
             "per_episode": rows}
 
 
-def evaluate_scores(rewards: list, labels: list, threshold: float) -> dict:
+def evaluate_scores(rewards: list, labels: list, threshold: float, chunk: int = 8) -> dict:
     """The whole report from per-episode R and label arrays."""
     flat_r, flat_y = np.concatenate(rewards), np.concatenate(labels)
     frames = binary_metrics(flat_r, flat_y, threshold)
     frames.update(auroc=auroc(flat_r, flat_y), frames=len(flat_y), positives=int(np.asarray(flat_y).sum()))
-    return {"threshold": threshold, "frames": frames, "episodes": episode_metrics(rewards, labels, threshold)}
+    return {"threshold": threshold, "frames": frames, "episodes": episode_metrics(rewards, labels, threshold, chunk)}
 
 
 # --- the model on recorded episodes ---------------------------------------------------------------
 
-def evaluate_reflector(model, episodes, threshold: float | None = None, features: list | None = None) -> dict:
+def evaluate_reflector(model, episodes, threshold: float | None = None, features: list | None = None,
+                       chunk: int = 8) -> dict:
     """Score every frame of ``episodes`` (``Episode`` objects, or dicts with frames, success,
-    instruction and optional key/source) and report. ``features``: their ``encode_frames``
-    outputs, when already at hand."""
+    instruction and optional key/source) and report (chunk-end judging every ``chunk`` frames
+    included). ``features``: their ``encode_frames`` outputs, when already at hand."""
     threshold = model.threshold if threshold is None else threshold
     rewards, labels = [], []
     for i, ep in enumerate(episodes):
@@ -142,7 +143,7 @@ def evaluate_reflector(model, episodes, threshold: float | None = None, features
         feats = features[i] if features is not None else None
         rewards.append(model.score_episode(get("frames"), get("instruction"), features=feats))
         labels.append(np.asarray(get("success")))
-    report = evaluate_scores(rewards, labels, threshold)
+    report = evaluate_scores(rewards, labels, threshold, chunk)
     for row, ep in zip(report["episodes"]["per_episode"], episodes):
         get = ep.get if isinstance(ep, dict) else lambda k, e=ep: getattr(e, k, None)
         row.update(source=get("source"), key=get("key"))
@@ -315,3 +316,52 @@ def format_audit(audit: dict) -> str:
                   f"| real (evaluate, GT termination) | {real_rate['rate']:.3f} | "
                   f"[{real_rate['ci95'][0]:.3f}, {real_rate['ci95'][1]:.3f}] | {real_rate['episodes']} |"]
     return "\n".join(lines) + "\n"
+
+
+# --- world-env evaluate-reflector -----------------------------------------------------------------
+
+def _scene(key: str) -> tuple:
+    """(suite, task, init state) of an episode key ``source/suite/task/init[/seed]``."""
+    return tuple(key.split("/")[1:4])
+
+
+def run_evaluate(cfg) -> int:
+    """``world-env evaluate-reflector``: score the episodes of ``cfg.datasets`` whose initial
+    scene (suite, task, init state) no training episode of the reflector's run started from, and
+    write ``eval.json`` / ``eval.md`` (the held-out report, chunk-end judging included)."""
+    import sys
+
+    from world_env_training.data.dataset import Dataset, DatasetError
+    from world_env_training.models.backbones import resolve_device
+    from world_env_training.models.reflector import Reflector
+
+    try:
+        model = Reflector.from_pretrained(cfg.reflector, resolve_device(cfg.device))
+        split_file = Path(cfg.reflector) / "split.json"
+        trained = json.loads(split_file.read_text())["train"] if split_file.is_file() else []
+        seen = {_scene(key) for key in trained}
+        episodes, left_out = [], 0
+        for folder in cfg.datasets:
+            dataset = Dataset(folder)
+            for i in range(len(dataset)):
+                entry = dataset.entry(i)
+                if (entry["suite"], str(entry["task_id"]), str(entry["init_state_id"])) in seen:
+                    left_out += 1
+                    continue
+                episodes.append(dataset[i])
+        if not episodes:
+            raise ValueError(f"datasets {cfg.datasets}: every episode starts where a training episode of "
+                             f"{cfg.reflector} started")
+    except (FileNotFoundError, ValueError, DatasetError) as err:
+        print(f"world-env evaluate-reflector: {err}", file=sys.stderr)
+        return 2
+    report = evaluate_reflector(model, episodes, chunk=cfg.chunk)
+    report.update(reflector=str(cfg.reflector), datasets=list(cfg.datasets), left_out_seen_scenes=left_out,
+                  training_scenes=sorted("/".join(s) for s in seen))
+    write_report(report, cfg.output_dir)
+    e = report["episodes"]
+    print(f"evaluate-reflector: {e['episodes']} episodes ({e['successful']} successful; {left_out} left out, "
+          f"their scenes were trained on); judging every {e['chunk']} frames ends {e['chunk_end_within_one_chunk']} "
+          f"of the {e['fired']} episodes it fires on within one chunk of per-frame judging; "
+          f"{Path(cfg.output_dir) / 'eval.md'}")
+    return 0
