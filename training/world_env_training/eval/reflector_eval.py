@@ -340,7 +340,7 @@ def run_evaluate(cfg) -> int:
         split_file = Path(cfg.reflector) / "split.json"
         trained = json.loads(split_file.read_text())["train"] if split_file.is_file() else []
         seen = {_scene(key) for key in trained}
-        episodes, left_out = [], 0
+        episodes, keys, left_out = [], [], 0
         for folder in cfg.datasets:
             dataset = Dataset(folder)
             for i in range(len(dataset)):
@@ -349,6 +349,7 @@ def run_evaluate(cfg) -> int:
                     left_out += 1
                     continue
                 episodes.append(dataset[i])
+                keys.append(f"{folder}:{entry['key']}")
         if not episodes:
             raise ValueError(f"datasets {cfg.datasets}: every episode starts where a training episode of "
                              f"{cfg.reflector} started")
@@ -356,6 +357,8 @@ def run_evaluate(cfg) -> int:
         print(f"world-env evaluate-reflector: {err}", file=sys.stderr)
         return 2
     report = evaluate_reflector(model, episodes, chunk=cfg.chunk)
+    for row, key in zip(report["episodes"]["per_episode"], keys):
+        row["key"] = key
     report.update(reflector=str(cfg.reflector), datasets=list(cfg.datasets), left_out_seen_scenes=left_out,
                   training_scenes=sorted("/".join(s) for s in seen))
     write_report(report, cfg.output_dir)
