@@ -11,8 +11,8 @@ import torch
 
 from test_world_model import TINY_64, _camera, _raw_batch, _write_dataset
 from world_env_training.models.world_model import (
-    AutoencoderConfig, FrameAutoencoder, WorldModel, WorldModelConfig, WorldModelProcessor, make_scheduler, predict_next,
-    predict_next_frames,
+    AutoencoderConfig, FrameAutoencoder, WorldModel, WorldModelConfig, WorldModelProcessor, make_scheduler,
+    predict_next, predict_next_frames,
 )
 from world_env_training.models.world_model.processor_world_model import (
     DECODED, HISTORY, LATENTS, frames_to_tensor, tensor_to_frames,
@@ -71,7 +71,8 @@ def test_latent_model_saves_with_its_autoencoder(tmp_path):
     model.save_pretrained(tmp_path / "wm")
     assert (tmp_path / "wm" / "autoencoder" / "model.safetensors").is_file()
     loaded = WorldModel.from_pretrained(tmp_path / "wm")
-    assert loaded.config.latent and loaded.unet.config.sample_size == 8 and loaded.unet.config.in_channels == 4 + 3 * 4 + 12
+    assert loaded.config.latent and loaded.unet.config.sample_size == 8
+    assert loaded.unet.config.in_channels == 4 + 3 * 4 + 12  # noisy latent, 3 history latents, folded action map
     batch = model.processor(**{k: v for k, v in _raw_batch(model.config).items() if k != "target"})
     a = predict_next_frames(model, batch, generator=torch.Generator().manual_seed(1))
     b = predict_next_frames(loaded, batch, generator=torch.Generator().manual_seed(1))
@@ -144,8 +145,8 @@ def test_train_autoencoder_learns_holds_out_and_resumes(autoencoder_run, capsys)
     report = json.loads((root / "ae" / "eval.json").read_text())
     # Init state 1 (the largest) is held out: episodes 1 and 3, 13 frames each.
     assert report["held_out"]["frames"] == 26 and len(report["held_out_episodes"]) == 2
-    untrained = reconstruction_psnr(FrameAutoencoder(cfg.autoencoder_config()), np.zeros((0, 64, 64, 3), np.uint8), "cpu")
-    assert untrained["frames"] == 0
+    empty = reconstruction_psnr(FrameAutoencoder(cfg.autoencoder_config()), np.zeros((0, 64, 64, 3), np.uint8), "cpu")
+    assert empty["frames"] == 0
     from world_env_training.data.dataset import Dataset
 
     held = Dataset(root / "demos").load_arrays(1, ["frames"])["frames"]

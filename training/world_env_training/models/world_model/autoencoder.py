@@ -8,8 +8,9 @@ MSE reconstruction); the world model then denoises latents at 16x16, where one U
 small fraction of a 64x64 one, and adds the decoded change to the real previous frame, so that
 what does not move stays exact (``WorldModel.frame_from_sample``).
 
-Model folder: ``config.json`` (``AutoencoderConfig``, in ``configuration_world_model``) and ``model.safetensors``. A latent world
-model keeps a copy in its own folder (``autoencoder/``), so it loads without the training run.
+Model folder: ``config.json`` (``AutoencoderConfig``, in ``configuration_world_model``) and
+``model.safetensors``. A latent world model keeps a copy in its own folder (``autoencoder/``),
+so it loads without the training run.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class FrameAutoencoder(nn.Module):
         if not (path / CONFIG_NAME).is_file():
             newest = latest_checkpoint(path)
             if newest is None:
-                raise FileNotFoundError(f"{path}: neither an autoencoder folder ({CONFIG_NAME}) nor a run with checkpoints")
+                raise FileNotFoundError(f"{path}: neither an autoencoder folder ({CONFIG_NAME}) "
+                                        "nor a run with checkpoints")
             path = newest
         config = AutoencoderConfig.from_dict(json.loads((path / CONFIG_NAME).read_text()))
         model = cls(config)
