@@ -52,15 +52,16 @@ def load_frames(datasets: list[Dataset], ids: list[tuple[int, int]], resolution:
 
 @torch.no_grad()
 def reconstruction_psnr(model, frames: np.ndarray, device, batch_size: int = 64) -> dict:
-    """Mean and 5th percentile of per-frame PSNR (dB) of ``frames`` through the autoencoder."""
-    from world_env_training.models.world_model.autoencoder import psnr
-    from world_env_training.models.world_model.processor_world_model import frames_to_tensor
+    """Mean and 5th percentile of per-frame PSNR (dB) of ``frames`` through the autoencoder, on
+    the stored uint8 frames (``world_model_eval.psnr``, as the world model's quality is scored)."""
+    from world_env_training.eval.world_model_eval import psnr
+    from world_env_training.models.world_model.processor_world_model import frames_to_tensor, tensor_to_frames
 
     model.eval()
     values = []
     for i in range(0, len(frames), batch_size):
-        x = frames_to_tensor(frames[i:i + batch_size], device)
-        values.append(psnr(model.decode(model.encode(x)), x).cpu().numpy())
+        chunk = frames[i:i + batch_size]
+        values.append(psnr(tensor_to_frames(model.decode(model.encode(frames_to_tensor(chunk, device)))), chunk))
     values = np.concatenate(values) if values else np.zeros(0)
     return {"frames": int(len(values)), "psnr_mean": float(values.mean()) if len(values) else None,
             "psnr_p5": float(np.percentile(values, 5)) if len(values) else None}

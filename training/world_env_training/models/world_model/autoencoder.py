@@ -86,11 +86,3 @@ class FrameAutoencoder(nn.Module):
         if missing or unexpected:
             raise ValueError(f"{path / WEIGHTS_NAME}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return model.to(device).eval()
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR (dB) of frames in [-1, 1], on the 0-255 scale after rounding, as frames are stored."""
-    a8 = ((a.float().clamp(-1, 1) + 1) * 127.5).round()
-    b8 = ((b.float().clamp(-1, 1) + 1) * 127.5).round()
-    mse = (a8 - b8).square().flatten(1).mean(1).clamp_min(1e-10)
-    return 10 * torch.log10(255.0 ** 2 / mse)

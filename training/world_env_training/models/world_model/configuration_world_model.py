@@ -152,11 +152,6 @@ class WorldModelConfig(StageConfig):
                f"a divisor of cross_attention_dim ({self.cross_attention_dim})")
         _check(self.sampler in SAMPLERS, "sampler", self.sampler, f"one of {', '.join(SAMPLERS)}")
 
-    @property
-    def pixel_condition_channels(self) -> int:
-        """Channels concatenated to the noisy frame: K history frames and the action map."""
-        return 3 * self.memory_frames + (3 if self.action_map else 0)
-
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
 

@@ -357,13 +357,12 @@ class WorldModel(nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict:
         """v-prediction loss on a processed batch; returns {"loss"}."""
+        if self.autoencoder is not None and LATENTS not in batch:
+            batch = {**batch, LATENTS: self.encode(batch[HISTORY])}  # once, for the target and the conditions
         x0 = self.clean_target(batch)
         b = x0.shape[0]
         if self.training and self.config.history_noise_max > 0:
-            key = HISTORY if self.autoencoder is None else LATENTS
-            if key == LATENTS:
-                batch = {**batch, LATENTS: self.history_latents(batch)}
-            unit = 1.0 if key == HISTORY else self.processor.latent_std
+            key, unit = (HISTORY, 1.0) if self.autoencoder is None else (LATENTS, self.processor.latent_std)
             sigma = torch.rand(b, 1, 1, 1, 1, device=x0.device, generator=generator) * self.config.history_noise_max * unit
             noise = torch.randn(batch[key].shape, device=x0.device, generator=generator)
             batch = {**batch, key: batch[key] + sigma * noise}
