@@ -48,12 +48,10 @@ def measure_latency(model, lengths=LENGTHS, repeats: int = 5, resolution: int = 
         session.reset(INSTRUCTION)
         # The t - 1 earlier frames' features, as the session would have cached them.
         session.features[0] = dict(enumerate(history[:t - 1]))
-        session.lengths[0] = t - 1
 
         def score_newest():
             session.score(frames[t - 1])
             session.features[0].pop(t - 1)  # back to t - 1 frames, so every repeat scores o_t
-            session.lengths[0] = t - 1
 
         cached[t] = _median_ms(score_newest, repeats)
         uncached[t] = _median_ms(lambda: model.score_uncached(frames[:t], INSTRUCTION), repeats)

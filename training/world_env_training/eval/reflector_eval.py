@@ -90,7 +90,7 @@ def episode_metrics(rewards: list, labels: list, threshold: float, chunk: int = 
     against judging every frame: ``chunk_end_within_one_chunk`` counts the episodes whose
     per-frame firing the chunk-end judge reproduces at most ``chunk - 1`` steps later."""
     errors, fired_failed, never_fired, n_success, n_failed, rows = [], 0, 0, 0, 0, []
-    fired, within, chunk_only = 0, 0, 0
+    fired, within = 0, 0
     for r, y in zip(rewards, labels):
         y = np.asarray(y).astype(bool)
         fire = first_fire(r, threshold)
@@ -98,8 +98,6 @@ def episode_metrics(rewards: list, labels: list, threshold: float, chunk: int = 
         if fire is not None:
             fired += 1
             within += chunked is not None and chunked - fire < chunk
-        else:
-            chunk_only += chunked is not None
         true = int(np.argmax(y)) if y.any() else None
         rows.append({"success_step": true, "fire_step": fire, "chunk_end_fire_step": chunked, "length": len(y) - 1})
         if true is None:

@@ -288,22 +288,21 @@ class ReflectorSession:
             raise ValueError(f"batch_size={batch_size}: expected a positive integer")
         self.model, self.batch_size = model, batch_size
         self.instructions: list[str] = []
-        self.lengths: list[int] = []
-        self.features: list[dict[int, torch.Tensor]] = []  # per episode: frame index -> features
-        self.pixels: list[dict[int, np.ndarray]] = []       # per episode: frames not yet encoded
+        # Per episode, every frame appended is in exactly one of these, by its index.
+        self.features: list[dict[int, torch.Tensor]] = []  # encoded frames
+        self.pixels: list[dict[int, np.ndarray]] = []       # frames not yet encoded
 
     def reset(self, instructions: str | list[str]) -> None:
         instructions = [instructions] if isinstance(instructions, str) else list(instructions)
         if len(instructions) != self.batch_size:
             raise ValueError(f"reset: {len(instructions)} instructions for a session of {self.batch_size} episodes")
         self.instructions = instructions
-        self.lengths = [0] * len(instructions)
         self.features = [{} for _ in instructions]
         self.pixels = [{} for _ in instructions]
 
     def t(self, episode: int = 0) -> int:
         """Index of the newest frame of ``episode`` (-1 before its first frame)."""
-        return self.lengths[episode] - 1
+        return len(self.features[episode]) + len(self.pixels[episode]) - 1
 
     def add_batch(self, frames, episodes: list[int] | None = None) -> list[int]:
         """Append one frame per episode ((b, H, W, 3) uint8) without judging it: later judgements
@@ -314,15 +313,14 @@ class ReflectorSession:
         if len(frames) != len(episodes):
             raise ValueError(f"score_batch: {len(frames)} frames for {len(episodes)} episodes")
         for row, episode in enumerate(episodes):
-            self.pixels[episode][self.lengths[episode]] = np.asarray(frames[row])
-            self.lengths[episode] += 1
+            self.pixels[episode][self.t(episode) + 1] = np.asarray(frames[row])
         return episodes
 
     @torch.no_grad()
     def score_batch(self, frames, episodes: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Append one frame per episode ((b, H, W, 3) uint8) and score it: (R (b,), done (b,))."""
         episodes = self.add_batch(frames, episodes)
-        picks = {e: self.model.processor.frame_indices(self.lengths[e] - 1) for e in episodes}
+        picks = {e: self.model.processor.frame_indices(self.t(e)) for e in episodes}
         missing = sorted({(e, i) for e in episodes for i in picks[e] if i not in self.features[e]})
         if missing:
             encoded = self.model.encode_frames(np.stack([self.pixels[e][i] for e, i in missing]))
