@@ -30,17 +30,27 @@ def test_collect_demos_writes_successful_labelled_episodes_and_resumes(tmp_path)
 
 def test_explore_keeps_noisy_episodes_with_their_sampling_distribution(tmp_path):
     cfg = ExploreConfig(policy="expert", task_ids=[0], episodes_per_task=2, noise_scale=0.3,
-                        post_success_steps=0, output_dir=str(tmp_path / "explore"), workers=1)
+                        post_success_steps=0, output_dir=str(tmp_path / "explore"), workers=1, init_state_ids=[7])
     explore(cfg)
     ds = Dataset(cfg.output_dir)
     assert len(ds) == 2
     assert sorted(ds.keys()) == ["exploration/libero_object/0/0", "exploration/libero_object/0/1"]
+    # init_state_ids: both episodes start from init state 7, with different noise.
+    assert [ds.entry(i)["init_state_id"] for i in range(2)] == [7, 7]
+    assert not np.allclose(ds[0].actions[:5], ds[1].actions[:5])
     for ep in (ds[0], ds[1]):
         mean, scale = ep.extras["action_mean"], ep.extras["action_scale"]
         assert mean.shape == scale.shape == (ep.length, 7)
         assert np.all(scale == np.float32(0.3))
         # The executed actions are the noisy ones: they differ from the means and stay in range.
         assert np.abs(ep.actions - mean).mean() > 0.05 and np.abs(ep.actions).max() <= 1.0
+
+
+def test_explore_rejects_bad_init_state_ids():
+    with pytest.raises(ValueError, match="init_state_ids=.*distinct init state ids in 0..49"):
+        ExploreConfig(init_state_ids=[3, 3])
+    with pytest.raises(ValueError, match="init_state_ids"):
+        ExploreConfig(init_state_ids=[50])
 
 
 def test_explore_rejects_an_unknown_policy_before_starting_simulators(tmp_path):

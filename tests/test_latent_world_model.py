@@ -191,3 +191,80 @@ def test_train_latent_world_model_from_the_autoencoder(autoencoder_run, tmp_path
     episode = load_episode(Dataset(root / "demos"), 1, PandaModel(), 64)
     result = open_loop(WorldModel.from_pretrained(tmp_path / "wm"), [episode], horizon=3, starts_per_episode=2)
     assert result["pred"].shape == (2, 3, 64, 64, 3) and np.isfinite(result["psnr"]).all()
+
+
+def test_rollout_history_feeds_the_models_own_predictions(autoencoder_run, tmp_path):
+    """rollout_history_steps: history slots newer than t - k and the current frame come from the
+    model's own k-step rollout, older slots and the target stay real; k = 0 is the plain batch;
+    a 1-step history is exactly predict_next on the real batch of t - 1; training runs with it."""
+    from world_env_common.robot import PandaModel
+    from world_env_training.configs import TrainWorldModelConfig
+    from world_env_training.data.dataset import Dataset
+    from world_env_training.data.world_model_data import load_episode
+    from world_env_training.models.world_model.memory_bank import select_memory
+    from world_env_training.models.world_model.processor_world_model import TARGET_LATENT
+    from world_env_training.train.train_world_model import (
+        TransitionSamples, encode_episodes, rollout_history_batch, run, split_latent_keys,
+    )
+
+    root, _ = autoencoder_run
+    with pytest.raises(ValueError, match="rollout_history_steps=2: expected 0 for a pixel world model"):
+        TrainWorldModelConfig(rollout_history_steps=2)
+    cfg = TrainWorldModelConfig(demos=str(root / "demos"), exploration="", output_dir=str(tmp_path / "wm"),
+                                autoencoder=str(root / "ae"), memory_frames=4, steps=3, batch_size=2, save_every=3,
+                                log_every=1, rollout_history_steps=3)
+    assert run(cfg) == 0
+    model = WorldModel.from_pretrained(tmp_path / "wm")
+    memory = (model.config.memory_frames, model.config.memory_recent, model.config.memory_stride)
+    episodes = [load_episode(Dataset(root / "demos"), i, PandaModel(), 64) for i in (0, 2)]
+    samples = TransitionSamples(episodes, memory, encode_episodes(model.autoencoder, episodes, "cpu"))
+    picks = np.array([[0, 9], [1, 6]])
+
+    def real(rows):
+        raw, latents = split_latent_keys(samples.gather(rows), "cpu")
+        return {**model.processor(**raw, device="cpu"), **latents}
+
+    plain = real(picks)
+    same = rollout_history_batch(model, samples, picks, 0, "cpu")
+    assert all(torch.equal(same[k], plain[k]) for k in (LATENTS, TARGET_LATENT, HISTORY))
+
+    torch.manual_seed(7)
+    ours = rollout_history_batch(model, samples, picks, 3, "cpu")
+    assert torch.equal(ours[TARGET_LATENT], plain[TARGET_LATENT])
+    for b, (_, t) in enumerate(picks):
+        for slot, index in enumerate(select_memory(int(t), *memory)):
+            newer = index > t - 3
+            assert torch.equal(ours[LATENTS][b, slot], plain[LATENTS][b, slot]) != newer
+    assert not torch.equal(ours[HISTORY][:, 0], plain[HISTORY][:, 0])
+
+    torch.manual_seed(7)
+    one = rollout_history_batch(model, samples, picks, 1, "cpu")
+    torch.manual_seed(7)
+    expected = predict_next(model, real(picks - [0, 1]))
+    torch.testing.assert_close(one[LATENTS][:, 0], expected["latent"])
+    torch.testing.assert_close(one[HISTORY][:, 0], expected["frame"])
+
+    # The same model's whole-episode replays judged by a reflector (evaluate-world-model --reflector).
+    from world_env_training.configs import WorldModelEvalConfig
+    from world_env_training.eval.reflector_eval import chunk_end_fire
+    from world_env_training.eval.world_model_eval import evaluate, open_loop, replay_judgement
+    from world_env_training.models.reflector import Reflector, ReflectorConfig
+
+    torch.manual_seed(0)
+    reflector = Reflector(ReflectorConfig.tiny(threshold=0.5)).eval()
+    replay = replay_judgement(model, reflector, episodes, [True, False], chunk=4, seed=3)
+    for row, ep in zip(replay["rows"], episodes):
+        pred = open_loop(model, [ep], len(ep.actions), 1, seed=3)["pred"][0]
+        imagined = np.concatenate([ep.frames[:1], pred])
+        assert row["length"] == len(ep.actions) and row["key"] == ep.key
+        assert row["real_fire"] == chunk_end_fire(reflector.score_episode(ep.frames, ep.instruction), 0.5, 4)
+        assert row["imagined_fire"] == chunk_end_fire(reflector.score_episode(imagined, ep.instruction), 0.5, 4)
+    assert replay["successes"]["episodes"] == replay["failures"]["episodes"] == 1
+    assert replay["successes"]["real_fired"] == int(replay["rows"][0]["real_fire"] is not None)
+    reflector.save_pretrained(tmp_path / "reflector")
+    metrics = evaluate(WorldModelEvalConfig(checkpoints=[str(tmp_path / "wm")], reflector=str(tmp_path / "reflector"),
+                                            max_episodes=0, horizon=3, starts_per_episode=1,
+                                            output_dir=str(tmp_path / "eval")))
+    # The synthetic demos are all expert episodes, so LIBERO's label is success for each.
+    assert metrics["wm"]["replay"]["successes"]["episodes"] == 2 and metrics["wm"]["replay"]["failures"]["episodes"] == 0
+    assert "Whole episodes replayed open loop" in (tmp_path / "eval" / "report.md").read_text()

@@ -321,9 +321,12 @@ def test_more_evaluation_episodes_leave_out_training_init_states(tmp_path):
                                    "held_out": [{"dataset": d, "index": i} for d, i in held],
                                    "train": [{"dataset": d, "index": i} for d, i in train]}))
     episodes = held_out_episodes(holdout, 64, 0, str(tmp_path / "more"))
-    # Training starts only from init state 0: the extra episodes from init states 1 and 2 join.
+    # Training starts only from init state 0: the extra episodes from init states 1 and 2 join,
+    # except episode 1, a second recording of held-out demo 1 (same key and seed).
+    more = Dataset(tmp_path / "more")
+    assert (more.entry(1)["key"], more.entry(1)["seed"]) == (Dataset(tmp_path / "demos").entry(1)["key"], 1)
     assert [ep.key for ep in episodes] == [Dataset(tmp_path / "demos").entry(i)["key"] for _, i in held] + [
-        Dataset(tmp_path / "more").entry(i)["key"] for i in (1, 2)]
+        more.entry(2)["key"]]
     assert len(held_out_episodes(holdout, 64, 3, str(tmp_path / "more"))) == 3
 
 

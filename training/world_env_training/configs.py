@@ -115,6 +115,9 @@ class ExploreConfig(StageConfig):
         output_dir: Folder the exploration dataset is written to.
         workers: Simulator processes run in parallel.
         seed: Seed for init states and action noise.
+        init_state_ids: Init states the episodes cycle through, episode k starting from
+            init_state_ids[k mod len] (empty: episode k starts from init state k mod 50). Giving
+            the demonstrations' init states keeps every other one free for held-out evaluation.
         device: Torch device: cpu, cuda, cuda:N or auto.
     """
 
@@ -128,6 +131,7 @@ class ExploreConfig(StageConfig):
     output_dir: str = "runs/default/explore"
     workers: int = 2
     seed: int = 0
+    init_state_ids: list[int] = field(default_factory=list)
     device: str = "cpu"
 
     def __post_init__(self):
@@ -138,6 +142,8 @@ class ExploreConfig(StageConfig):
         _check(self.post_success_steps >= 0, "post_success_steps", self.post_success_steps, "a non-negative integer")
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
         _check(self.workers > 0, "workers", self.workers, "a positive integer")
+        _check(all(0 <= i < 50 for i in self.init_state_ids) and len(set(self.init_state_ids)) == len(self.init_state_ids),
+               "init_state_ids", self.init_state_ids, "distinct init state ids in 0..49")
         _check_common(self)
 
 
@@ -344,8 +350,8 @@ class TrainWorldModelConfig(StageConfig):
 
     Args:
         demos: Demonstration dataset folder.
-        exploration: Exploration dataset folder (empty string: train on demonstrations only,
-            the paper's ablation).
+        exploration: Exploration dataset folder, or several separated by commas (empty string:
+            train on demonstrations only, the paper's ablation).
         output_dir: Run folder: checkpoints/step_N (model folder + optimiser state), tb/
             (tensorboard), train_config.yaml and holdout.json. A folder with checkpoints is
             resumed from its newest one; WorldModel.from_pretrained(output_dir) loads it.
@@ -379,6 +385,15 @@ class TrainWorldModelConfig(StageConfig):
         sampler_steps: Denoising steps at rollout time (0: the model's own, which measured best
             on held-out episodes: 2 for a pixel model, 1 for a latent one; README "World
             simulator").
+        rollout_history_steps: Latent models: train on the model's own drift. Each step draws k
+            uniformly from 0..rollout_history_steps; every sample of the batch then starts k steps
+            before its target's frame from the real latents, and the model (current weights, no
+            gradient, the rollout's own sampler) predicts those k steps driven by the episode's
+            real actions; the history slots newer than that start, and the current frame the
+            semantic tokens read, are replaced by the predictions, while the target stays the
+            real next latent. It teaches the model to pull its rollouts back to the real
+            trajectory, the cause of drift over long imagined episodes, at the cost of k extra
+            no-gradient predictions per step (0: off, real history only).
         save_every: Write a checkpoint every this many steps (and always at the last step).
         keep_checkpoints: Newest checkpoints kept on disk (0: keep all).
         log_every: Tensorboard and progress-bar logging period in steps.
@@ -406,6 +421,7 @@ class TrainWorldModelConfig(StageConfig):
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     sampler_steps: int = 0
+    rollout_history_steps: int = 0
     save_every: int = 100
     keep_checkpoints: int = 3
     log_every: int = 10
@@ -424,6 +440,10 @@ class TrainWorldModelConfig(StageConfig):
         _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "a non-negative number (0: off)")
         _check(0.0 <= self.ema_decay < 1.0, "ema_decay", self.ema_decay, "a number in [0, 1) (0: off)")
         _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer (0: the model's own)")
+        _check(self.rollout_history_steps >= 0, "rollout_history_steps", self.rollout_history_steps,
+               "a non-negative integer (0: off)")
+        _check(not self.rollout_history_steps or bool(self.autoencoder), "rollout_history_steps",
+               self.rollout_history_steps, "0 for a pixel world model (it needs autoencoder)")
         _check(self.save_every > 0, "save_every", self.save_every, "a positive integer")
         _check(self.keep_checkpoints >= 0, "keep_checkpoints", self.keep_checkpoints, "a non-negative integer")
         _check(self.log_every > 0, "log_every", self.log_every, "a positive integer")
@@ -439,9 +459,16 @@ class WorldModelEvalConfig(StageConfig):
             model folder); all are scored on the same episodes.
         holdout: A run's holdout.json naming the evaluation episodes (empty: the first
             checkpoint's run's).
-        more_episodes: A dataset folder whose episodes are evaluated after the held-out ones
-            (e.g. ``world-env explore`` rollouts from more init states); those that start from
-            an init state a training episode of the holdout's run starts from are left out.
+        more_episodes: Dataset folders (separated by commas) whose episodes are evaluated after
+            the held-out ones (e.g. ``world-env explore`` rollouts from more init states); those
+            that start from an init state a training episode of the holdout's run starts from are
+            left out.
+        reflector: Reflector checkpoint (empty: none). Set: every evaluated episode's actions are
+            also replayed open loop from its first frame over its whole length, and the report
+            gives how often the reflector fires on the imagined and on the real frames, for
+            LIBERO's successes and failures apart (success as LOOP sees it in imagination).
+        replay_chunk: The reflector judges every this-many-th frame of the replays (LOOP's
+            chunk-end judging).
         max_episodes: Held-out episodes used at most (0: all).
         horizon: Open-loop rollout length in steps.
         starts_per_episode: Open-loop rollouts per episode, started evenly over it.
@@ -462,6 +489,8 @@ class WorldModelEvalConfig(StageConfig):
     one_step_stride: int = 2
     sampler: str = ""
     sampler_steps: int = 0
+    reflector: str = ""
+    replay_chunk: int = 8
     output_dir: str = "runs/default/world_model_eval"
     seed: int = 0
     device: str = "cpu"
@@ -469,7 +498,7 @@ class WorldModelEvalConfig(StageConfig):
     def __post_init__(self):
         _check(len(self.checkpoints) > 0, "checkpoints", self.checkpoints, "at least one checkpoint")
         _check(self.max_episodes >= 0, "max_episodes", self.max_episodes, "a non-negative integer")
-        for name in ("horizon", "starts_per_episode", "one_step_stride"):
+        for name in ("horizon", "starts_per_episode", "one_step_stride", "replay_chunk"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
         _check(self.sampler in ("", "ddim", "dpmsolver"), "sampler", self.sampler, "ddim, dpmsolver or empty")
         _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer")

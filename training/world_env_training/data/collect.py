@@ -39,6 +39,7 @@ class TaskJob:
     policy: str = "expert"
     noise_scale: float = 0.0
     post_success_steps: int = 0
+    init_states: tuple = ()  # exploration: the init states episodes cycle through (empty: all, in order)
 
 
 def _demo_worker(job: TaskJob, queue) -> None:
@@ -76,7 +77,8 @@ def _explore_worker(job: TaskJob, queue) -> None:
             ep_seed = episode_seed(job.seed, job.suite, job.task_id, index)
             base = make_policy(job.policy, seed=ep_seed, device=job.device)
             policy = LaplaceExploration(base, job.noise_scale, np.random.default_rng(ep_seed))
-            episode = record_episode(env, policy, index % env.num_init_states, source=SOURCE_EXPLORE,
+            states = job.init_states or range(env.num_init_states)
+            episode = record_episode(env, policy, states[index % len(states)], source=SOURCE_EXPLORE,
                                      seed=ep_seed, post_success_steps=job.post_success_steps)
             queue.put(("episode", job, (f"{SOURCE_EXPLORE}/{job.suite}/{job.task_id}/{index}", episode)))
     queue.put(("done", job, job.wanted))
@@ -155,7 +157,8 @@ def explore(cfg: ExploreConfig) -> dict:
             if len(have) < cfg.episodes_per_task:
                 jobs.append(TaskJob(suite, task, cfg.resolution, cfg.seed, cfg.device,
                                     cfg.episodes_per_task - len(have), frozenset(have), policy=cfg.policy,
-                                    noise_scale=cfg.noise_scale, post_success_steps=cfg.post_success_steps))
+                                    noise_scale=cfg.noise_scale, post_success_steps=cfg.post_success_steps,
+                                    init_states=tuple(cfg.init_state_ids)))
     with writer:
         stats = _run("explore", jobs, writer, cfg.workers, "explore")
     return {"dataset": cfg.output_dir, "collected_now": stats}

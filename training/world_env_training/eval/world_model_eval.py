@@ -156,10 +156,11 @@ def one_step(model, episodes, stride: int = 1, batch_size: int = 32, sampler: st
 
 @torch.no_grad()
 def open_loop(model, episodes, horizon: int, starts_per_episode: int, sampler: str = "", sampler_steps: int = 0,
-              seed: int = 0, device="cpu") -> dict:
+              seed: int = 0, device="cpu", metrics: bool = True) -> dict:
     """Autoregressive rollouts (module docstring): {"psnr", "ssim", "motion_psnr", "baseline_psnr",
     "baseline_ssim", "baseline_motion_psnr"} arrays (rollouts, horizon), "pred" (rollouts,
-    horizon, H, W, 3) uint8, "starts" [(episode index, start)]."""
+    horizon, H, W, 3) uint8, "starts" [(episode index, start)]; a latent model adds "latents"
+    (rollouts, horizon, C, h, w), the predicted latents it carried."""
     from world_env_training.models.world_model import make_scheduler, predict_next
     from world_env_training.models.world_model.memory_bank import select_memory
     from world_env_training.models.world_model.processor_world_model import (
@@ -211,6 +212,8 @@ def open_loop(model, episodes, horizon: int, starts_per_episode: int, sampler: s
         preds.append(new)
     pred = np.stack(preds, 1)
     target = np.stack([episodes[e].frames[s + 1:s + 1 + horizon] for e, s in rollouts])
+    if not metrics:
+        return {"pred": pred, "target": target, "starts": rollouts}
     base = np.stack([copy_last_open_loop(episodes[e].frames, s, horizon) for e, s in rollouts])
     return {"psnr": psnr(pred, target), "ssim": ssim(pred, target), "motion_psnr": motion_psnr(pred, target, base),
             "baseline_psnr": psnr(base, target), "baseline_ssim": ssim(base, target),
@@ -243,25 +246,95 @@ def _start_key(entry: dict) -> tuple:
     return entry["suite"], entry["task_id"], entry["init_state_id"]
 
 
-def held_out_episodes(holdout_file: Path, resolution: int, max_episodes: int, more_episodes: str = ""):
-    """The holdout's held-out episodes, then those of ``more_episodes`` whose init state no
-    training episode starts from; at most ``max_episodes`` (0: all)."""
+def held_out_picks(holdout_file: Path, max_episodes: int, more_episodes: str = "") -> list[tuple]:
+    """(dataset, index) of the holdout's held-out episodes, then of those in ``more_episodes``
+    (folders separated by commas) whose init state no training episode starts from and that are
+    not already picked (same key and seed: the same episode recorded twice); at most
+    ``max_episodes`` (0: all)."""
     from world_env_training.data.dataset import Dataset
-    from world_env_common.robot import PandaModel
-    from world_env_training.data.world_model_data import load_episode
 
     info = json.loads(holdout_file.read_text())
     datasets = [Dataset(p) for p in info["datasets"]]
     picks = [(datasets[p["dataset"]], p["index"]) for p in info["held_out"]]
-    if more_episodes:
-        seen = {_start_key(datasets[p["dataset"]].entry(p["index"])) for p in info["train"]}
-        extra = Dataset(more_episodes)
-        unseen = [e for e in extra.manifest["episodes"] if _start_key(e) not in seen]
-        print(f"world-model-eval: {more_episodes}: {len(unseen)} of {len(extra.manifest['episodes'])} episodes "
+    seen = {_start_key(datasets[p["dataset"]].entry(p["index"])) for p in info["train"]}
+    recorded = {(d.entry(i)["key"], d.entry(i).get("seed")) for d, i in picks}
+    for folder in filter(None, more_episodes.split(",")):
+        extra = Dataset(folder)
+        unseen = [e for e in extra.manifest["episodes"] if _start_key(e) not in seen
+                  and (e["key"], e.get("seed")) not in recorded]
+        print(f"world-model-eval: {folder}: {len(unseen)} of {len(extra.manifest['episodes'])} episodes "
               "start from init states no training episode starts from", flush=True)
         picks += [(extra, e["index"]) for e in unseen]
+    return picks[:max_episodes or None]
+
+
+def load_picks(picks: list[tuple], resolution: int) -> list:
+    """The episodes of ``held_out_picks``, loaded with their conditions."""
+    from world_env_common.robot import PandaModel
+    from world_env_training.data.world_model_data import load_episode
+
     robot = PandaModel()
-    return [load_episode(d, i, robot, resolution) for d, i in picks[:max_episodes or None]]
+    return [load_episode(d, i, robot, resolution) for d, i in picks]
+
+
+def held_out_episodes(holdout_file: Path, resolution: int, max_episodes: int, more_episodes: str = "") -> list:
+    """``held_out_picks`` loaded."""
+    return load_picks(held_out_picks(holdout_file, max_episodes, more_episodes), resolution)
+
+
+def episode_succeeded(dataset, index: int) -> bool:
+    """LIBERO's outcome of a recorded episode (expert demonstrations are kept only on success)."""
+    entry = dataset.entry(index)
+    return bool(entry.get("succeeded")) or entry.get("source") == "expert"
+
+
+@torch.no_grad()
+def replay_judgement(model, reflector, episodes, succeeded: list[bool], chunk: int = 8, sampler: str = "",
+                     sampler_steps: int = 0, seed: int = 0, device="cpu") -> dict:
+    """Success as RL sees it through the world model: each episode's recorded actions replayed
+    open loop from its first real frame over its whole length, and the reflector judging the
+    imagined frames and the real ones at chunk ends (every ``chunk`` steps, LOOP's default).
+    Returns {"rows": per episode {key, succeeded, length, real_fire, imagined_fire}, and the
+    counts of imagined and real firing among LIBERO's successes and failures}."""
+    from world_env_training.eval.reflector_eval import chunk_end_fire
+
+    rows = [None] * len(episodes)
+    by_length: dict[int, list[int]] = {}
+    for i, ep in enumerate(episodes):
+        by_length.setdefault(len(ep.actions), []).append(i)
+    for length, members in sorted(by_length.items()):
+        loop = open_loop(model, [episodes[i] for i in members], length, 1, sampler, sampler_steps, seed, device,
+                         metrics=False)
+        for row, i in enumerate(members):
+            ep = episodes[i]
+            imagined = np.concatenate([ep.frames[:1], loop["pred"][row]])
+            fires = [chunk_end_fire(reflector.score_episode(frames, ep.instruction), reflector.threshold, chunk)
+                     for frames in (ep.frames, imagined)]
+            rows[i] = {"key": ep.key, "succeeded": bool(succeeded[i]), "length": length,
+                       "real_fire": fires[0], "imagined_fire": fires[1]}
+    counts = {}
+    for outcome, name in ((True, "successes"), (False, "failures")):
+        group = [r for r in rows if r["succeeded"] == outcome]
+        counts[name] = {"episodes": len(group),
+                        "imagined_fired": sum(r["imagined_fire"] is not None for r in group),
+                        "real_fired": sum(r["real_fire"] is not None for r in group)}
+    return {"chunk": chunk, "rows": rows, **counts}
+
+
+def _replay_lines(label: str, replay: dict) -> list[str]:
+    from world_env_training.eval.stats import wilson_interval
+
+    cells = []
+    for name in ("successes", "failures"):
+        c = replay[name]
+        for what in ("imagined_fired", "real_fired"):
+            if c["episodes"]:
+                low, high = wilson_interval(c[what], c["episodes"])
+                cells.append(f"{c[what]}/{c['episodes']} [{100 * low:.0f}, {100 * high:.0f}] %")
+            else:
+                cells.append("n/a")
+    steps = [f"{r['imagined_fire']} vs {r['real_fire']}" for r in replay["rows"] if r["succeeded"]]
+    return [f"| {label} | " + " | ".join(cells) + f" | {', '.join(steps)} |"]
 
 
 def _strip(result: dict, start_frames: list, rollout: int = 0) -> tuple[np.ndarray, list[int]]:
@@ -291,10 +364,16 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
     if not holdout.is_file():
         raise FileNotFoundError(f"{holdout}: no holdout.json (give holdout=...)")
     results, episodes = {}, None
+    reflector = None
+    if cfg.reflector:
+        from world_env_training.models.reflector import Reflector
+
+        reflector = Reflector.from_pretrained(cfg.reflector, device=device)
     for label, path in checkpoints:
         model = WorldModel.from_pretrained(path, device=device)
         if episodes is None:
-            episodes = held_out_episodes(holdout, model.config.resolution, cfg.max_episodes, cfg.more_episodes)
+            picks = held_out_picks(holdout, cfg.max_episodes, cfg.more_episodes)
+            episodes = load_picks(picks, model.config.resolution)
             if not episodes:
                 raise ValueError(f"{holdout}: no held-out episodes")
         print(f"world-model-eval: {label}: one-step on {len(episodes)} held-out episodes", flush=True)
@@ -307,6 +386,11 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
         plt.imsave(out / f"strip_{label}.png", strip)
         results[label] = {"one": one, "loop": loop, "strip_horizons": hs,
                           "params": model.parameter_counts()["trainable"], "path": str(path)}
+        if reflector is not None:
+            print(f"world-model-eval: {label}: whole-episode replays judged by the reflector", flush=True)
+            results[label]["replay"] = replay_judgement(
+                model, reflector, episodes, [episode_succeeded(d, i) for d, i in picks], cfg.replay_chunk,
+                cfg.sampler, cfg.sampler_steps, cfg.seed, device)
 
     # --- figures --------------------------------------------------------------------------
     h = np.arange(1, cfg.horizon + 1)
@@ -369,6 +453,15 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
                 mean, low, high = mean_interval(gain)
                 cells.append(f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] {int((gain > 0).sum())}/{rollouts}")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if reflector is not None:
+        lines += ["", "## Whole episodes replayed open loop, judged by the reflector", "",
+                  f"Each episode's recorded actions replayed from its first real frame over its whole length; the "
+                  f"reflector (`{cfg.reflector}`) judges every {cfg.replay_chunk}th frame, imagined and real. "
+                  "Success and failure are LIBERO's. Wilson 95 % intervals.", "",
+                  "| model | successes: imagined fired | successes: real fired | failures: imagined fired "
+                  "| failures: real fired | successes' firing step, imagined vs real |", "|---|---|---|---|---|---|"]
+        for label, r in results.items():
+            lines += _replay_lines(label, r["replay"])
     lines += ["", "Figures: `psnr_vs_horizon.png`, `ssim_vs_horizon.png`; strips `strip_<model>.png` (top real, "
               "bottom open-loop prediction; columns: start frame, then horizons "
               + ", ".join(map(str, next(iter(results.values()))["strip_horizons"])) + ")."]
@@ -377,7 +470,7 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
     metrics = {label: {"one_step": {k: _nanmean(r["one"][k]) for k in keys},
                        "open_loop": {k: [_nanmean(column) for column in r["loop"][k].T] for k in keys},
                        "open_loop_rollouts": len(r["loop"]["psnr"]),
-                       "params": r["params"], "path": r["path"]}
+                       "params": r["params"], "path": r["path"], **({"replay": r["replay"]} if "replay" in r else {})}
                for label, r in results.items()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

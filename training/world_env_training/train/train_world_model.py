@@ -19,6 +19,10 @@ or exploration, that starts from one of them is left out of training: evaluation
 initial scenes the model never saw. The split is written to ``OUTPUT/holdout.json`` and
 ``world_model_eval`` reads it.
 
+Rollout history (``rollout_history_steps``, latent models): the history of a batch can come
+from the model's own no-gradient rollout of k steps from real latents, so that the loss teaches it
+to correct its own drift (``rollout_history_batch``).
+
 Loss: v-prediction MSE (``WorldModel.forward``). AdamW, linear warm-up, cosine decay to a
 tenth of the peak; optional EMA of the weights (``ema_decay``).
 
@@ -110,6 +114,48 @@ class TransitionSamples:
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict:
         return self.gather(self.rows[rng.integers(0, len(self.rows), batch_size)])
 
+    def pick(self, batch_size: int, rng: np.random.Generator, min_t: int) -> np.ndarray:
+        """(batch_size, 2) (episode, t) rows with t >= min_t, drawn uniformly with replacement."""
+        eligible = np.flatnonzero(self.rows[:, 1] >= min_t)
+        if len(eligible) == 0:
+            raise ValueError(f"no transition at step {min_t} or later to start a rollout history from")
+        return self.rows[eligible[rng.integers(0, len(eligible), batch_size)]]
+
+
+@torch.no_grad()
+def rollout_history_batch(model, samples: TransitionSamples, picks: np.ndarray, k: int, device,
+                          sampler_steps: int = 0) -> dict:
+    """The training batch of ``picks`` (rows (episode, t), t >= k) whose history comes from the
+    model's own k-step open-loop rollout from t - k (``TrainWorldModelConfig.rollout_history_steps``):
+    latent slots newer than t - k are the predicted latents, the current frame (what the semantic
+    tokens read) is the rollout's frame, and the target stays the real o_{t+1}."""
+    from world_env_training.models.world_model.memory_bank import select_memory
+    from world_env_training.models.world_model.modeling_world_model import predict_next
+    from world_env_training.models.world_model.processor_world_model import HISTORY, LATENTS
+
+    episodes, start = picks[:, 0], picks[:, 1] - k
+    latents, frame = [], None  # latents[j]: predicted z at start + j + 1; frame: the newest predicted frame
+
+    def batch_at(times: np.ndarray) -> dict:
+        raw, real = split_latent_keys(samples.gather(np.stack([episodes, times], 1)), device)
+        batch = {**model.processor(**raw, device=device), **real}
+        if latents:
+            history = batch[LATENTS].clone()
+            for b, slots in enumerate(select_memory(int(u), *samples.memory) for u in times):
+                for slot, index in enumerate(slots):
+                    if index > start[b]:
+                        history[b, slot] = latents[index - start[b] - 1][b]
+            frames = batch[HISTORY].clone()
+            frames[:, 0] = frame
+            batch.update({LATENTS: history, HISTORY: frames})
+        return batch
+
+    for j in range(k):
+        out = predict_next(model, batch_at(start + j), steps=sampler_steps or None)
+        latents.append(out["latent"])
+        frame = out["frame"]
+    return batch_at(picks[:, 1])
+
 
 @torch.no_grad()
 def encode_episodes(autoencoder, episodes: list[EpisodeArrays], device, batch_size: int = 128) -> list[np.ndarray]:
@@ -134,10 +180,7 @@ def split_latent_keys(raw: dict, device) -> tuple[dict, dict]:
 
 
 def load_datasets(cfg: TrainWorldModelConfig) -> list[Dataset]:
-    datasets = [Dataset(cfg.demos)]
-    if cfg.exploration:
-        datasets.append(Dataset(cfg.exploration))
-    return datasets
+    return [Dataset(cfg.demos)] + [Dataset(path) for path in cfg.exploration.split(",") if path]
 
 
 # --- optimisation helpers -------------------------------------------------------------------------
@@ -255,6 +298,8 @@ def train(cfg: TrainWorldModelConfig) -> Path:
           f"parameters trained; residual_std {model.processor.residual_std:.4f}; "
           + (f"latent ({model.autoencoder.config.latent_channels}x{model.autoencoder.config.latent_size}^2, "
              f"latent change std {model.processor.latent_residual_std:.4f}); " if model.autoencoder else "")
+          + (f"history from its own rollouts of 0..{cfg.rollout_history_steps} steps; "
+             if cfg.rollout_history_steps else "")
           + (f"resuming at step {start} from {resume}" if resume else "starting fresh"),
           flush=True)
 
@@ -269,8 +314,13 @@ def train(cfg: TrainWorldModelConfig) -> Path:
                 group["lr"] = cfg.lr * warmup_cosine(step, cfg.warmup_steps, cfg.steps)
             rng = np.random.default_rng([cfg.seed, step])
             generator = torch.Generator(device).manual_seed(int(rng.integers(2 ** 62)))
-            raw, latents = split_latent_keys(samples.sample(cfg.batch_size, rng), device)
-            batch = {**model.processor(**raw, device=device), **latents}
+            if cfg.rollout_history_steps:
+                k = int(rng.integers(0, cfg.rollout_history_steps + 1))
+                batch = rollout_history_batch(model, samples, samples.pick(cfg.batch_size, rng, k), k, device,
+                                              cfg.sampler_steps)
+            else:
+                raw, latents = split_latent_keys(samples.sample(cfg.batch_size, rng), device)
+                batch = {**model.processor(**raw, device=device), **latents}
 
             loss = model(batch, generator)["loss"]
             optimizer.zero_grad(set_to_none=True)
