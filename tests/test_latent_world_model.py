@@ -268,3 +268,15 @@ def test_rollout_history_feeds_the_models_own_predictions(autoencoder_run, tmp_p
     # The synthetic demos are all expert episodes, so LIBERO's label is success for each.
     assert metrics["wm"]["replay"]["successes"]["episodes"] == 2 and metrics["wm"]["replay"]["failures"]["episodes"] == 0
     assert "Whole episodes replayed open loop" in (tmp_path / "eval" / "report.md").read_text()
+    # Action sensitivity: the same conditions and noise give the same frame (change 0); the
+    # commanded state of 3 steps later changes the prediction; a shift past every episode: None.
+    from world_env_training.eval.world_model_eval import action_sensitivity
+
+    assert action_sensitivity(model, episodes, shift=0, stride=2)["predicted_change"] == 0.0
+    moved = action_sensitivity(model, episodes, shift=3, stride=2)
+    assert moved["transitions"] == sum(len(range(0, len(ep.actions) - 3, 2)) for ep in episodes)
+    assert moved["predicted_change"] > 0 and moved["real_change"] > 0
+    assert action_sensitivity(model, episodes, shift=50) is None
+    # The report's default shift (24) is longer than these 12-step episodes: reported as n/a.
+    assert metrics["wm"]["action_sensitivity"] is None
+    assert "n/a: every episode is shorter than the shift" in (tmp_path / "eval" / "report.md").read_text()

@@ -469,6 +469,9 @@ class WorldModelEvalConfig(StageConfig):
             LIBERO's successes and failures apart (success as LOOP sees it in imagination).
         replay_chunk: The reflector judges every this-many-th frame of the replays (LOOP's
             chunk-end judging).
+        action_shift: Action sensitivity: the one-step predictions are made again with the
+            commanded state and action map of this many steps later, and the report compares the
+            predictions' change with the real frames' change over those steps (0: off).
         max_episodes: Held-out episodes used at most (0: all).
         horizon: Open-loop rollout length in steps.
         starts_per_episode: Open-loop rollouts per episode, started evenly over it.
@@ -491,6 +494,7 @@ class WorldModelEvalConfig(StageConfig):
     sampler_steps: int = 0
     reflector: str = ""
     replay_chunk: int = 8
+    action_shift: int = 24
     output_dir: str = "runs/default/world_model_eval"
     seed: int = 0
     device: str = "cpu"
@@ -500,6 +504,7 @@ class WorldModelEvalConfig(StageConfig):
         _check(self.max_episodes >= 0, "max_episodes", self.max_episodes, "a non-negative integer")
         for name in ("horizon", "starts_per_episode", "one_step_stride", "replay_chunk"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
+        _check(self.action_shift >= 0, "action_shift", self.action_shift, "a non-negative integer (0: off)")
         _check(self.sampler in ("", "ddim", "dpmsolver"), "sampler", self.sampler, "ddim, dpmsolver or empty")
         _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer")
         _check_common(self)

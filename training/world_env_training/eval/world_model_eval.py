@@ -114,14 +114,53 @@ def copy_last_open_loop(frames: np.ndarray, start: int, horizon: int) -> np.ndar
 
 # --- evaluation ---------------------------------------------------------------------------------
 
-def _batch_inputs(model, histories, ep_list, ts, device):
-    """Processed batch for predicting o_{t+1} of each (episode, t) with the given histories."""
+def _batch_inputs(model, histories, ep_list, ts, device, action_ts=None):
+    """Processed batch for predicting o_{t+1} of each (episode, t) with the given histories
+    (``action_ts``: take the commanded state and action map of these steps instead of t's)."""
     geometry = np.stack([ep.geometry if ep.geometry.ndim == 3 else ep.geometry[t] for ep, t in zip(ep_list, ts)])
+    action_ts = ts if action_ts is None else action_ts
     return model.processor(history=np.stack(histories),
-                           action_map=np.stack([ep.action_maps[t] for ep, t in zip(ep_list, ts)]),
+                           action_map=np.stack([ep.action_maps[t] for ep, t in zip(ep_list, action_ts)]),
                            state=np.stack([ep.states[t] for ep, t in zip(ep_list, ts)]),
-                           commanded=np.stack([ep.commanded[t] for ep, t in zip(ep_list, ts)]),
+                           commanded=np.stack([ep.commanded[t] for ep, t in zip(ep_list, action_ts)]),
                            geometry=geometry, device=device)
+
+
+@torch.no_grad()
+def action_sensitivity(model, episodes, shift: int, stride: int = 1, batch_size: int = 32, sampler: str = "",
+                       sampler_steps: int = 0, seed: int = 0, device="cpu") -> dict:
+    """Does the model read the action? On every ``stride``-th t with t + shift < T, the one-step
+    prediction of o_{t+1} from the real history is made twice with the same noise: with step t's
+    commanded state and action map, and with those of step t + shift (the arm commanded
+    elsewhere). Returns {"predicted_change": mean absolute difference of the two predictions,
+    "real_change": mean |o_{t+shift+1} - o_{t+1}| (grey levels), "ratio", "transitions"}, or None
+    when every episode is shorter than the shift. A model that ignores the action has a ratio near
+    0 and continues the video whatever is commanded."""
+    from world_env_training.models.world_model import make_scheduler, predict_next_frames
+    from world_env_training.models.world_model.memory_bank import select_memory
+    from world_env_training.models.world_model.processor_world_model import tensor_to_frames
+
+    cfg = model.config
+    memory = (cfg.memory_frames, cfg.memory_recent, cfg.memory_stride)
+    sched = make_scheduler(cfg, sampler or cfg.sampler)
+    pairs = [(ep, t) for ep in episodes for t in range(0, len(ep.actions) - shift, stride)]
+    if not pairs:
+        return None  # every episode is shorter than the shift
+    predicted, real = [], []
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        eps, ts = [ep for ep, _ in chunk], [t for _, t in chunk]
+        histories = [ep.frames[select_memory(t, *memory)] for ep, t in chunk]
+        frames = []
+        for action_ts in (ts, [t + shift for t in ts]):
+            batch = _batch_inputs(model, histories, eps, ts, device, action_ts)
+            generator = torch.Generator(device).manual_seed(seed + i)
+            frames.append(tensor_to_frames(predict_next_frames(model, batch, sched, sampler_steps or None, generator)))
+        predicted.append(np.abs(frames[1].astype(np.float64) - frames[0]).mean((1, 2, 3)))
+        real += [np.abs(ep.frames[t + shift + 1].astype(np.float64) - ep.frames[t + 1]).mean() for ep, t in chunk]
+    predicted_change, real_change = float(np.concatenate(predicted).mean()), float(np.mean(real))
+    return {"shift": shift, "predicted_change": predicted_change, "real_change": real_change,
+            "ratio": predicted_change / max(real_change, 1e-9), "transitions": len(pairs)}
 
 
 @torch.no_grad()
@@ -382,10 +421,17 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
         print(f"world-model-eval: {label}: open-loop, horizon {cfg.horizon}", flush=True)
         loop = open_loop(model, episodes, cfg.horizon, cfg.starts_per_episode, cfg.sampler, cfg.sampler_steps,
                          cfg.seed, device)
+        if cfg.action_shift:
+            print(f"world-model-eval: {label}: action sensitivity (commanded state {cfg.action_shift} steps ahead)",
+                  flush=True)
+            action = action_sensitivity(model, episodes, cfg.action_shift, cfg.one_step_stride, sampler=cfg.sampler,
+                                        sampler_steps=cfg.sampler_steps, seed=cfg.seed, device=device)
         strip, hs = _strip(loop, [episodes[e].frames[s] for e, s in loop["starts"]])
         plt.imsave(out / f"strip_{label}.png", strip)
         results[label] = {"one": one, "loop": loop, "strip_horizons": hs,
                           "params": model.parameter_counts()["trainable"], "path": str(path)}
+        if cfg.action_shift:
+            results[label]["action"] = action
         if reflector is not None:
             print(f"world-model-eval: {label}: whole-episode replays judged by the reflector", flush=True)
             results[label]["replay"] = replay_judgement(
@@ -453,6 +499,17 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
                 mean, low, high = mean_interval(gain)
                 cells.append(f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] {int((gain > 0).sum())}/{rollouts}")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if cfg.action_shift:
+        lines += ["", f"## Action sensitivity (one-step prediction with the commanded state of {cfg.action_shift} steps "
+                  "later instead of the real one)", "",
+                  "Mean absolute change of the predicted frame (grey levels) against the real frames' change over the "
+                  "same steps; near 0: the model ignores the action.", "",
+                  "| model | predicted change | real change | ratio | transitions |", "|---|---|---|---|---|"]
+        for label, r in results.items():
+            a = r["action"]
+            lines.append(f"| {label} | n/a: every episode is shorter than the shift | | | 0 |" if a is None else
+                         f"| {label} | {a['predicted_change']:.3f} | {a['real_change']:.3f} | {a['ratio']:.3f} | "
+                         f"{a['transitions']} |")
     if reflector is not None:
         lines += ["", "## Whole episodes replayed open loop, judged by the reflector", "",
                   f"Each episode's recorded actions replayed from its first real frame over its whole length; the "
@@ -470,7 +527,8 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
     metrics = {label: {"one_step": {k: _nanmean(r["one"][k]) for k in keys},
                        "open_loop": {k: [_nanmean(column) for column in r["loop"][k].T] for k in keys},
                        "open_loop_rollouts": len(r["loop"]["psnr"]),
-                       "params": r["params"], "path": r["path"], **({"replay": r["replay"]} if "replay" in r else {})}
+                       "params": r["params"], "path": r["path"], **({"replay": r["replay"]} if "replay" in r else {}),
+                       **({"action_sensitivity": r["action"]} if "action" in r else {})}
                for label, r in results.items()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
