@@ -513,7 +513,8 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
     if reflector is not None:
         lines += ["", "## Whole episodes replayed open loop, judged by the reflector", "",
                   f"Each episode's recorded actions replayed from its first real frame over its whole length; the "
-                  f"reflector (`{cfg.reflector}`) judges every {cfg.replay_chunk}th frame, imagined and real. "
+                  f"reflector (`{cfg.reflector}`) judges one frame in {cfg.replay_chunk} (steps 0, "
+                  f"{cfg.replay_chunk}, ...), imagined and real. "
                   "Success and failure are LIBERO's. Wilson 95 % intervals.", "",
                   "| model | successes: imagined fired | successes: real fired | failures: imagined fired "
                   "| failures: real fired | successes' firing step, imagined vs real |", "|---|---|---|---|---|---|"]
