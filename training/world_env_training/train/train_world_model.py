@@ -124,11 +124,12 @@ class TransitionSamples:
 
 @torch.no_grad()
 def rollout_history_batch(model, samples: TransitionSamples, picks: np.ndarray, k: int, device,
-                          sampler_steps: int = 0) -> dict:
+                          sampler_steps: int = 0, generator: torch.Generator | None = None) -> dict:
     """The training batch of ``picks`` (rows (episode, t), t >= k) whose history comes from the
     model's own k-step open-loop rollout from t - k (``TrainWorldModelConfig.rollout_history_steps``):
     latent slots newer than t - k are the predicted latents, the current frame (what the semantic
-    tokens read) is the rollout's frame, and the target stays the real o_{t+1}."""
+    tokens read) is the rollout's frame, and the target stays the real o_{t+1}. ``generator``: the
+    rollout's sampling noise (seeded per step in training, so that a resumed run draws the same)."""
     from world_env_training.models.world_model.memory_bank import select_memory
     from world_env_training.models.world_model.modeling_world_model import predict_next
     from world_env_training.models.world_model.processor_world_model import HISTORY, LATENTS
@@ -151,7 +152,7 @@ def rollout_history_batch(model, samples: TransitionSamples, picks: np.ndarray, 
         return batch
 
     for j in range(k):
-        out = predict_next(model, batch_at(start + j), steps=sampler_steps or None)
+        out = predict_next(model, batch_at(start + j), steps=sampler_steps or None, generator=generator)
         latents.append(out["latent"])
         frame = out["frame"]
     return batch_at(picks[:, 1])
@@ -316,8 +317,9 @@ def train(cfg: TrainWorldModelConfig) -> Path:
             generator = torch.Generator(device).manual_seed(int(rng.integers(2 ** 62)))
             if cfg.rollout_history_steps:
                 k = int(rng.integers(0, cfg.rollout_history_steps + 1))
+                rollout_noise = torch.Generator(device).manual_seed(int(rng.integers(2 ** 62)))
                 batch = rollout_history_batch(model, samples, samples.pick(cfg.batch_size, rng, k), k, device,
-                                              cfg.sampler_steps)
+                                              cfg.sampler_steps, rollout_noise)
             else:
                 raw, latents = split_latent_keys(samples.sample(cfg.batch_size, rng), device)
                 batch = {**model.processor(**raw, device=device), **latents}
