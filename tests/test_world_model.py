@@ -328,6 +328,9 @@ def test_more_evaluation_episodes_leave_out_training_init_states(tmp_path):
     assert [ep.key for ep in episodes] == [Dataset(tmp_path / "demos").entry(i)["key"] for _, i in held] + [
         more.entry(2)["key"]]
     assert len(held_out_episodes(holdout, 64, 3, str(tmp_path / "more"))) == 3
+    # The same folder given twice adds its episodes once.
+    twice = held_out_episodes(holdout, 64, 0, f"{tmp_path / 'more'},{tmp_path / 'more'}")
+    assert [ep.key for ep in twice] == [ep.key for ep in episodes]
 
 
 def test_train_kill_and_resume(tmp_path):

@@ -36,6 +36,11 @@ def _check_task_ids(task_ids: list[int]) -> None:
         _check(0 <= task < TASKS_PER_SUITE, "task_ids", task, f"a task id in 0..{TASKS_PER_SUITE - 1}")
 
 
+def _check_init_state_ids(ids: list[int]) -> None:
+    _check(all(0 <= i < 50 for i in ids) and len(set(ids)) == len(ids), "init_state_ids", ids,
+           "distinct init state ids in 0..49")
+
+
 def _check_common(cfg) -> None:
     _check(cfg.seed >= 0, "seed", cfg.seed, "a non-negative integer")
     _check(cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:"),
@@ -142,8 +147,7 @@ class ExploreConfig(StageConfig):
         _check(self.post_success_steps >= 0, "post_success_steps", self.post_success_steps, "a non-negative integer")
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
         _check(self.workers > 0, "workers", self.workers, "a positive integer")
-        _check(all(0 <= i < 50 for i in self.init_state_ids) and len(set(self.init_state_ids)) == len(self.init_state_ids),
-               "init_state_ids", self.init_state_ids, "distinct init state ids in 0..49")
+        _check_init_state_ids(self.init_state_ids)
         _check_common(self)
 
 
@@ -192,8 +196,7 @@ class EvaluateConfig(StageConfig):
         _check(0 < self.episodes_per_task <= 50, "episodes_per_task", self.episodes_per_task,
                "1 to 50 (LIBERO has 50 fixed init states per task)")
         _check_task_ids(self.task_ids)
-        _check(all(0 <= i < 50 for i in self.init_state_ids) and len(set(self.init_state_ids)) == len(self.init_state_ids),
-               "init_state_ids", self.init_state_ids, "distinct init state ids in 0..49")
+        _check_init_state_ids(self.init_state_ids)
         _check(self.protocol in ("gt_termination", "self_termination", "both"), "protocol",
                self.protocol, "gt_termination, self_termination or both")
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")

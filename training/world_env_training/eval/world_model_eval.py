@@ -198,8 +198,8 @@ def open_loop(model, episodes, horizon: int, starts_per_episode: int, sampler: s
               seed: int = 0, device="cpu", metrics: bool = True) -> dict:
     """Autoregressive rollouts (module docstring): {"psnr", "ssim", "motion_psnr", "baseline_psnr",
     "baseline_ssim", "baseline_motion_psnr"} arrays (rollouts, horizon), "pred" (rollouts,
-    horizon, H, W, 3) uint8, "starts" [(episode index, start)]; a latent model adds "latents"
-    (rollouts, horizon, C, h, w), the predicted latents it carried."""
+    horizon, H, W, 3) uint8, "starts" [(episode index, start)]. ``metrics=False``: only "pred",
+    "target" and "starts" (whole-episode replays, scored by the reflector instead)."""
     from world_env_training.models.world_model import make_scheduler, predict_next
     from world_env_training.models.world_model.memory_bank import select_memory
     from world_env_training.models.world_model.processor_world_model import (
@@ -304,6 +304,7 @@ def held_out_picks(holdout_file: Path, max_episodes: int, more_episodes: str = "
         print(f"world-model-eval: {folder}: {len(unseen)} of {len(extra.manifest['episodes'])} episodes "
               "start from init states no training episode starts from", flush=True)
         picks += [(extra, e["index"]) for e in unseen]
+        recorded |= {(e["key"], e.get("seed")) for e in unseen}
     return picks[:max_episodes or None]
 
 
@@ -421,17 +422,16 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
         print(f"world-model-eval: {label}: open-loop, horizon {cfg.horizon}", flush=True)
         loop = open_loop(model, episodes, cfg.horizon, cfg.starts_per_episode, cfg.sampler, cfg.sampler_steps,
                          cfg.seed, device)
-        if cfg.action_shift:
-            print(f"world-model-eval: {label}: action sensitivity (commanded state {cfg.action_shift} steps ahead)",
-                  flush=True)
-            action = action_sensitivity(model, episodes, cfg.action_shift, cfg.one_step_stride, sampler=cfg.sampler,
-                                        sampler_steps=cfg.sampler_steps, seed=cfg.seed, device=device)
         strip, hs = _strip(loop, [episodes[e].frames[s] for e, s in loop["starts"]])
         plt.imsave(out / f"strip_{label}.png", strip)
         results[label] = {"one": one, "loop": loop, "strip_horizons": hs,
                           "params": model.parameter_counts()["trainable"], "path": str(path)}
         if cfg.action_shift:
-            results[label]["action"] = action
+            print(f"world-model-eval: {label}: action sensitivity (commanded state {cfg.action_shift} steps ahead)",
+                  flush=True)
+            results[label]["action"] = action_sensitivity(
+                model, episodes, cfg.action_shift, cfg.one_step_stride, sampler=cfg.sampler,
+                sampler_steps=cfg.sampler_steps, seed=cfg.seed, device=device)
         if reflector is not None:
             print(f"world-model-eval: {label}: whole-episode replays judged by the reflector", flush=True)
             results[label]["replay"] = replay_judgement(
