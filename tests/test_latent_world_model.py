@@ -21,9 +21,9 @@ from world_env_training.models.world_model.processor_world_model import (
 TINY_AE_16 = dict(resolution=16, latent_channels=4, channels=[32, 32], blocks=[1, 1], decoder_blocks=[1, 0])
 
 
-def _latent_model(seed: int = 0, latent_residual_std: float = 0.5) -> WorldModel:
+def _latent_model(seed: int = 0, latent_residual_std: float = 0.5, latent_frame: str = "decoded") -> WorldModel:
     torch.manual_seed(seed)
-    cfg = WorldModelConfig.tiny(latent=True, block_out_channels=[32, 32])
+    cfg = WorldModelConfig.tiny(latent=True, block_out_channels=[32, 32], latent_frame=latent_frame)
     processor = WorldModelProcessor(residual_std=0.05, latent_residual_std=latent_residual_std)
     return WorldModel(cfg, processor, FrameAutoencoder(AutoencoderConfig(**TINY_AE_16))).eval()
 
@@ -44,10 +44,27 @@ def test_autoencoder_config_is_checked():
         WorldModel(WorldModelConfig.tiny(latent=True), autoencoder=FrameAutoencoder(AutoencoderConfig()))
 
 
-def test_latent_frame_keeps_unchanged_pixels_exact():
-    """A zero latent change reproduces o_t's stored (uint8) frame exactly, whatever the decoder's
-    error; a change moves the frame by the decoded difference D(z_{t+1}) - D(z_t)."""
+def test_decoded_latent_frame_is_the_decoded_prediction():
+    """By default the frame is D(z_{t+1}): nothing of o_t's own pixels is pasted in, so a rollout
+    does not carry the first frame's detail along; with a zero change it is D(z_t), not o_t."""
     model = _latent_model()
+    batch = model.processor(**{k: v for k, v in _raw_batch(model.config, b=3).items() if k != "target"})
+    z = model.encode(batch[HISTORY])[:, 0]
+    change = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = model.outputs_from_sample(change, batch)
+    torch.testing.assert_close(out["frame"], model.decode(z + 0.5 * change).clamp(-1, 1), atol=1e-5, rtol=0)
+    still = model.outputs_from_sample(torch.zeros(3, 4, 8, 8), batch)["frame"]
+    torch.testing.assert_close(still, model.decode(z).clamp(-1, 1), atol=1e-5, rtol=0)
+    assert (still - batch[HISTORY][:, 0]).abs().max() > 0.1  # the composite would give o_t exactly
+    with pytest.raises(ValueError, match="latent_frame"):
+        WorldModelConfig.tiny(latent=True, latent_frame="sharp")
+
+
+def test_composite_latent_frame_keeps_unchanged_pixels_exact():
+    """``latent_frame="composite"``: a zero latent change reproduces o_t's stored (uint8) frame
+    exactly, whatever the decoder's error; a change moves the frame by the decoded difference
+    D(z_{t+1}) - D(z_t)."""
+    model = _latent_model(latent_frame="composite")
     batch = model.processor(**{k: v for k, v in _raw_batch(model.config, b=3).items() if k != "target"})
     zero = torch.zeros(3, 4, 8, 8)
     out = model.outputs_from_sample(zero, batch)

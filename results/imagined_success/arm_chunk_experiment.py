@@ -18,6 +18,7 @@ Usage (from the repository root, after ``. scripts/env.sh``):
     STRIDE=8 python results/imagined_success/arm_chunk_experiment.py eval runs/wm_arm8 runs/replay_arm8
     ARM=0 STRIDE=8 ...   # the same with the usual end-effector action map (ablation)
     SAMPLER_STEPS=8 ...  # eval: denoising steps (default: the model's own, 1)
+    REFLECTOR=runs/reflector_ae ...  # eval: the reflector that judges the replays
 """
 
 import os
@@ -91,7 +92,7 @@ def main() -> None:
     sys.exit(world_model_eval.run(WorldModelEvalConfig(
         checkpoints=[run], more_episodes="runs/term_demos,runs/heldout_explore", max_episodes=0,
         horizon=96 // STRIDE, starts_per_episode=1, one_step_stride=max(1, 8 // STRIDE),
-        action_shift=max(1, 24 // STRIDE), reflector="runs/default/reflector", replay_chunk=max(1, 8 // STRIDE),
+        action_shift=max(1, 24 // STRIDE), reflector=os.environ.get("REFLECTOR", "runs/default/reflector"), replay_chunk=max(1, 8 // STRIDE),
         sampler_steps=int(os.environ.get("SAMPLER_STEPS", "0")), output_dir=sys.argv[3])))
 
 

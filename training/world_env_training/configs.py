@@ -538,6 +538,13 @@ class TrainReflectorConfig(StageConfig):
             frames the reflector reads up to t, with o_t's success label as target.
         positive_fraction: Share of each batch drawn from frames labelled success (the rest
             from frames labelled 0), whatever their share in the data.
+        autoencoder: FrameAutoencoder folder (``train-autoencoder``; empty: none). Every frame is
+            also reconstructed by it, D(E(o)), and a decoded_fraction share of each batch reads
+            the reconstructions: a latent world model's imagined frames are decoded ones, which
+            a reflector trained on camera frames alone misjudges. The held-out evaluation then
+            also reports the reconstructed held-out episodes.
+        decoded_fraction: Share of each batch's samples, drawn per sample, that read the
+            reconstructions (with autoencoder; ignored without).
         lr: Peak learning rate (projector and head).
         weight_decay: AdamW weight decay.
         warmup_steps: Linear warm-up steps; then cosine decay to a tenth of the peak at steps.
@@ -565,6 +572,8 @@ class TrainReflectorConfig(StageConfig):
     steps: int = 400
     batch_size: int = 16
     positive_fraction: float = 0.5
+    autoencoder: str = ""
+    decoded_fraction: float = 0.5
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup_steps: int = 20
@@ -584,6 +593,7 @@ class TrainReflectorConfig(StageConfig):
         _check(self.steps > 0, "steps", self.steps, "a positive integer")
         _check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
         _check(0.0 < self.positive_fraction < 1.0, "positive_fraction", self.positive_fraction, "a number in (0, 1)")
+        _check(0.0 <= self.decoded_fraction <= 1.0, "decoded_fraction", self.decoded_fraction, "a number in [0, 1]")
         _check(self.lr > 0, "lr", self.lr, "a positive number")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a non-negative number")
         _check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "a non-negative integer")

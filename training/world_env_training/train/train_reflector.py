@@ -24,6 +24,14 @@ Frame features. The encoder is frozen, so every frame is encoded once before tra
 samples gather cached features (the same cache ``ReflectorSession`` keeps online). No pixel
 augmentation for that reason; the projector and head are small (about 1 M parameters).
 
+Imagined-frame domain (``autoencoder``). A latent world model shows the reflector decoded
+frames D(z), smoother than camera frames: on held-out real successes the default reflector fired
+on 11 of 11 camera episodes and on 2 of 11 of their reconstructions D(E(o)). With an autoencoder
+given, every frame is also reconstructed and encoded, and a ``decoded_fraction`` share of each
+batch's samples (drawn per sample) reads the reconstructions of its frames instead of the frames.
+The held-out evaluation then also scores the held-out episodes' reconstructions
+(``eval.json``'s "decoded").
+
 Checkpoints. Every ``save_every`` steps and at the end, ``OUTPUT/checkpoints/step_N/`` is
 written atomically (model files + ``optimizer.pt`` + ``train_state.json``) and then
 ``checkpoints/latest`` points at it. Starting the same command again resumes from the newest
@@ -98,13 +106,19 @@ def split_episodes(refs: list[dict], val_fraction: float, seed: int) -> tuple[li
 class FeatureEpisodes:
     """Episodes with every frame already encoded by the frozen encoder, and their labels."""
 
-    def __init__(self, model, refs: list[dict], desc: str = "encode frames"):
+    def __init__(self, model, refs: list[dict], desc: str = "encode frames", autoencoder=None):
         self.refs, self.features, self.labels, self.instructions, self.episodes = refs, [], [], [], []
+        self.decoded_features, self.decoded_episodes = [], []  # with an autoencoder: of D(E(o))
         datasets = {}
         for ref in tqdm(refs, desc=desc, unit="episode", leave=False):
             dataset = datasets.setdefault(ref["dataset"], Dataset(ref["dataset"]))
             episode = dataset[ref["index"]]
             self.features.append(model.encode_frames(episode.frames).cpu())
+            if autoencoder is not None:
+                decoded = reconstruct(autoencoder, episode.frames, dataset.path / dataset.entry(ref["index"])["file"])
+                self.decoded_features.append(model.encode_frames(decoded).cpu())
+                self.decoded_episodes.append({"frames": decoded, "success": episode.success, "key": ref["key"],
+                                              "source": ref["source"], "instruction": episode.instruction})
             self.labels.append(episode.success.astype(np.float32))
             self.instructions.append(episode.instruction)
             self.episodes.append({"frames": episode.frames, "success": episode.success, "key": ref["key"],
@@ -114,17 +128,36 @@ class FeatureEpisodes:
         flags = np.array([self.labels[e][t] for e, t in rows], dtype=bool)
         self.positives, self.negatives = self.rows[flags], self.rows[~flags]
 
-    def sample(self, batch_size: int, positive_fraction: float, rng: np.random.Generator, frame_indices):
-        """A balanced batch: (features (B, M, P, C), instructions, labels (B,))."""
+    def sample(self, batch_size: int, positive_fraction: float, rng: np.random.Generator, frame_indices,
+               decoded_fraction: float = 0.0):
+        """A balanced batch: (features (B, M, P, C), instructions, labels (B,)); a
+        ``decoded_fraction`` share of the samples, drawn per sample, reads reconstructions."""
         if not len(self.positives) or not len(self.negatives):
             raise ValueError("balanced sampling needs frames labelled success and frames labelled 0")
         n_pos = round(batch_size * positive_fraction)
         picks = np.concatenate([self.positives[rng.integers(0, len(self.positives), n_pos)],
                                 self.negatives[rng.integers(0, len(self.negatives), batch_size - n_pos)]])
-        features = torch.stack([self.features[e][frame_indices(int(t))] for e, t in picks])
+        decoded = rng.random(batch_size) < decoded_fraction if self.decoded_features else np.zeros(batch_size, bool)
+        features = torch.stack([(self.decoded_features if d else self.features)[e][frame_indices(int(t))]
+                                for (e, t), d in zip(picks, decoded)])
         instructions = [self.instructions[e] for e, _ in picks]
         labels = np.array([self.labels[e][t] for e, t in picks], dtype=np.float32)
         return features, instructions, labels
+
+
+@torch.no_grad()
+def reconstruct(autoencoder, frames: np.ndarray, source) -> np.ndarray:
+    """D(E(o)) of (T, H, W, 3) uint8 frames, as uint8; ``source`` names them in errors."""
+    from world_env_training.models.world_model.processor_world_model import frames_to_tensor, tensor_to_frames
+
+    size = autoencoder.config.resolution
+    if frames.shape[1:3] != (size, size):
+        raise ValueError(f"{source}: frames are {frames.shape[2]}x{frames.shape[1]}, the autoencoder's resolution "
+                         f"is {size}")
+    device = next(autoencoder.parameters()).device
+    out = [tensor_to_frames(autoencoder.decode(autoencoder.encode(frames_to_tensor(frames[i:i + 64], device))))
+           for i in range(0, len(frames), 64)]
+    return np.concatenate(out)
 
 
 @torch.no_grad()
@@ -179,8 +212,14 @@ def train(cfg: TrainReflectorConfig) -> tuple[Path, dict | None]:
 
     # --- data: every frame encoded once ------------------------------------------------------
     t0 = time.perf_counter()
-    data = FeatureEpisodes(model, [refs[i] for i in train_ids], "encode train frames")
-    held = FeatureEpisodes(model, [refs[i] for i in held_ids], "encode held-out frames") if held_ids else None
+    autoencoder = None
+    if cfg.autoencoder:
+        from world_env_training.models.world_model.autoencoder import FrameAutoencoder
+
+        autoencoder = FrameAutoencoder.from_pretrained(cfg.autoencoder, device=device).eval()
+    data = FeatureEpisodes(model, [refs[i] for i in train_ids], "encode train frames", autoencoder)
+    held = (FeatureEpisodes(model, [refs[i] for i in held_ids], "encode held-out frames", autoencoder)
+            if held_ids else None)
     if not len(data.positives) or not len(data.negatives):
         raise ValueError(f"training frames: {len(data.positives)} labelled success, {len(data.negatives)} labelled 0; "
                          "the reflector needs both")
@@ -207,7 +246,7 @@ def train(cfg: TrainReflectorConfig) -> tuple[Path, dict | None]:
                 group["lr"] = cfg.lr * warmup_cosine(step, cfg.warmup_steps, cfg.steps)
             rng = np.random.default_rng([cfg.seed, step])
             features, instructions, labels = data.sample(cfg.batch_size, cfg.positive_fraction, rng,
-                                                         model.processor.frame_indices)
+                                                         model.processor.frame_indices, cfg.decoded_fraction)
             batch = model.processor(features, instructions, labels, device=device)
 
             out = model(batch)
@@ -254,8 +293,13 @@ def train(cfg: TrainReflectorConfig) -> tuple[Path, dict | None]:
         model.eval()
         report = evaluate_reflector(model, held.episodes, features=[f.to(device) for f in held.features])
         report["checkpoint"] = str(newest)
-        write_report(report, run_dir)
-        print(format_markdown(report))
+        markdown = format_markdown(report)
+        if autoencoder is not None:
+            report["decoded"] = evaluate_reflector(model, held.decoded_episodes,
+                                                   features=[f.to(device) for f in held.decoded_features])
+            markdown += "\n" + format_markdown(report["decoded"], "The same episodes reconstructed by the autoencoder")
+        write_report(report, run_dir, markdown=markdown)
+        print(markdown)
     return newest, report
 
 

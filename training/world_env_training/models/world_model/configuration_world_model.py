@@ -24,6 +24,7 @@ from world_env_training.config_base import StageConfig, _check
 SEMANTIC_ENCODERS = ("mobilenet_v2", "efficientnet_lite0", "tiny_cnn", "open_clip")
 GEOMETRY_ENCODERS = ("rays", "vggt")
 SAMPLERS = ("ddim", "dpmsolver")
+LATENT_FRAMES = ("decoded", "composite")
 CONFIG_NAME = "config.json"
 
 
@@ -49,8 +50,15 @@ class WorldModelConfig(StageConfig):
             ``train-autoencoder``, copied into the model folder's ``autoencoder/``) instead of
             pixels: the U-Net runs at the latent side (16x16 for 64x64 frames), its pixel
             conditions become the history slots' latents and the action map folded into the
-            latent grid (``pixel_unshuffle``), and the frame is the real o_t plus the decoded
-            change D(z_{t+1}) - D(z_t). Needs predict_residual.
+            latent grid (``pixel_unshuffle``), and the frame is made from the predicted latent
+            as ``latent_frame`` says. Needs predict_residual.
+        latent_frame: Latent models: the predicted frame is ``decoded``, D(z_{t+1}), or
+            ``composite``, o_t + D(z_{t+1}) - D(z_t) (pixels whose latent does not change keep
+            o_t's exact values). A composite scores higher one-step PSNR, but in a rollout it
+            telescopes to o_0 + D(z_t) - D(z_0): the first frame's detail that the decoder does
+            not reproduce (the arm at its first pose) stays in every imagined frame, and the
+            reflector fired on none of 11 held-out real successes seen that way, against 11 of 11
+            decoded (README "Why the reflector does not fire in imagination").
         history_noise_max: Training-time Gaussian noise on the history frames, standard deviation
             drawn per sample from U(0, history_noise_max) in [-1, 1] pixel units, so that the
             model tolerates its own imperfect frames in open-loop rollouts (0: off). Latent models:
@@ -94,6 +102,7 @@ class WorldModelConfig(StageConfig):
     action_map: bool = True
     predict_residual: bool = True
     latent: bool = False
+    latent_frame: str = "decoded"
     history_noise_max: float = 0.1
     # semantic tokens
     semantic_tokens: bool = True
@@ -125,6 +134,8 @@ class WorldModelConfig(StageConfig):
     def __post_init__(self):
         _check(not self.latent or self.predict_residual, "latent", self.latent,
                "false unless predict_residual (a latent model diffuses the latent change)")
+        _check(self.latent_frame in LATENT_FRAMES, "latent_frame", self.latent_frame,
+               f"one of {', '.join(LATENT_FRAMES)}")
         _check(self.resolution >= 16 and self.resolution % 2 ** (len(self.block_out_channels) - 1) == 0,
                "resolution", self.resolution, "at least 16 and divisible by 2^(levels - 1)")
         _check(self.memory_frames >= 1, "memory_frames", self.memory_frames, "a positive integer")

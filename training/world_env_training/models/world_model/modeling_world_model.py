@@ -338,11 +338,14 @@ class WorldModel(nn.Module):
 
     def outputs_from_sample(self, sample: torch.Tensor, batch: dict) -> dict:
         """{"frame"} of a denoised sample; a latent model adds {"latent": z_{t+1}, "decoded":
-        D(z_{t+1})} and makes the frame o_t + D(z_{t+1}) - D(z_t) (the batch's ``DECODED``, or
-        decoded here), so that pixels whose latent does not change keep o_t's exact values."""
+        D(z_{t+1})}, and its frame is D(z_{t+1}) or, with ``latent_frame="composite"``,
+        o_t + D(z_{t+1}) - D(z_t) (D(z_t): the batch's ``DECODED``, or decoded here)."""
         if self.autoencoder is not None:
             current = self.history_latents(batch)[:, 0]
             latent = current + self.processor.latent_residual_std * sample
+            if self.config.latent_frame == "decoded":
+                decoded = self.decode(latent)
+                return {"frame": decoded.clamp(-1, 1), "latent": latent, "decoded": decoded}
             if DECODED in batch:
                 decoded, base = self.decode(latent), batch[DECODED]
             else:  # one decoder call for both
