@@ -66,7 +66,7 @@ def arm_map(q: np.ndarray, state: np.ndarray, camera, opening: float) -> np.ndar
     return img
 
 
-def load_episode(dataset, index, robot, resolution):
+def load_episode(dataset, index, robot, resolution, *_):  # the package's stride, arm map and gains: not used
     ep = _load_episode(dataset, index, robot, resolution)
     q = dataset.load_arrays(index, ["joint_positions"])["joint_positions"]
     idx = np.arange(0, len(ep.frames), STRIDE)

@@ -361,8 +361,8 @@ class TrainWorldModelConfig(StageConfig):
         model_config: YAML or JSON file of further WorldModelConfig fields (block_out_channels,
             memory_recent, ...; empty: the defaults, or with autoencoder those of
             WorldModelConfig.latent_cpu()). It may not set the fields below that this config
-            owns (resolution, memory_frames, action_map, geometry_tokens, semantic_tokens,
-            sampler_steps).
+            owns (resolution, memory_frames, action_map, arm_map, frame_stride, geometry_tokens,
+            semantic_tokens, sampler_steps).
         autoencoder: train-autoencoder run or autoencoder folder. Set: a latent world model
             (WorldModelConfig.latent), whose U-Net denoises this autoencoder's latents; a copy
             of the autoencoder goes into every checkpoint. Empty: a pixel-space model.
@@ -370,6 +370,9 @@ class TrainWorldModelConfig(StageConfig):
             the datasets' frame size.
         memory_frames: History frames from the memory bank conditioning each prediction.
         action_map: Condition on the action map of the commanded next state.
+        arm_map: Draw the arm's kinematic chain in the action map (WorldModelConfig.arm_map).
+        frame_stride: Steps per predicted frame: 1, or one frame per chunk of that many actions
+            (WorldModelConfig.frame_stride; LOOP needs it equal to the policy's chunk size).
         geometry_tokens: Inject geometry tokens by cross-attention.
         semantic_tokens: Inject semantic tokens by cross-attention.
         holdout_per_task: Init states held out per (suite, task) for evaluation: the largest
@@ -413,6 +416,8 @@ class TrainWorldModelConfig(StageConfig):
     resolution: int = 64
     memory_frames: int = 4
     action_map: bool = True
+    arm_map: bool = False
+    frame_stride: int = 1
     geometry_tokens: bool = True
     semantic_tokens: bool = True
     holdout_per_task: int = 1
@@ -476,7 +481,9 @@ class WorldModelEvalConfig(StageConfig):
             commanded state and action map of this many steps later, and the report compares the
             predictions' change with the real frames' change over those steps (0: off).
         max_episodes: Held-out episodes used at most (0: all).
-        horizon: Open-loop rollout length in steps.
+        horizon: Open-loop rollout length in steps. This option, one_step_stride, action_shift
+            and replay_chunk count actions: for models with frame_stride k > 1 (which must all
+            share it) each is divided by k (at least 1), and the report counts chunks.
         starts_per_episode: Open-loop rollouts per episode, started evenly over it.
         one_step_stride: One-step evaluation on every this-many-th transition.
         sampler: ddim or dpmsolver (empty: the model's own).

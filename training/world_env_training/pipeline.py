@@ -51,7 +51,7 @@ STAGE_ORDER = configs.STAGE_ORDER
 INPUTS = {"collect-demos": (), "train-sft": ("collect-demos",), "explore": ("train-sft",),
           "train-autoencoder": ("collect-demos", "explore"),
           "train-world-model": ("collect-demos", "explore", "train-autoencoder"),
-          "train-reflector": ("collect-demos", "explore"),
+          "train-reflector": ("collect-demos", "explore", "train-autoencoder"),
           "evaluate-world-model": ("train-world-model",),
           "post-train": ("collect-demos", "train-sft", "train-world-model", "train-reflector"),
           "evaluate-sft": ("collect-demos", "explore", "train-sft", "train-reflector"),
@@ -95,7 +95,7 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
         "train-reflector": ("train-reflector", configs.TrainReflectorConfig(
             demos=str(run / "demos"), exploration=exploration, output_dir=str(run / "reflector"),
             steps=cfg.reflector_steps, save_every=max(1, cfg.reflector_steps // 4),
-            eval_every=max(1, cfg.reflector_steps // 4), **common)),
+            eval_every=max(1, cfg.reflector_steps // 4), autoencoder=autoencoder, **common)),
         "evaluate-world-model": ("evaluate-world-model", configs.WorldModelEvalConfig(
             checkpoints=[f"world_model={run / 'world_model'}"], max_episodes=2, horizon=24, starts_per_episode=1,
             one_step_stride=4, output_dir=str(run / "world_model_eval"), **common)),

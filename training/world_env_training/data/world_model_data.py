@@ -35,11 +35,12 @@ def split_episodes(datasets: list[Dataset], holdout_per_task: int) -> tuple[list
 
 @dataclass
 class EpisodeArrays:
-    """One episode with its precomputed conditions (``load_episode``)."""
+    """One episode with its precomputed conditions (``load_episode``). T counts the model's steps:
+    actions, or chunks of ``frame_stride`` actions."""
 
     frames: np.ndarray        # (T+1, H, W, 3) uint8
     states: np.ndarray        # (T+1, 7)
-    actions: np.ndarray       # (T, 7)
+    actions: np.ndarray       # (T, 7), or (T, frame_stride, 7) chunks (the last one zero-padded)
     commanded: np.ndarray     # (T, 7)
     action_maps: np.ndarray   # (T, H, W, 3) uint8
     geometry: np.ndarray      # (10, H, W), or (T+1, 10, H, W) with depth
@@ -48,13 +49,23 @@ class EpisodeArrays:
     key: str
 
 
-def load_episode(dataset: Dataset, index: int, robot, resolution: int) -> EpisodeArrays:
-    """Episode ``index`` with commanded states, action maps and geometry computed."""
+def load_episode(dataset: Dataset, index: int, robot, resolution: int, frame_stride: int = 1,
+                 arm_map: bool = False, gains: tuple[float, float] = (1.0, 1.0)) -> EpisodeArrays:
+    """Episode ``index`` with commanded states, action maps and geometry computed.
+
+    With ``frame_stride`` k > 1 a step is a chunk of k actions (the last chunk may be shorter):
+    the frames and states are every k-th recorded one (and the last), and a chunk's commanded
+    state is its actions chained from the recorded state at its start (``chunk_commanded``,
+    with the arm's tracking ``gains``), as ``ImaginedEnv`` chains them. ``arm_map``: the action maps draw the arm, its joints solved
+    by IK from the recorded joints at the chunk's start."""
     from world_env_common.camera import CameraModel
-    from world_env_training.models.world_model.processor_world_model import action_maps, commanded_states, geometry_map
+    from world_env_training.models.world_model.processor_world_model import (
+        GRIPPER_STEPS, action_maps, arm_chains, arm_offset, chunk_commanded, commanded_states, geometry_map,
+    )
 
     entry = dataset.entry(index)
     keys = ["frames", "states", "actions"] + (["depth"] if "depth" in entry["arrays"] else [])
+    keys += ["joint_positions"] if arm_map else []
     arrays = dataset.load_arrays(index, keys)
     frames = arrays["frames"]
     path = dataset.path / entry["file"]
@@ -64,11 +75,33 @@ def load_episode(dataset: Dataset, index: int, robot, resolution: int) -> Episod
     if not camera_dict:
         raise ValueError(f"{path}: no camera model in the episode metadata (needed for action maps)")
     camera = CameraModel.from_dict(camera_dict)
-    commanded = commanded_states(robot, arrays["states"][:-1], arrays["actions"])
+    states, actions = arrays["states"], arrays["actions"]
+    if frame_stride == 1:
+        idx = np.arange(len(frames))
+        commanded = commanded_states(robot, states[:-1], actions)
+        chunks = actions
+    else:
+        idx = np.unique(np.append(np.arange(0, len(frames), frame_stride), len(frames) - 1))
+        rate = robot.gripper_open_width / GRIPPER_STEPS
+        commanded = np.stack([chunk_commanded(robot, states[a], actions[a:b], rate, gains)[0]
+                              for a, b in zip(idx[:-1], idx[1:])])
+        chunks = np.zeros((len(idx) - 1, frame_stride, actions.shape[1]), np.float32)
+        for i, (a, b) in enumerate(zip(idx[:-1], idx[1:])):
+            chunks[i, :b - a] = actions[a:b]
+    chains = None
+    if arm_map:
+        q = arrays["joint_positions"]
+        offset = arm_offset(robot, states[0], q[0])
+        chains = np.stack([arm_chains(robot, c[None], q[a], offset)[1][0] for c, a in zip(commanded, idx[:-1])])
     if "depth" in arrays:
-        geometry = np.stack([geometry_map(camera, d) for d in arrays["depth"]])
+        geometry = np.stack([geometry_map(camera, d) for d in arrays["depth"][idx]])
     else:
         geometry = geometry_map(camera)
-    return EpisodeArrays(frames, arrays["states"], arrays["actions"], commanded,
-                         action_maps(commanded, camera, robot.gripper_open_width), geometry, camera,
+    return EpisodeArrays(frames[idx], states[idx], chunks, commanded,
+                         action_maps(commanded, camera, robot.gripper_open_width, chains), geometry, camera,
                          entry["instruction"], entry["key"])
+
+
+def load_model_episode(dataset: Dataset, index: int, robot, config, gains=(1.0, 1.0)) -> EpisodeArrays:
+    """``load_episode`` with a ``WorldModelConfig``'s resolution, frame stride and action map."""
+    return load_episode(dataset, index, robot, config.resolution, config.frame_stride, config.arm_map, gains)

@@ -46,7 +46,8 @@ def held_out_starts(eval_json: str, resolution: int):
                 obs = env.reset(i)
                 starts.append(StartState(frame=obs["image"], state=obs["state"].astype(np.float32),
                                          instruction=env.instruction, camera=env.camera.to_dict(),
-                                         key=f"eval/{key}/{i}", suite=suite, task_id=int(task), init_state_id=int(i)))
+                                         key=f"eval/{key}/{i}", suite=suite, task_id=int(task), init_state_id=int(i),
+                                         joints=np.asarray(obs["joint_positions"], np.float32)))
     real = data["summary"]["overall"].get("gt_termination")
     return starts, real, seed
 

@@ -308,13 +308,14 @@ def held_out_picks(holdout_file: Path, max_episodes: int, more_episodes: str = "
     return picks[:max_episodes or None]
 
 
-def load_picks(picks: list[tuple], resolution: int) -> list:
-    """The episodes of ``held_out_picks``, loaded with their conditions."""
+def load_picks(picks: list[tuple], resolution: int, frame_stride: int = 1, arm_map: bool = False,
+               gains: tuple[float, float] = (1.0, 1.0)) -> list:
+    """The episodes of ``held_out_picks``, loaded with their conditions (``load_episode``)."""
     from world_env_common.robot import PandaModel
     from world_env_training.data.world_model_data import load_episode
 
     robot = PandaModel()
-    return [load_episode(d, i, robot, resolution) for d, i in picks]
+    return [load_episode(d, i, robot, resolution, frame_stride, arm_map, gains) for d, i in picks]
 
 
 def held_out_episodes(holdout_file: Path, resolution: int, max_episodes: int, more_episodes: str = "") -> list:
@@ -403,7 +404,7 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
     holdout = Path(cfg.holdout) if cfg.holdout else _run_dir(checkpoints[0][1]) / "holdout.json"
     if not holdout.is_file():
         raise FileNotFoundError(f"{holdout}: no holdout.json (give holdout=...)")
-    results, episodes = {}, None
+    results, loaded, picks, stride = {}, {}, None, None
     reflector = None
     if cfg.reflector:
         from world_env_training.models.reflector import Reflector
@@ -411,35 +412,47 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
         reflector = Reflector.from_pretrained(cfg.reflector, device=device)
     for label, path in checkpoints:
         model = WorldModel.from_pretrained(path, device=device)
-        if episodes is None:
+        if picks is None:
             picks = held_out_picks(holdout, cfg.max_episodes, cfg.more_episodes)
-            episodes = load_picks(picks, model.config.resolution)
-            if not episodes:
+            if not picks:
                 raise ValueError(f"{holdout}: no held-out episodes")
+        # Models that step by chunks, or draw the arm, see the same episodes with other conditions.
+        conditions = (model.config.resolution, model.config.frame_stride, model.config.arm_map, model.processor.gains)
+        if conditions not in loaded:
+            loaded[conditions] = load_picks(picks, *conditions)
+        episodes = loaded[conditions]
+        if stride is None:
+            stride = model.config.frame_stride
+            # The options count actions; a chunk-level model steps k at a time.
+            horizon, one_stride, shift, chunk = (max(1, n // stride) if n else 0 for n in (
+                cfg.horizon, cfg.one_step_stride, cfg.action_shift, cfg.replay_chunk))
+        elif model.config.frame_stride != stride:
+            raise ValueError(f"{label}: frame_stride {model.config.frame_stride}, the first checkpoint's is {stride}; "
+                             "evaluate models of different frame strides separately")
         print(f"world-model-eval: {label}: one-step on {len(episodes)} held-out episodes", flush=True)
-        one = one_step(model, episodes, cfg.one_step_stride, sampler=cfg.sampler, sampler_steps=cfg.sampler_steps,
+        one = one_step(model, episodes, one_stride, sampler=cfg.sampler, sampler_steps=cfg.sampler_steps,
                        seed=cfg.seed, device=device)
-        print(f"world-model-eval: {label}: open-loop, horizon {cfg.horizon}", flush=True)
-        loop = open_loop(model, episodes, cfg.horizon, cfg.starts_per_episode, cfg.sampler, cfg.sampler_steps,
+        print(f"world-model-eval: {label}: open-loop, horizon {horizon}", flush=True)
+        loop = open_loop(model, episodes, horizon, cfg.starts_per_episode, cfg.sampler, cfg.sampler_steps,
                          cfg.seed, device)
         strip, hs = _strip(loop, [episodes[e].frames[s] for e, s in loop["starts"]])
         plt.imsave(out / f"strip_{label}.png", strip)
         results[label] = {"one": one, "loop": loop, "strip_horizons": hs,
                           "params": model.parameter_counts()["trainable"], "path": str(path)}
-        if cfg.action_shift:
-            print(f"world-model-eval: {label}: action sensitivity (commanded state {cfg.action_shift} steps ahead)",
+        if shift:
+            print(f"world-model-eval: {label}: action sensitivity (commanded state {shift} steps ahead)",
                   flush=True)
             results[label]["action"] = action_sensitivity(
-                model, episodes, cfg.action_shift, cfg.one_step_stride, sampler=cfg.sampler,
+                model, episodes, shift, one_stride, sampler=cfg.sampler,
                 sampler_steps=cfg.sampler_steps, seed=cfg.seed, device=device)
         if reflector is not None:
             print(f"world-model-eval: {label}: whole-episode replays judged by the reflector", flush=True)
             results[label]["replay"] = replay_judgement(
-                model, reflector, episodes, [episode_succeeded(d, i) for d, i in picks], cfg.replay_chunk,
+                model, reflector, episodes, [episode_succeeded(d, i) for d, i in picks], chunk,
                 cfg.sampler, cfg.sampler_steps, cfg.seed, device)
 
     # --- figures --------------------------------------------------------------------------
-    h = np.arange(1, cfg.horizon + 1)
+    h = np.arange(1, horizon + 1)
     for metric in ("psnr", "ssim"):
         fig, ax = plt.subplots(figsize=(6, 4))
         for label, r in results.items():
@@ -459,7 +472,9 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
              f"Held-out episodes: {len(episodes)} (from `{holdout}`): "
              + ", ".join(f"`{ep.key}`" for ep in episodes),
              f"Sampler: {cfg.sampler or 'model default'}, steps {cfg.sampler_steps or 'model default'}. "
-             "Baseline: copy the last real frame.", "",
+             "Baseline: copy the last real frame."
+             + (f" The models predict one frame per chunk of {stride} actions: a step below is a chunk "
+                "(the options, which count actions, divided by it)." if stride > 1 else ""), "",
              "## One-step", "",
              f"Motion PSNR: over the pixels whose real change from o_t exceeds {MOTION_THRESHOLD} grey levels, "
              "over the frames with such pixels.", "",
@@ -471,8 +486,8 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
                      f"{o['ssim'].mean():.4f} | {o['baseline_ssim'].mean():.4f} | {_nanmean(o['motion_psnr']):.2f} | "
                      f"{_nanmean(o['baseline_motion_psnr']):.2f} | {len(o['psnr'])} "
                      f"({int(np.isfinite(o['motion_psnr']).sum())}) |")
-    marks = [m for m in (1, 2, 4, 8, 16, 24, 32, 48, 64) if m <= cfg.horizon]
-    lines += ["", f"## Open-loop (rollouts of {cfg.horizon} steps; PSNR dB / SSIM at horizon)", "",
+    marks = [m for m in (1, 2, 4, 8, 16, 24, 32, 48, 64) if m <= horizon]
+    lines += ["", f"## Open-loop (rollouts of {horizon} steps; PSNR dB / SSIM at horizon)", "",
               "| model | " + " | ".join(f"h={m}" for m in marks) + " |", "|---|" + "---|" * len(marks)]
     for label, r in results.items():
         lo = r["loop"]
@@ -499,8 +514,8 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
                 mean, low, high = mean_interval(gain)
                 cells.append(f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] {int((gain > 0).sum())}/{rollouts}")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if cfg.action_shift:
-        lines += ["", f"## Action sensitivity (one-step prediction with the commanded state of {cfg.action_shift} steps "
+    if shift:
+        lines += ["", f"## Action sensitivity (one-step prediction with the commanded state of {shift} steps "
                   "later instead of the real one)", "",
                   "Mean absolute change of the predicted frame (grey levels) against the real frames' change over the "
                   "same steps; near 0: the model ignores the action.", "",
@@ -513,8 +528,8 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
     if reflector is not None:
         lines += ["", "## Whole episodes replayed open loop, judged by the reflector", "",
                   f"Each episode's recorded actions replayed from its first real frame over its whole length; the "
-                  f"reflector (`{cfg.reflector}`) judges one frame in {cfg.replay_chunk} (steps 0, "
-                  f"{cfg.replay_chunk}, ...), imagined and real. "
+                  f"reflector (`{cfg.reflector}`) judges one frame in {chunk} (steps 0, "
+                  f"{chunk}, ...), imagined and real. "
                   "Success and failure are LIBERO's. Wilson 95 % intervals.", "",
                   "| model | successes: imagined fired | successes: real fired | failures: imagined fired "
                   "| failures: real fired | successes' firing step, imagined vs real |", "|---|---|---|---|---|---|"]

@@ -10,18 +10,27 @@ One step, per rollout b, from (o_t, s_t) and action a_t:
 2. The world model predicts o_{t+1} from the memory-bank frames, the action map of c drawn with
    ``camera``, and the tokens of o_t, s_t and c (``predict_next_frames``); the frame joins the
    memory bank.
-3. The next state: pose = c's pose (the paper's s_{t+1} from forward kinematics of the
-   commanded pose; the arm is assumed to reach each delta target within the step). Gripper:
+3. The next state: the pose moves towards c's by the fractions the world model's processor
+   fitted on its training data (``WorldModelProcessor.position_gain`` / ``rotation_gain``:
+   LIBERO's controller covers about a quarter of a commanded position delta per step; 1, the
+   commanded pose reached within the step, for models saved before the gains). Gripper:
    the width moves towards c's width by at most ``gripper_open_width / gripper_steps`` per
    step (LIBERO's fingers take ~8 control steps to open or close), so it converges to the
    commanded width rather than jumping (``gripper_steps=0``: jump).
+
+A chunk-level model (``WorldModelConfig.frame_stride`` k > 1) predicts once per chunk: ``step``
+takes (B, j, 7) chunks with j <= k, chains the j actions as above (``chunk_commanded``) and
+predicts the frame after them from the last commanded state; the chunk's earlier steps keep the
+previous frame in "images" (the newest frame the episode has). An arm action map
+(``WorldModelConfig.arm_map``) needs the arm's joints at reset (``joints0``); they then follow
+the commanded poses by IK (``arm_chains``).
 
 A latent world model (``WorldModelConfig.latent``) keeps a second memory bank of latents beside
 the frames: the predicted latent z_{t+1} joins it directly and D(z_{t+1}) is kept for the next
 step, so a step costs one decoder call and no encoder call (frames are encoded only at reset).
 
 Observations: {"image": (B, H, W, 3) uint8, "state": (B, 7) float32, "instruction": list[str],
-"t": steps taken}; ``step`` on an action chunk (B, k, 7) executes the k actions in order and also
+"t": frames predicted (chunks for a chunk-level model)}; ``step`` on an action chunk (B, k, 7) executes the k actions in order and also
 returns "images" (B, k, H, W, 3) and "states" (B, k, 7), one per executed action.
 
 Cost accounting: ``seconds`` accumulates wall time per part of the steps taken,
@@ -39,7 +48,8 @@ import torch
 from world_env_training.models.world_model.memory_bank import MemoryBank
 from world_env_training.models.world_model.modeling_world_model import make_scheduler, predict_next
 from world_env_training.models.world_model.processor_world_model import (
-    DECODED, LATENTS, action_maps, commanded_states, frames_to_tensor, geometry_map, tensor_to_frames,
+    DECODED, GRIPPER_STEPS, LATENTS, action_maps, arm_chains, arm_offset, chunk_commanded, commanded_states,
+    frames_to_tensor, geometry_map, reached_state, tensor_to_frames,
 )
 
 
@@ -61,7 +71,7 @@ class ImaginedEnv:
     """
 
     def __init__(self, world_model, robot, camera, device="cpu", sampler: str | None = None,
-                 sampler_steps: int | None = None, gripper_steps: int = 8, seed: int = 0,
+                 sampler_steps: int | None = None, gripper_steps: int = GRIPPER_STEPS, seed: int = 0,
                  precision: str = "fp32", channels_last: bool = False):
         from world_env_training.models.precision import check_precision
 
@@ -86,6 +96,8 @@ class ImaginedEnv:
         self.geometry = geometry_map(camera)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.states = None
+        self.stride, self.arm = config.frame_stride, config.arm_map
+        self.joints = self.offsets = None  # arm maps: (B, 7) joint angles, (B, 3) base offsets
         self.action_maps = None  # of the last step, (B, H, W, 3) uint8: what the simulator node shows
         self.instructions: list[str] = []
 
@@ -93,9 +105,9 @@ class ImaginedEnv:
     def batch_size(self) -> int:
         return 0 if self.states is None else len(self.states)
 
-    def reset(self, frames0: np.ndarray, states0: np.ndarray, instructions) -> dict:
+    def reset(self, frames0: np.ndarray, states0: np.ndarray, instructions, joints0: np.ndarray | None = None) -> dict:
         """Start B episodes: frames0 (B, H, W, 3) uint8, states0 (B, 7), instructions (B strings
-        or one for all)."""
+        or one for all); joints0 (B, 7) arm joint angles (needed by an arm action map)."""
         frames0, states0 = np.asarray(frames0), np.asarray(states0, np.float32)
         size = self.model.config.resolution
         if frames0.dtype != np.uint8 or frames0.ndim != 4 or frames0.shape[1:] != (size, size, 3):
@@ -106,6 +118,14 @@ class ImaginedEnv:
             instructions = [instructions] * len(frames0)
         if len(instructions) != len(frames0):
             raise ValueError(f"instructions: {len(instructions)} given for {len(frames0)} episodes")
+        if self.arm:
+            if joints0 is None:
+                raise ValueError("joints0: the world model draws the arm (arm_map), give the episodes' (B, 7) joint angles")
+            joints0 = np.asarray(joints0, np.float32)
+            if joints0.shape != (len(frames0), 7):
+                raise ValueError(f"joints0: shape {joints0.shape}, expected ({len(frames0)}, 7)")
+            self.joints = joints0.copy()
+            self.offsets = np.stack([arm_offset(self.robot, s, q) for s, q in zip(states0, joints0)])
         self.memory.reset(frames0.copy())
         if self.latent:
             from world_env_training.models.precision import autocast
@@ -130,6 +150,8 @@ class ImaginedEnv:
             self.latent_memory.frames = [z[indices] for z in self.latent_memory.frames]
             self.decoded = self.decoded[torch.as_tensor(indices, device=self.decoded.device)]
         self.states = self.states[indices]
+        if self.arm:
+            self.joints, self.offsets = self.joints[indices], self.offsets[indices]
         self.instructions = [self.instructions[i] for i in indices]
 
     def next_states(self, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -139,9 +161,7 @@ class ImaginedEnv:
 
     def _reached(self, states: np.ndarray, commanded: np.ndarray) -> np.ndarray:
         """The state after a step towards ``commanded``: its pose, the gripper moved at its rate."""
-        nxt = commanded.copy()
-        nxt[:, 6] = states[:, 6] + np.clip(commanded[:, 6] - states[:, 6], -self.gripper_rate, self.gripper_rate)
-        return nxt
+        return reached_state(states, commanded, self.gripper_rate, self.model.processor.gains)
 
     def _step_one(self, actions: np.ndarray) -> None:
         t0 = time.perf_counter()
@@ -150,10 +170,18 @@ class ImaginedEnv:
         self._advance(commanded, nxt)
 
     @torch.no_grad()
-    def _advance(self, commanded: np.ndarray, nxt: np.ndarray) -> None:
+    def _advance(self, commanded: np.ndarray, nxt: np.ndarray, joints: np.ndarray | None = None) -> None:
         b = len(commanded)
         t0 = time.perf_counter()
-        self.action_maps = action_maps(commanded, self.camera, self.robot.gripper_open_width)
+        chains = None
+        if self.arm and joints is not None:  # the commanded joints themselves: no IK
+            self.joints = np.asarray(joints, np.float32)
+            chains = np.stack([self.robot.chain_points(q) + o for q, o in zip(self.joints, self.offsets)])
+        elif self.arm:
+            solved = [arm_chains(self.robot, c[None], q, o) for c, q, o in zip(commanded, self.joints, self.offsets)]
+            self.joints = np.concatenate([q for q, _ in solved])
+            chains = np.concatenate([c for _, c in solved])
+        self.action_maps = action_maps(commanded, self.camera, self.robot.gripper_open_width, chains)
         history = self.memory.history()
         t1 = time.perf_counter()
         batch = self.model.processor(
@@ -174,15 +202,22 @@ class ImaginedEnv:
         self.seconds["world_model"] += t2 - t1
         self.frames += b
 
-    def step_commanded(self, commanded: np.ndarray) -> dict:
+    def step_commanded(self, commanded: np.ndarray, joints: np.ndarray | None = None) -> dict:
         """One step towards (B, 7) commanded states given directly (a joint-space command's FK)
-        instead of through actions; the pose is reached, the gripper moves at its rate."""
+        instead of through actions; the pose is reached, the gripper moves at its rate. ``joints``:
+        the (B, 7) commanded joint angles, which an arm action map then draws (else IK)."""
         if self.states is None:
             raise RuntimeError("ImaginedEnv.step_commanded before reset")
+        if self.stride > 1:
+            raise ValueError(f"step_commanded: the world model predicts one frame per chunk of {self.stride} actions "
+                             "(frame_stride); a commanded state per step needs a frame_stride 1 model")
         commanded = np.asarray(commanded, np.float32)
         if commanded.shape != (self.batch_size, 7):
             raise ValueError(f"commanded: shape {commanded.shape}, expected ({self.batch_size}, 7)")
-        self._advance(commanded, self._reached(self.states, commanded))
+        if joints is not None and np.shape(joints) != (self.batch_size, 7):
+            raise ValueError(f"joints: shape {np.shape(joints)}, expected ({self.batch_size}, 7)")
+        # A set-point per control step (a joint trajectory's) is reached: no tracking gains.
+        self._advance(commanded, reached_state(self.states, commanded, self.gripper_rate), joints)
         return self._obs()
 
     def step(self, actions: np.ndarray) -> dict:
@@ -195,6 +230,8 @@ class ImaginedEnv:
             actions = actions[:, None]
         if actions.ndim != 3 or actions.shape[0] != self.batch_size or actions.shape[2] != 7:
             raise ValueError(f"actions: shape {actions.shape}, expected ({self.batch_size}, 7) or ({self.batch_size}, k, 7)")
+        if self.stride > 1:
+            return self._step_chunk(actions, chunk)
         images, states = [], []
         for i in range(actions.shape[1]):
             self._step_one(actions[:, i])
@@ -203,6 +240,24 @@ class ImaginedEnv:
         obs = self._obs()
         if chunk:
             obs["images"], obs["states"] = np.stack(images, 1), np.stack(states, 1)
+        return obs
+
+    def _step_chunk(self, actions: np.ndarray, chunk: bool) -> dict:
+        k = actions.shape[1]
+        if not chunk or k > self.stride:
+            raise ValueError(f"actions: shape {actions.shape}; the world model predicts one frame per chunk of "
+                             f"{self.stride} actions (frame_stride): give (B, k, 7) chunks with k <= {self.stride}")
+        t0 = time.perf_counter()
+        gains = self.model.processor.gains
+        chained = [chunk_commanded(self.robot, s, a, self.gripper_rate, gains) for s, a in zip(self.states, actions)]
+        commanded = np.stack([c for c, _ in chained])
+        states = np.stack([steps for _, steps in chained])
+        self.seconds["conditions"] += time.perf_counter() - t0
+        before = self.memory.frames[-1]
+        self._advance(commanded, states[:, -1])
+        obs = self._obs()
+        obs["images"] = np.stack([before] * (k - 1) + [self.memory.frames[-1]], 1)
+        obs["states"] = states
         return obs
 
     def _obs(self) -> dict:

@@ -68,6 +68,7 @@ class StartState:
     suite: str = ""        # LIBERO suite, task and init state the episode began from ("" / -1: none)
     task_id: int = -1
     init_state_id: int = -1
+    joints: np.ndarray | None = None  # (7,) arm joint angles (an arm action map needs them)
 
 
 @dataclass
@@ -148,7 +149,10 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
         else:
             frames0 = np.stack([starts[s].frame for s in members for _ in range(n)])
             states0 = np.stack([starts[s].state for s in members for _ in range(n)])
-            obs = env.reset(frames0, states0, instructions)
+            joints0 = None
+            if all(starts[s].joints is not None for s in members):
+                joints0 = np.stack([starts[s].joints for s in members for _ in range(n)])
+            obs = env.reset(frames0, states0, instructions, joints0=joints0)
         session = reflector.session(len(ids)) if reflector is not None else None
         if session is not None:
             session.reset(instructions)

@@ -56,7 +56,8 @@ def load_start_states(path: str) -> list[StartState]:
             raise ValueError(f"{path}: episode {dataset.entry(i)['key']} has no camera model (needed for action maps)")
         starts.append(StartState(frame=episode.frames[0], state=episode.states[0].astype(np.float32),
                                  instruction=episode.instruction, camera=episode.camera, key=dataset.entry(i)["key"],
-                                 suite=episode.suite, task_id=episode.task_id, init_state_id=episode.init_state_id))
+                                 suite=episode.suite, task_id=episode.task_id, init_state_id=episode.init_state_id,
+                                 joints=episode.joint_positions[0].astype(np.float32)))
     if not starts:
         raise ValueError(f"{path}: no episodes to start imagined rollouts from")
     return starts

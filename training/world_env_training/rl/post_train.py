@@ -188,6 +188,9 @@ def train(cfg: PostTrainConfig):
     # --- policy: resume from the newest checkpoint, or start from the given one ----------------
     learner = LoopLearner(cfg, device, writer=rank == 0)
     model, resume, start = learner.model, learner.resumed_from, learner.update_count
+    if cfg.env == "imagined" and world_model.config.frame_stride not in (1, model.config.chunk_size):
+        raise ValueError(f"{cfg.world_model}: the world model predicts one frame per chunk of "
+                         f"{world_model.config.frame_stride} actions, the policy's chunks have {model.config.chunk_size}")
     distribution = _Distribution(model)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel

@@ -50,11 +50,13 @@ from world_env_training.checkpoints import (OPTIMIZER_FILE, TRAIN_STATE_FILE, la
 from world_env_training.configs import TrainWorldModelConfig, model_config_values
 from world_env_common.robot import PandaModel
 from world_env_training.data.dataset import Dataset, DatasetError
-from world_env_training.data.world_model_data import EpisodeArrays, load_episode, split_episodes
+from world_env_training.data.world_model_data import EpisodeArrays, load_model_episode, split_episodes
+from world_env_training.models.world_model.processor_world_model import fit_arm_gains
 
 TRAIN_WEIGHTS_FILE = "train_weights.safetensors"
 HOLDOUT_FILE = "holdout.json"
-_OWNED = ("resolution", "memory_frames", "action_map", "geometry_tokens", "semantic_tokens", "sampler_steps")
+_OWNED = ("resolution", "memory_frames", "action_map", "arm_map", "frame_stride", "geometry_tokens", "semantic_tokens",
+          "sampler_steps")
 
 
 def model_config(cfg: TrainWorldModelConfig):
@@ -242,7 +244,10 @@ def train(cfg: TrainWorldModelConfig) -> Path:
     datasets = load_datasets(cfg)
     train_ids, held_ids = split_episodes(datasets, cfg.holdout_per_task)
     robot = PandaModel()  # state space: commanded_state does not depend on the base placement
-    episodes = [load_episode(datasets[d], i, robot, cfg.resolution) for d, i in train_ids]
+    gains = fit_arm_gains(robot, [tuple(datasets[d].load_arrays(i, ["states", "actions"]).values())
+                                  for d, i in train_ids])
+    episodes = [load_model_episode(datasets[d], i, robot, wm_config, gains)
+                for d, i in tqdm(train_ids, "load episodes", leave=False)]
 
     # --- model: resume from the newest checkpoint, or build fresh ----------------------------
     torch.manual_seed(cfg.seed)
@@ -262,6 +267,7 @@ def train(cfg: TrainWorldModelConfig) -> Path:
     else:
         states = np.concatenate([ep.states for ep in episodes])
         processor = WorldModelProcessor.fit(states, [ep.frames for ep in episodes])
+        processor.position_gain, processor.rotation_gain = gains
         autoencoder = None
         if cfg.autoencoder:
             from world_env_training.models.world_model.autoencoder import FrameAutoencoder

@@ -12,8 +12,15 @@ conditions; background (0, 0, 0). With s = min(H, W) / 128 (1 at 128 px):
    projection of p, grey level g = round(64 + 191 * gripper_opening) in all three channels
    (closed = 64, fully open = 255), so the opening is read from the centre pixel's value.
 
+Arm action map (``render_arm_map``): the same markers drawn over the arm's kinematic chain, the
+segments between consecutive points of ``PandaModel.chain_points`` (joint origins 1-7, then the
+grip site), thickness max(1, round(6 s)) px, segment i of n grey level round(90 + 165 i / (n - 1)),
+brighter towards the hand; the markers above are drawn on top. The whole arm tells the world
+model where every link goes, not only the hand (README "Why the reflector does not fire in
+imagination"). Segments with an end less than NEAR_M in front of the camera are not drawn.
+
 Drawing is cv2 with 8-connected, non-antialiased primitives at 1/16 px sub-pixel precision:
-deterministic and with only the five colours above (plus black). Segments are clipped in 3D
+deterministic and with only the five colours above (plus black and the arm's greys). Segments are clipped in 3D
 at NEAR_M in front of the camera; if p itself is not at least NEAR_M in front of the camera
 nothing is drawn (all-black image). Markers outside the image are clipped by cv2.
 """
@@ -67,4 +74,26 @@ def render_action_map(position, rotation, gripper_opening: float, camera: Camera
         cv2.line(img, _fixed(centre), _fixed(tip_uv), AXIS_COLORS[k], thickness, cv2.LINE_8, _SHIFT)
     g = gripper_grey_level(gripper_opening)
     cv2.circle(img, _fixed(centre), radius << _SHIFT, (g, g, g), -1, cv2.LINE_8, _SHIFT)
+    return img
+
+
+def render_arm_map(chain_points, position, rotation, gripper_opening: float, camera: CameraModel) -> np.ndarray:
+    """Draw the arm's kinematic chain, then the commanded pose's markers (module docstring).
+
+    chain_points: (n, 3) world points, base to hand (``PandaModel.chain_points``); the other
+    arguments as ``render_action_map``. Returns (camera.height, camera.width, 3) uint8.
+    """
+    img = np.zeros((camera.height, camera.width, 3), np.uint8)
+    points = np.asarray(chain_points, dtype=np.float64).reshape(-1, 3)
+    uv, depth = camera.project(points)
+    thickness = max(1, round(6 * min(camera.height, camera.width) / 128.0))
+    segments = len(points) - 1
+    for i in range(segments):
+        if min(depth[i], depth[i + 1]) < NEAR_M:
+            continue
+        g = int(round(90 + 165 * i / max(segments - 1, 1)))
+        cv2.line(img, _fixed(uv[i]), _fixed(uv[i + 1]), (g, g, g), thickness, cv2.LINE_8, _SHIFT)
+    markers = render_action_map(position, rotation, gripper_opening, camera)
+    drawn = markers.any(-1)
+    img[drawn] = markers[drawn]
     return img

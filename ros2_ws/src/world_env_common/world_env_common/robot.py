@@ -264,6 +264,14 @@ class PandaModel:
         m = self.base * self._fk_base(q)
         return m.translation.copy(), m.rotation.copy()
 
+    def chain_points(self, q: np.ndarray) -> np.ndarray:
+        """(8, 3) world positions of joints 1-7's origins and of the grip site (``fk``'s position)
+        for (7,) joint angles: the arm as the arm action map draws it."""
+        self._fk_base(q)
+        joints = [self.data.oMi[j].translation for j in range(1, 8)]
+        local = np.array(joints + [self.data.oMf[self.frame_id].translation])
+        return local @ self.base.rotation.T + self.base.translation
+
     def fk_quat(self, q: np.ndarray) -> np.ndarray:
         """(4,) xyzw eef quaternion with MuJoCo's sign, i.e. exactly LIBERO's robot0_eef_quat."""
         # Eigen quaternion products keep the sign (no canonicalisation), like MuJoCo's.

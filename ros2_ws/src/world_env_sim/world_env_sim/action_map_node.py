@@ -10,6 +10,8 @@ Parameters:
     joint_names (str[]): the 7 arm joint names, default panda_joint1..7.
     finger_joint_names (str[]): the 2 finger joint names; if a message lacks them the last
         known opening is kept (default: open), since grippers often publish separately.
+    arm_map (bool): also draw the arm's kinematic chain (for a world model trained with
+        ``arm_map``), default false.
     frame_id (str): frame_id of the published image, default the rig camera's name + ``_optical``
         (the optical frame, as the world simulator and the LIBERO stand-in name it).
 """
@@ -43,9 +45,11 @@ class ActionMapNode(Node):
         finger_names = self.declare_parameter(
             "finger_joint_names", list(DEFAULT_FINGER_JOINT_NAMES),
             ParameterDescriptor(description="2 finger joint names")).value
+        arm = self.declare_parameter(
+            "arm_map", False, ParameterDescriptor(description="draw the arm's kinematic chain too")).value
         if not rig_file:
             raise RigError("parameter rig_file is required (a rig YAML: camera model + robot base)")
-        self.mapper = ActionMapper(Rig.load(rig_file), joint_names, finger_names)
+        self.mapper = ActionMapper(Rig.load(rig_file), joint_names, finger_names, bool(arm))
         self.frame_id = self.declare_parameter(
             "frame_id", f"{self.mapper.rig.camera.name}_optical",
             ParameterDescriptor(description="image frame_id")).value
@@ -74,7 +78,7 @@ class ActionMapNode(Node):
             self.finger_qpos = joint_positions(msg, self.mapper.robot.finger_joint_names)
         except JointStateError:
             pass  # fingers often come on another joint_states publisher; keep the last opening
-        image = rgb_to_image(self.mapper.render_state(self.mapper.state(q, self.finger_qpos)), "rgb8")
+        image = rgb_to_image(self.mapper.render(q, self.finger_qpos), "rgb8")
         image.header.stamp = msg.header.stamp
         image.header.frame_id = self.frame_id
         info = CameraInfo(header=image.header, **self.mapper.rig.camera.camera_info_fields())

@@ -10,9 +10,10 @@ with the world model in place of physics and rendering:
   controller's semantics (``world_env_common.trajectory``).
 - ``step(now)``: one control step. The arm target at ``now`` (joint limits clamped) gives the
   commanded state c = [FK position, axis-angle, gripper width] in the rig's world frame; the
-  world model predicts the next frame from the memory bank and the action map of c
-  (``ImaginedEnv.step_commanded``); the arm is taken to reach its target within the step (the
-  world model's assumption) and the gripper width moves towards its target at LIBERO's rate.
+  world model predicts the next frame from the memory bank and the action map of c (with an
+  arm action map, the arm drawn at the commanded joints; ``ImaginedEnv.step_commanded``); the
+  arm is taken to reach its target within the step (a joint trajectory's set-point moves little
+  per control period) and the gripper width moves towards its target at LIBERO's rate.
 
 Joint positions are all it reports: the world model predicts pixels, not contacts, so a
 grasped object cannot stop the fingers here.
@@ -63,6 +64,9 @@ class WorldSimulator:
         if len(self.joint_names) != 7 or len(self.finger_joint_names) != 2:
             raise ValueError(f"need 7 arm joint names and 2 finger joint names, got {self.joint_names} "
                              f"and {self.finger_joint_names}")
+        if world_model.config.frame_stride != 1:
+            raise ValueError(f"the world model predicts one frame per chunk of {world_model.config.frame_stride} "
+                             "actions (frame_stride); the simulator steps per control period and needs frame_stride 1")
         self.camera = camera if (camera.height, camera.width) == (size, size) else camera.resized(size, size)
         self.env = ImaginedEnv(world_model, robot, self.camera, device, sampler_steps=sampler_steps, seed=seed,
                                precision=precision)
@@ -102,7 +106,7 @@ class WorldSimulator:
             raise ValueError("empty instruction")
         q = self.robot.clamp(q)
         state = self.robot.state_from_joints(q, fingers).astype(np.float32)
-        self.env.reset(resize_frame(frame, self.size)[None], state[None], instruction)
+        self.env.reset(resize_frame(frame, self.size)[None], state[None], instruction, joints0=q[None])
         self.q, self.instruction, self.steps = q, instruction, 0
         self.commands.clear()
 
@@ -130,7 +134,7 @@ class WorldSimulator:
         width_target = self.width if width_target is None else width_target
         commanded = self.robot.state_from_joints(q_target, [0.5 * width_target, -0.5 * width_target])
         commanded = commanded.astype(np.float32)[None]
-        obs = self.env.step_commanded(commanded)
+        obs = self.env.step_commanded(commanded, joints=np.asarray(q_target, np.float32)[None])
         self.q = q_target
         self.steps += 1
         return {"frame": obs["image"][0], "arm": self.q.copy(), "fingers": self.finger_positions,

@@ -5,8 +5,22 @@ three feed the model identically:
 
 - ``commanded_states(robot, states, actions)``: (N, 7) commanded next states,
   ``PandaModel.commanded_state`` row by row.
-- ``action_maps(states, camera, gripper_open_width)``: (N, H, W, 3) uint8 action maps
-  (``world_env_common.action_map``) of 7-D states, the gripper width mapped to an opening in [0, 1].
+- ``action_maps(states, camera, gripper_open_width, chains=None)``: (N, H, W, 3) uint8 action
+  maps (``world_env_common.action_map``) of 7-D states, the gripper width mapped to an opening in
+  [0, 1]; with (N, 8, 3) arm chains (``arm_chains``), the arm action map.
+- ``reached_state(states, commanded, gripper_rate, gains)``: the state after one step towards a
+  commanded one: the pose moved the fraction ``gains`` = (position, rotation) of the way (LIBERO's
+  OSC controller covers about a quarter of a commanded position delta in one control step; the
+  processor fits both from the training data, ``fit_arm_gains``), the gripper width by at most
+  ``gripper_rate``; and ``chunk_commanded(robot, state, actions, gripper_rate, gains)``: a chunk
+  of actions chained that way,
+  giving the chunk's last commanded state and the state it ends in; a model with
+  ``frame_stride`` k > 1 is conditioned on a chunk of k actions through these.
+- ``arm_offset(robot, state, joints)`` and ``arm_chains(robot, states, joints_init, offset)``:
+  the joint angles that reach each state's pose (IK, each solve started from the previous
+  angles) and the arm's kinematic chain in the scene's world frame. ``PandaModel`` puts the
+  robot base at the origin; a LIBERO scene translates it, and the offset between a recorded
+  state's position and the forward kinematics of its recorded joints maps one onto the other.
 - ``geometry_map(camera, depth=None)``: (10, H, W) float32 per-pixel geometry: the Pluecker
   ray of each pixel in the world frame (direction d, 3 channels; moment o x d, 3 channels,
   o = camera centre), then the world point map from depth (3 channels, metres) and its
@@ -28,9 +42,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from world_env_common.action_map import render_action_map
+from world_env_common.action_map import render_action_map, render_arm_map
 from world_env_common.camera import CameraModel
-from world_env_common.pose import axis_angle_to_matrix
+from world_env_common.pose import axis_angle_to_matrix, axis_angle_to_quat, quat_multiply, quat_to_axis_angle
 
 PROCESSOR_NAME = "processor.json"
 
@@ -47,6 +61,9 @@ TARGET_LATENT = "target_latent"  # (B, C, h, w) latent of o_{t+1} (training only
 DECODED = "decoded"          # (B, 3, H, W) the decoder's image of the slot-0 latent
 
 GEOMETRY_CHANNELS = 10
+#: Steps the gripper takes from closed to open in imagination (LIBERO's fingers take ~8 control
+#: steps): ``ImaginedEnv``'s default, and the rate chunks are chained with in training data.
+GRIPPER_STEPS = 8
 
 
 def commanded_states(robot, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -54,13 +71,94 @@ def commanded_states(robot, states: np.ndarray, actions: np.ndarray) -> np.ndarr
     return np.stack([robot.commanded_state(s, a) for s, a in zip(states, actions)]).astype(np.float32)
 
 
-def action_maps(states: np.ndarray, camera: CameraModel, gripper_open_width: float) -> np.ndarray:
-    """(N, H, W, 3) uint8 action maps of (N, 7) states in ``camera``'s resolution."""
+def action_maps(states: np.ndarray, camera: CameraModel, gripper_open_width: float,
+                chains: np.ndarray | None = None) -> np.ndarray:
+    """(N, H, W, 3) uint8 action maps of (N, 7) states in ``camera``'s resolution; with (N, n, 3)
+    world-frame arm chains, arm action maps."""
     out = np.empty((len(states), camera.height, camera.width, 3), np.uint8)
     for i, s in enumerate(states):
         opening = float(np.clip(s[6] / gripper_open_width, 0.0, 1.0))
-        out[i] = render_action_map(s[:3], axis_angle_to_matrix(s[3:6]), opening, camera)
+        if chains is None:
+            out[i] = render_action_map(s[:3], axis_angle_to_matrix(s[3:6]), opening, camera)
+        else:
+            out[i] = render_arm_map(chains[i], s[:3], axis_angle_to_matrix(s[3:6]), opening, camera)
     return out
+
+
+def reached_state(states: np.ndarray, commanded: np.ndarray, gripper_rate: float,
+                  gains: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """(..., 7) states after a step from ``states`` towards ``commanded``: the position moved the
+    fraction gains[0] of the way, the orientation gains[1] of the rotation between them (1: the
+    commanded pose reached), the gripper width towards its target by at most ``gripper_rate`` (m)."""
+    states = np.asarray(states, np.float32)
+    nxt = np.array(commanded, np.float32)
+    position_gain, rotation_gain = gains
+    if position_gain != 1.0:
+        nxt[..., :3] = states[..., :3] + position_gain * (nxt[..., :3] - states[..., :3])
+    if rotation_gain != 1.0:
+        q_state = axis_angle_to_quat(states[..., 3:6])
+        delta = quat_to_axis_angle(quat_multiply(axis_angle_to_quat(nxt[..., 3:6]), quat_conjugate(q_state)))
+        delta = np.where(np.linalg.norm(delta, axis=-1, keepdims=True) > np.pi,  # the short way round
+                         delta - 2 * np.pi * delta / np.linalg.norm(delta, axis=-1, keepdims=True), delta)
+        nxt[..., 3:6] = quat_to_axis_angle(quat_multiply(axis_angle_to_quat(rotation_gain * delta), q_state))
+    nxt[..., 6] = states[..., 6] + np.clip(nxt[..., 6] - states[..., 6], -gripper_rate, gripper_rate)
+    return nxt
+
+
+def quat_conjugate(q_xyzw: np.ndarray) -> np.ndarray:
+    q = np.array(q_xyzw, dtype=float)
+    q[..., :3] *= -1
+    return q
+
+
+def chunk_commanded(robot, state: np.ndarray, actions: np.ndarray, gripper_rate: float,
+                    gains: tuple[float, float] = (1.0, 1.0)):
+    """A (k, 7) chunk of actions chained from a (7,) state (``reached_state`` per step): returns
+    (the last commanded state (7,), the states after each step (k, 7))."""
+    states, commanded = [], None
+    for a in actions:
+        commanded = robot.commanded_state(state, a).astype(np.float32)
+        state = reached_state(state, commanded, gripper_rate, gains)
+        states.append(state)
+    return commanded, np.stack(states)
+
+
+def fit_arm_gains(robot, episodes) -> tuple[float, float]:
+    """(position gain, rotation gain): least-squares fractions of the commanded pose change that
+    the recorded arm covers in one step, over (states (T+1, 7), actions (T, 7)) pairs; in
+    [0.05, 1]. On the default demonstrations: 0.22-0.26 per position axis, 0.08 for rotation."""
+    xp = yp = xr = yr = 0.0
+    for states, actions in episodes:
+        states = np.asarray(states, np.float64)
+        commanded = np.stack([robot.commanded_state(s, a) for s, a in zip(states[:-1], actions)])
+        cp, dp = commanded[:, :3] - states[:-1, :3], states[1:, :3] - states[:-1, :3]
+        q = axis_angle_to_quat(states[:, 3:6])
+        cr = quat_to_axis_angle(quat_multiply(axis_angle_to_quat(commanded[:, 3:6]), quat_conjugate(q[:-1])))
+        dr = quat_to_axis_angle(quat_multiply(q[1:], quat_conjugate(q[:-1])))
+        cr, dr = (np.where(np.linalg.norm(v, axis=-1, keepdims=True) > np.pi,
+                           v - 2 * np.pi * v / np.linalg.norm(v, axis=-1, keepdims=True), v) for v in (cr, dr))
+        xp, yp = xp + (cp * cp).sum(), yp + (cp * dp).sum()
+        xr, yr = xr + (cr * cr).sum(), yr + (cr * dr).sum()
+    gain = lambda x, y: float(np.clip(y / x, 0.05, 1.0)) if x > 0 else 1.0  # noqa: E731
+    return gain(xp, yp), gain(xr, yr)
+
+
+def arm_offset(robot, state: np.ndarray, joints: np.ndarray) -> np.ndarray:
+    """(3,) translation from ``robot``'s world frame to the scene's: recorded state position minus
+    the forward kinematics of the recorded joints."""
+    return (np.asarray(state[:3], np.float64) - robot.fk(np.asarray(joints, np.float64))[0]).astype(np.float32)
+
+
+def arm_chains(robot, states: np.ndarray, joints_init: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(joints (N, 7), chains (N, 8, 3)) of (N, 7) scene-frame states: each pose solved by IK from
+    the previous solution (the first from ``joints_init``), the chain placed in the scene."""
+    q = np.asarray(joints_init, np.float64)
+    joints, chains = [], []
+    for s in np.asarray(states, np.float64):
+        q = robot.ik(s[:3] - offset, axis_angle_to_matrix(s[3:6]), q, restarts=2).q
+        joints.append(q)
+        chains.append(robot.chain_points(q) + offset)
+    return np.array(joints, np.float32), np.array(chains, np.float32)
 
 
 def geometry_map(camera: CameraModel, depth: np.ndarray | None = None) -> np.ndarray:
@@ -98,15 +196,23 @@ class WorldModelProcessor:
         latent_residual_std: Latent models: standard deviation of the training latent changes
             z_{t+1} - z_t (floored at 1e-3; ``fit_latents``).
         latent_std: Latent models: standard deviation of the training latents (``fit_latents``).
+        position_gain, rotation_gain: Fractions of a commanded pose change the arm covers in one
+            step (``fit_arm_gains``), with which imagination advances the state; 1 (no data, and
+            models saved before they were fitted): the commanded pose is reached.
     """
 
     def __init__(self, state_mean=None, state_std=None, residual_std: float = 2.0, latent_residual_std: float = 1.0,
-                 latent_std: float = 1.0):
+                 latent_std: float = 1.0, position_gain: float = 1.0, rotation_gain: float = 1.0):
         self.state_mean = np.zeros(7, np.float32) if state_mean is None else np.asarray(state_mean, np.float32)
         self.state_std = np.ones(7, np.float32) if state_std is None else np.maximum(np.asarray(state_std, np.float32), 1e-3)
         self.residual_std = max(float(residual_std), 1e-3)
         self.latent_residual_std = max(float(latent_residual_std), 1e-3)
         self.latent_std = max(float(latent_std), 1e-3)
+        self.position_gain, self.rotation_gain = float(position_gain), float(rotation_gain)
+
+    @property
+    def gains(self) -> tuple[float, float]:
+        return self.position_gain, self.rotation_gain
 
     def fit_latents(self, latents: list[np.ndarray]) -> "WorldModelProcessor":
         """Set the latent statistics from per-episode (T+1, C, h, w) latents; returns self."""
@@ -147,7 +253,8 @@ class WorldModelProcessor:
     def to_dict(self) -> dict:
         return {"state_mean": self.state_mean.tolist(), "state_std": self.state_std.tolist(),
                 "residual_std": self.residual_std, "latent_residual_std": self.latent_residual_std,
-                "latent_std": self.latent_std}
+                "latent_std": self.latent_std, "position_gain": self.position_gain,
+                "rotation_gain": self.rotation_gain}
 
     def save(self, folder: str | Path) -> None:
         (Path(folder) / PROCESSOR_NAME).write_text(json.dumps(self.to_dict(), indent=1))
