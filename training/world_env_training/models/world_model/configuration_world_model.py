@@ -45,7 +45,7 @@ class WorldModelConfig(StageConfig):
             map (``world_env_common.action_map.render_arm_map``; joints by IK of the commanded
             pose). On held-out episodes, with frame_stride 8, the model's prediction followed a
             commanded change 9 times as much as the default's (action sensitivity 0.59 against
-            0.067, README "Why the reflector does not fire in imagination").
+            0.067, README "Why the reflector did not fire in imagination").
         frame_stride: Steps per predicted frame. 1: a frame per action. k > 1: one frame per chunk
             of k actions, the frame after the chunk, conditioned on the chunk's last commanded
             state (the k actions chained, ``chunk_commanded``); LOOP's policy reads one frame per
@@ -69,7 +69,7 @@ class WorldModelConfig(StageConfig):
             telescopes to o_0 + D(z_t) - D(z_0): the first frame's detail that the decoder does
             not reproduce (the arm at its first pose) stays in every imagined frame, and the
             reflector fired on none of 11 held-out real successes seen that way, against 11 of 11
-            decoded (README "Why the reflector does not fire in imagination").
+            decoded (README "Why the reflector did not fire in imagination").
         history_noise_max: Training-time Gaussian noise on the history frames, standard deviation
             drawn per sample from U(0, history_noise_max) in [-1, 1] pixel units, so that the
             model tolerates its own imperfect frames in open-loop rollouts (0: off). Latent models:
