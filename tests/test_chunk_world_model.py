@@ -225,3 +225,34 @@ def test_action_map_node_core_draws_the_arm_the_simulator_draws():
     model = WorldModel(WorldModelConfig.tiny(frame_stride=8))
     with pytest.raises(ValueError, match="needs frame_stride 1"):
         WorldSimulator(model, rig.camera, arm.robot)
+
+
+def test_pipeline_default_trains_the_chunk_model_and_imagines_whole_episodes(tmp_path):
+    """The pipeline's world model draws the arm and steps by the policy's chunk; its reflector
+    also learns the autoencoder's reconstructions; LOOP and the audit imagine episodes as long as
+    the suite's (max_steps 0: LIBERO's limit, resolved from the start states)."""
+    from world_env_libero.env import MAX_STEPS
+    from world_env_training.configs import AuditConfig, PipelineConfig
+    from world_env_training.pipeline import stage_configs
+    from world_env_training.rl.loop import StartState
+    from world_env_training.rl.loop_runner import suite_step_limit
+
+    stages = stage_configs(PipelineConfig(run_dir=str(tmp_path / "run")))
+    world = stages["train-world-model"][1]
+    assert world.arm_map and world.frame_stride == 8
+    assert stages["train-reflector"][1].autoencoder == str(tmp_path / "run" / "autoencoder")
+    assert stages["post-train"][1].max_steps == 0 and stages["audit-reward-hacking"][1].max_steps == 0
+    plain = stage_configs(PipelineConfig(run_dir=str(tmp_path / "run"), world_model_frame_stride=1,
+                                         world_model_arm_map=False, latent_world_model=False))
+    assert plain["train-world-model"][1].frame_stride == 1 and not plain["train-world-model"][1].arm_map
+    assert plain["train-reflector"][1].autoencoder == ""
+    start = dict(frame=np.zeros((8, 8, 3), np.uint8), state=STATE0, instruction="pick", camera={}, key="k")
+    starts = [StartState(**start, suite="libero_object"), StartState(**start, suite="libero_object")]
+    assert suite_step_limit(starts, "demos") == MAX_STEPS["libero_object"]
+    with pytest.raises(ValueError, match="give max_steps"):
+        suite_step_limit(starts + [StartState(**start, suite="libero_10")], "demos")
+    AuditConfig(max_steps=0)
+    with pytest.raises(ValueError, match="max_steps"):
+        AuditConfig(max_steps=-1)
+    with pytest.raises(ValueError, match="world_model_frame_stride"):
+        PipelineConfig(world_model_frame_stride=0)

@@ -765,7 +765,8 @@ class AuditConfig(StageConfig):
             success rate beside its real one (empty: use demos).
         starts: Initial states audited (the first this many; 0: all).
         rollouts_per_state: Imagined rollouts per initial state (actions sampled from the policy).
-        max_steps: Imagined steps per rollout at most (it also ends when the reflector fires).
+        max_steps: Imagined steps per rollout at most (it also ends when the reflector fires; 0:
+            the suite's LIBERO step limit).
         sampler_steps: World-model denoising steps per frame (0: the model's own setting).
         output_dir: Folder audit.json and audit.md are written to.
         seed: Seed of action sampling and world-model noise.
@@ -788,7 +789,7 @@ class AuditConfig(StageConfig):
     def __post_init__(self):
         _check(self.starts >= 0, "starts", self.starts, "a non-negative integer (0: all)")
         _check(self.rollouts_per_state > 0, "rollouts_per_state", self.rollouts_per_state, "a positive integer")
-        _check(self.max_steps > 0, "max_steps", self.max_steps, "a positive integer")
+        _check(self.max_steps >= 0, "max_steps", self.max_steps, "a non-negative integer (0: the suite's step limit)")
         _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer")
         _check_common(self)
 
@@ -951,11 +952,17 @@ class PipelineConfig(StageConfig):
             least as faithful); false: a pixel-space world model, train-autoencoder not run.
         autoencoder_steps: Frame-autoencoder training steps (latent_world_model).
         world_model_steps: World-model training steps.
+        world_model_arm_map: The world model's action map draws the whole arm (README "For LOOP:
+            the arm action map and one frame per chunk").
+        world_model_frame_stride: Actions per predicted frame: 8, the policy's chunk (one frame
+            per chunk, all that LOOP reads); 1: a frame per action (what the world simulator
+            node needs).
         reflector_steps: Reflector training steps.
         rollouts_per_state: LOOP's N rollouts per initial state.
         loop_batch_size: Initial states per LOOP update.
         loop_updates: LOOP updates.
-        loop_max_steps: Imagined steps per LOOP episode at most.
+        loop_max_steps: Imagined steps per LOOP episode at most (0: the suite's LIBERO step
+            limit, as long as a real episode).
         binary_reward: LOOP with 0/1 reward from the reflector's threshold (the ablation).
         eval_episodes_per_task: Real LIBERO episodes per task and protocol for each policy.
         protocol: gt_termination, self_termination or both.
@@ -978,11 +985,13 @@ class PipelineConfig(StageConfig):
     latent_world_model: bool = True
     autoencoder_steps: int = 1500
     world_model_steps: int = 400
+    world_model_arm_map: bool = True
+    world_model_frame_stride: int = 8
     reflector_steps: int = 200
     rollouts_per_state: int = 8
     loop_batch_size: int = 2
     loop_updates: int = 4
-    loop_max_steps: int = 40
+    loop_max_steps: int = 0
     binary_reward: bool = False
     eval_episodes_per_task: int = 10
     protocol: str = "both"
@@ -998,9 +1007,11 @@ class PipelineConfig(StageConfig):
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
         _check(self.profile in ("cpu", "full"), "profile", self.profile, "cpu or full")
         for name in ("demos_per_task", "sft_steps", "explore_episodes_per_task", "autoencoder_steps", "world_model_steps",
-                     "reflector_steps", "loop_batch_size", "loop_updates", "loop_max_steps",
+                     "reflector_steps", "loop_batch_size", "loop_updates", "world_model_frame_stride",
                      "eval_episodes_per_task", "workers"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
+        _check(self.loop_max_steps >= 0, "loop_max_steps", self.loop_max_steps,
+               "a non-negative integer (0: the suite's step limit)")
         _check(self.rollouts_per_state >= 2, "rollouts_per_state", self.rollouts_per_state, "at least 2")
         _check(self.protocol in ("gt_termination", "self_termination", "both"), "protocol", self.protocol,
                "gt_termination, self_termination or both")

@@ -89,7 +89,7 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
             **common)),
         "train-world-model": ("train-world-model", configs.TrainWorldModelConfig(
             demos=str(run / "demos"), exploration=exploration, output_dir=str(run / "world_model"),
-            autoencoder=autoencoder,
+            autoencoder=autoencoder, arm_map=cfg.world_model_arm_map, frame_stride=cfg.world_model_frame_stride,
             resolution=cfg.resolution, steps=cfg.world_model_steps, save_every=max(1, cfg.world_model_steps // 4),
             **common)),
         "train-reflector": ("train-reflector", configs.TrainReflectorConfig(

@@ -57,6 +57,7 @@ def audit(cfg: AuditConfig) -> dict:
     from world_env_training.models.backbones import resolve_device
     from world_env_training.rl.imagined_env import ImaginedEnv
     from world_env_training.rl.loop import collect_rollouts
+    from world_env_training.rl.loop_runner import suite_step_limit
     from world_env_training.rl.loop_runner import load_start_states
     from world_env_training.models.reflector import Reflector
     from world_env_training.eval.reflector_eval import ImaginedRollout, audit_reward_hacking, format_audit
@@ -86,7 +87,8 @@ def audit(cfg: AuditConfig) -> dict:
     print(f"audit-reward-hacking: imagining {len(starts)} x {cfg.rollouts_per_state} rollouts of {cfg.policy}",
           flush=True)
     torch.manual_seed(cfg.seed)
-    rollouts = collect_rollouts(policy, reflector, make_env, starts, cfg.rollouts_per_state, cfg.max_steps,
+    max_steps = cfg.max_steps or suite_step_limit(starts, cfg.eval_json or cfg.demos)
+    rollouts = collect_rollouts(policy, reflector, make_env, starts, cfg.rollouts_per_state, max_steps,
                                 torch.Generator(device).manual_seed(cfg.seed), keep_episodes=True)
     imagined = []
     for e, (frames, actions) in enumerate(zip(rollouts.episode_frames, rollouts.episode_actions)):

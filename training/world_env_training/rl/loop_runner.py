@@ -167,3 +167,14 @@ def ppo_figures(sums: dict, episodes: float) -> dict:
     return {"loss": sums["loss"] / per, "clip_fraction": sums["clip_fraction"] / per,
             "approx_kl": sums["approx_kl"] / per, "advantage_abs": sums["adv_abs"] / max(episodes, 1.0),
             "stepped": sums["minibatches"] > 0, "kl_stopped": sums["kl_stopped"] > 0}
+
+
+def suite_step_limit(starts: list[StartState], source: str) -> int:
+    """LIBERO's step limit for the start states' suite (``max_steps=0``); one suite only."""
+    from world_env_libero.env import MAX_STEPS
+
+    suites = {s.suite for s in starts}
+    if len(suites) != 1 or not suites <= set(MAX_STEPS):
+        raise ValueError(f"max_steps=0 takes the LIBERO suite's step limit, but the start states in {source} "
+                         f"come from {sorted(suites)}; give max_steps")
+    return MAX_STEPS[suites.pop()]

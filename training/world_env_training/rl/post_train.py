@@ -49,18 +49,8 @@ from world_env_training.checkpoints import latest_checkpoint, remove_stale
 from world_env_training.configs import PostTrainConfig
 from world_env_training.data.dataset import DatasetError
 from world_env_training.rl.loop import StartState, collect_rollouts
-from world_env_training.rl.loop_runner import (LoopLearner, draw_starts, load_start_states, ppo_figures, seed_of)
-
-
-def suite_step_limit(starts: list[StartState], source: str) -> int:
-    """LIBERO's step limit for the start states' suite (``max_steps=0``); one suite only."""
-    from world_env_libero.env import MAX_STEPS
-
-    suites = {s.suite for s in starts}
-    if len(suites) != 1 or not suites <= set(MAX_STEPS):
-        raise ValueError(f"max_steps=0 takes the LIBERO suite's step limit, but the start states in {source} "
-                         f"come from {sorted(suites)}; give max_steps")
-    return MAX_STEPS[suites.pop()]
+from world_env_training.rl.loop_runner import (LoopLearner, draw_starts, load_start_states, ppo_figures, seed_of,
+                                              suite_step_limit)
 
 
 class _Distribution(torch.nn.Module):
