@@ -20,6 +20,16 @@ from world_env_training.eval.stats import newcombe_interval
 PROTOCOL_NAMES = {"gt_termination": "GT termination", "self_termination": "self-termination"}
 
 
+def _loop_steps(cfg) -> str:
+    """LOOP's imagined episode length as text: loop_max_steps, or the suite's LIBERO limit (0)."""
+    if cfg.loop_max_steps:
+        return str(cfg.loop_max_steps)
+    from world_env_libero.env import MAX_STEPS
+
+    limits = {MAX_STEPS.get(s) for s in cfg.suites}
+    return f"{limits.pop()} (the suite's limit)" if len(limits) == 1 and None not in limits else "the suites' limit of"
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -175,7 +185,9 @@ def write_report(cfg: configs.PipelineConfig, stages: dict) -> Path:
     if metrics:
         first, last = metrics[0], metrics[-1]
         lines += [f"{len(metrics)} updates; each {cfg.loop_batch_size} initial states x {cfg.rollouts_per_state} "
-                  f"rollouts of at most {cfg.loop_max_steps} imagined steps.", "",
+                  f"rollouts of at most {_loop_steps(cfg)} imagined steps"
+                  + (f" (one predicted frame per chunk of {cfg.world_model_frame_stride})"
+                     if cfg.world_model_frame_stride > 1 else "") + ".", "",
                   "| update | return mean | fired | episode length | abs advantage | PPO steps | clip fraction | "
                   "approx. KL | KL that stopped it | scale | imagined frames/s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
