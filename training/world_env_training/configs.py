@@ -767,6 +767,9 @@ class AuditConfig(StageConfig):
         rollouts_per_state: Imagined rollouts per initial state (actions sampled from the policy).
         max_steps: Imagined steps per rollout at most (it also ends when the reflector fires; 0:
             the suite's LIBERO step limit).
+        reflector_every: The reflector judges every this-many-th step and the last step of every
+            policy chunk, as post-train's reflector_every (the default, 8, judges chunk ends
+            only, as LOOP does; 1: every step).
         sampler_steps: World-model denoising steps per frame (0: the model's own setting).
         output_dir: Folder audit.json and audit.md are written to.
         seed: Seed of action sampling and world-model noise.
@@ -781,6 +784,7 @@ class AuditConfig(StageConfig):
     starts: int = 5
     rollouts_per_state: int = 4
     max_steps: int = 64
+    reflector_every: int = 8
     sampler_steps: int = 0
     output_dir: str = "runs/default/audit"
     seed: int = 0
@@ -790,6 +794,7 @@ class AuditConfig(StageConfig):
         _check(self.starts >= 0, "starts", self.starts, "a non-negative integer (0: all)")
         _check(self.rollouts_per_state > 0, "rollouts_per_state", self.rollouts_per_state, "a positive integer")
         _check(self.max_steps >= 0, "max_steps", self.max_steps, "a non-negative integer (0: the suite's step limit)")
+        _check(self.reflector_every > 0, "reflector_every", self.reflector_every, "a positive integer (1: every step)")
         _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer")
         _check_common(self)
 

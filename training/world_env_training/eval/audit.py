@@ -89,7 +89,8 @@ def audit(cfg: AuditConfig) -> dict:
     torch.manual_seed(cfg.seed)
     max_steps = cfg.max_steps or suite_step_limit(starts, cfg.eval_json or cfg.demos)
     rollouts = collect_rollouts(policy, reflector, make_env, starts, cfg.rollouts_per_state, max_steps,
-                                torch.Generator(device).manual_seed(cfg.seed), keep_episodes=True)
+                                torch.Generator(device).manual_seed(cfg.seed), keep_episodes=True,
+                                score_every=cfg.reflector_every)
     imagined = []
     for e, (frames, actions) in enumerate(zip(rollouts.episode_frames, rollouts.episode_actions)):
         start = starts[e // cfg.rollouts_per_state]
