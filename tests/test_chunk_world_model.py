@@ -256,3 +256,36 @@ def test_pipeline_default_trains_the_chunk_model_and_imagines_whole_episodes(tmp
         AuditConfig(max_steps=-1)
     with pytest.raises(ValueError, match="world_model_frame_stride"):
         PipelineConfig(world_model_frame_stride=0)
+
+
+def test_train_world_model_fits_the_gains_on_the_demonstrations(tmp_path):
+    """Exploration rollouts that push against the scene move less per command than free motion;
+    the imagined arm's gains come from the demonstrations (the synthetic ones move exactly as
+    commanded: gain 1), not from an exploration set that moves a third as much."""
+    import yaml
+
+    from world_env_training.configs import TrainWorldModelConfig
+    from world_env_training.data.dataset import Dataset, DatasetWriter, Episode
+    from world_env_training.train.train_world_model import train
+
+    from test_world_model import TINY_64
+
+    _write_dataset(tmp_path / "demos")
+    source = Dataset(tmp_path / "demos")
+    with DatasetWriter(tmp_path / "explore") as writer:
+        for i in range(len(source)):
+            ep = source[i]
+            states = ep.states.copy()
+            for t in range(len(ep.actions)):  # a third of each commanded move
+                states[t + 1, :3] = states[t, :3] + (ep.states[t + 1, :3] - ep.states[t, :3]) / 3
+            writer.append(Episode(frames=ep.frames, actions=ep.actions, states=states,
+                                  joint_positions=ep.joint_positions, success=ep.success, instruction=ep.instruction,
+                                  suite=ep.suite, task_id=ep.task_id, init_state_id=ep.init_state_id,
+                                  camera=ep.camera, source="exploration", seed=100 + i))
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump(TINY_64))
+    cfg = TrainWorldModelConfig(demos=str(tmp_path / "demos"), exploration=str(tmp_path / "explore"),
+                                output_dir=str(tmp_path / "run"), model_config=str(tmp_path / "model.yaml"),
+                                memory_frames=2, holdout_per_task=0, steps=1, batch_size=2, save_every=1)
+    train(cfg)
+    processor = WorldModelProcessor.load(tmp_path / "run" / "checkpoints" / "step_0000001")
+    assert processor.position_gain == pytest.approx(1.0, abs=1e-3)

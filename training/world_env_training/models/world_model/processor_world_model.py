@@ -11,7 +11,8 @@ three feed the model identically:
 - ``reached_state(states, commanded, gripper_rate, gains)``: the state after one step towards a
   commanded one: the pose moved the fraction ``gains`` = (position, rotation) of the way (LIBERO's
   OSC controller covers about a quarter of a commanded position delta in one control step; the
-  processor fits both from the training data, ``fit_arm_gains``), the gripper width by at most
+  processor holds both, ``train-world-model`` fits them on its demonstrations with
+  ``fit_arm_gains``), the gripper width by at most
   ``gripper_rate``; and ``chunk_commanded(robot, state, actions, gripper_rate, gains)``: a chunk
   of actions chained that way,
   giving the chunk's last commanded state and the state it ends in; a model with
@@ -98,11 +99,16 @@ def reached_state(states: np.ndarray, commanded: np.ndarray, gripper_rate: float
     if rotation_gain != 1.0:
         q_state = axis_angle_to_quat(states[..., 3:6])
         delta = quat_to_axis_angle(quat_multiply(axis_angle_to_quat(nxt[..., 3:6]), quat_conjugate(q_state)))
-        delta = np.where(np.linalg.norm(delta, axis=-1, keepdims=True) > np.pi,  # the short way round
-                         delta - 2 * np.pi * delta / np.linalg.norm(delta, axis=-1, keepdims=True), delta)
+        delta = _short_way(delta)
         nxt[..., 3:6] = quat_to_axis_angle(quat_multiply(axis_angle_to_quat(rotation_gain * delta), q_state))
     nxt[..., 6] = states[..., 6] + np.clip(nxt[..., 6] - states[..., 6], -gripper_rate, gripper_rate)
     return nxt
+
+
+def _short_way(rotvec: np.ndarray) -> np.ndarray:
+    """The same rotations as (..., 3) rotation vectors of angle in [0, 2 pi), with angles <= pi."""
+    angle = np.linalg.norm(rotvec, axis=-1, keepdims=True)
+    return np.where(angle > np.pi, rotvec * (1 - 2 * np.pi / np.maximum(angle, np.pi)), rotvec)
 
 
 def quat_conjugate(q_xyzw: np.ndarray) -> np.ndarray:
@@ -135,8 +141,7 @@ def fit_arm_gains(robot, episodes) -> tuple[float, float]:
         q = axis_angle_to_quat(states[:, 3:6])
         cr = quat_to_axis_angle(quat_multiply(axis_angle_to_quat(commanded[:, 3:6]), quat_conjugate(q[:-1])))
         dr = quat_to_axis_angle(quat_multiply(q[1:], quat_conjugate(q[:-1])))
-        cr, dr = (np.where(np.linalg.norm(v, axis=-1, keepdims=True) > np.pi,
-                           v - 2 * np.pi * v / np.linalg.norm(v, axis=-1, keepdims=True), v) for v in (cr, dr))
+        cr, dr = _short_way(cr), _short_way(dr)
         xp, yp = xp + (cp * cp).sum(), yp + (cp * dp).sum()
         xr, yr = xr + (cr * cr).sum(), yr + (cr * dr).sum()
     gain = lambda x, y: float(np.clip(y / x, 0.05, 1.0)) if x > 0 else 1.0  # noqa: E731
