@@ -56,11 +56,11 @@ def load_episode(dataset: Dataset, index: int, robot, resolution: int, frame_str
     With ``frame_stride`` k > 1 a step is a chunk of k actions (the last chunk may be shorter):
     the frames and states are every k-th recorded one (and the last), and a chunk's commanded
     state is its actions chained from the recorded state at its start (``chunk_commanded``,
-    with the arm's tracking ``gains``), as ``ImaginedEnv`` chains them. ``arm_map``: the action maps draw the arm, its joints solved
-    by IK from the recorded joints at the chunk's start."""
+    with the arm's tracking ``gains``), as ``ImaginedEnv`` chains them. ``arm_map``: the action
+    maps draw the arm, its joints solved by IK from the recorded joints at the chunk's start."""
     from world_env_common.camera import CameraModel
     from world_env_training.models.world_model.processor_world_model import (
-        GRIPPER_STEPS, action_maps, arm_chains, arm_offset, chunk_commanded, commanded_states, geometry_map,
+        GRIPPER_STEPS, action_maps, arm_chain, arm_offset, chunk_commanded, commanded_states, geometry_map,
     )
 
     entry = dataset.entry(index)
@@ -92,7 +92,7 @@ def load_episode(dataset: Dataset, index: int, robot, resolution: int, frame_str
     if arm_map:
         q = arrays["joint_positions"]
         offset = arm_offset(robot, states[0], q[0])
-        chains = np.stack([arm_chains(robot, c[None], q[a], offset)[1][0] for c, a in zip(commanded, idx[:-1])])
+        chains = np.stack([arm_chain(robot, c, q[a], offset)[1] for c, a in zip(commanded, idx[:-1])])
     if "depth" in arrays:
         geometry = np.stack([geometry_map(camera, d) for d in arrays["depth"][idx]])
     else:

@@ -23,15 +23,15 @@ takes (B, j, 7) chunks with j <= k, chains the j actions as above (``chunk_comma
 predicts the frame after them from the last commanded state; the chunk's earlier steps keep the
 previous frame in "images" (the newest frame the episode has). An arm action map
 (``WorldModelConfig.arm_map``) needs the arm's joints at reset (``joints0``); they then follow
-the commanded poses by IK (``arm_chains``).
+the commanded poses by IK (``arm_chain``).
 
 A latent world model (``WorldModelConfig.latent``) keeps a second memory bank of latents beside
 the frames: the predicted latent z_{t+1} joins it directly and D(z_{t+1}) is kept for the next
 step, so a step costs one decoder call and no encoder call (frames are encoded only at reset).
 
 Observations: {"image": (B, H, W, 3) uint8, "state": (B, 7) float32, "instruction": list[str],
-"t": frames predicted (chunks for a chunk-level model)}; ``step`` on an action chunk (B, k, 7) executes the k actions in order and also
-returns "images" (B, k, H, W, 3) and "states" (B, k, 7), one per executed action.
+"t": frames predicted (chunks for a chunk-level model)}; ``step`` on an action chunk (B, k, 7)
+executes the k actions in order and also returns "images" (B, k, H, W, 3) and "states" (B, k, 7), one per executed action.
 
 Cost accounting: ``seconds`` accumulates wall time per part of the steps taken,
 "world_model" (the batch's tensors and the denoising, ``predict_next_frames``) and "conditions"
@@ -48,7 +48,7 @@ import torch
 from world_env_training.models.world_model.memory_bank import MemoryBank
 from world_env_training.models.world_model.modeling_world_model import make_scheduler, predict_next
 from world_env_training.models.world_model.processor_world_model import (
-    DECODED, GRIPPER_STEPS, LATENTS, action_maps, arm_chains, arm_offset, chunk_commanded, commanded_states,
+    DECODED, GRIPPER_STEPS, LATENTS, action_maps, arm_chain, arm_offset, chunk_commanded, commanded_states,
     frames_to_tensor, geometry_map, reached_state, tensor_to_frames,
 )
 
@@ -178,9 +178,9 @@ class ImaginedEnv:
             self.joints = np.asarray(joints, np.float32)
             chains = np.stack([self.robot.chain_points(q) + o for q, o in zip(self.joints, self.offsets)])
         elif self.arm:
-            solved = [arm_chains(self.robot, c[None], q, o) for c, q, o in zip(commanded, self.joints, self.offsets)]
-            self.joints = np.concatenate([q for q, _ in solved])
-            chains = np.concatenate([c for _, c in solved])
+            solved = [arm_chain(self.robot, c, q, o) for c, q, o in zip(commanded, self.joints, self.offsets)]
+            self.joints = np.stack([q for q, _ in solved])
+            chains = np.stack([c for _, c in solved])
         self.action_maps = action_maps(commanded, self.camera, self.robot.gripper_open_width, chains)
         history = self.memory.history()
         t1 = time.perf_counter()

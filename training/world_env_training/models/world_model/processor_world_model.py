@@ -7,7 +7,7 @@ three feed the model identically:
   ``PandaModel.commanded_state`` row by row.
 - ``action_maps(states, camera, gripper_open_width, chains=None)``: (N, H, W, 3) uint8 action
   maps (``world_env_common.action_map``) of 7-D states, the gripper width mapped to an opening in
-  [0, 1]; with (N, 8, 3) arm chains (``arm_chains``), the arm action map.
+  [0, 1]; with (N, 8, 3) arm chains (``arm_chain``), the arm action map.
 - ``reached_state(states, commanded, gripper_rate, gains)``: the state after one step towards a
   commanded one: the pose moved the fraction ``gains`` = (position, rotation) of the way (LIBERO's
   OSC controller covers about a quarter of a commanded position delta in one control step; the
@@ -17,8 +17,8 @@ three feed the model identically:
   of actions chained that way,
   giving the chunk's last commanded state and the state it ends in; a model with
   ``frame_stride`` k > 1 is conditioned on a chunk of k actions through these.
-- ``arm_offset(robot, state, joints)`` and ``arm_chains(robot, states, joints_init, offset)``:
-  the joint angles that reach each state's pose (IK, each solve started from the previous
+- ``arm_offset(robot, state, joints)`` and ``arm_chain(robot, state, joints_init, offset)``:
+  the joint angles that reach a state's pose (IK started from ``joints_init``, the previous
   angles) and the arm's kinematic chain in the scene's world frame. ``PandaModel`` puts the
   robot base at the origin; a LIBERO scene translates it, and the offset between a recorded
   state's position and the forward kinematics of its recorded joints maps one onto the other.
@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 
 from world_env_common.action_map import render_action_map, render_arm_map
 from world_env_common.camera import CameraModel
@@ -97,24 +98,18 @@ def reached_state(states: np.ndarray, commanded: np.ndarray, gripper_rate: float
     if position_gain != 1.0:
         nxt[..., :3] = states[..., :3] + position_gain * (nxt[..., :3] - states[..., :3])
     if rotation_gain != 1.0:
-        q_state = axis_angle_to_quat(states[..., 3:6])
-        delta = quat_to_axis_angle(quat_multiply(axis_angle_to_quat(nxt[..., 3:6]), quat_conjugate(q_state)))
-        delta = _short_way(delta)
-        nxt[..., 3:6] = quat_to_axis_angle(quat_multiply(axis_angle_to_quat(rotation_gain * delta), q_state))
+        delta = _rotation_between(states[..., 3:6], nxt[..., 3:6])
+        # Composed as quaternions so the axis-angle keeps the state's sign convention (robosuite's).
+        nxt[..., 3:6] = quat_to_axis_angle(quat_multiply(axis_angle_to_quat(rotation_gain * delta),
+                                                         axis_angle_to_quat(states[..., 3:6])))
     nxt[..., 6] = states[..., 6] + np.clip(nxt[..., 6] - states[..., 6], -gripper_rate, gripper_rate)
     return nxt
 
 
-def _short_way(rotvec: np.ndarray) -> np.ndarray:
-    """The same rotations as (..., 3) rotation vectors of angle in [0, 2 pi), with angles <= pi."""
-    angle = np.linalg.norm(rotvec, axis=-1, keepdims=True)
-    return np.where(angle > np.pi, rotvec * (1 - 2 * np.pi / np.maximum(angle, np.pi)), rotvec)
-
-
-def quat_conjugate(q_xyzw: np.ndarray) -> np.ndarray:
-    q = np.array(q_xyzw, dtype=float)
-    q[..., :3] *= -1
-    return q
+def _rotation_between(from_aa: np.ndarray, to_aa: np.ndarray) -> np.ndarray:
+    """(..., 3) rotation vector (angle <= pi, world frame) taking rotation ``from_aa`` to ``to_aa``."""
+    return (Rotation.from_rotvec(np.asarray(to_aa, float)) * Rotation.from_rotvec(np.asarray(from_aa, float)).inv()
+            ).as_rotvec()
 
 
 def chunk_commanded(robot, state: np.ndarray, actions: np.ndarray, gripper_rate: float,
@@ -138,10 +133,8 @@ def fit_arm_gains(robot, episodes) -> tuple[float, float]:
         states = np.asarray(states, np.float64)
         commanded = np.stack([robot.commanded_state(s, a) for s, a in zip(states[:-1], actions)])
         cp, dp = commanded[:, :3] - states[:-1, :3], states[1:, :3] - states[:-1, :3]
-        q = axis_angle_to_quat(states[:, 3:6])
-        cr = quat_to_axis_angle(quat_multiply(axis_angle_to_quat(commanded[:, 3:6]), quat_conjugate(q[:-1])))
-        dr = quat_to_axis_angle(quat_multiply(q[1:], quat_conjugate(q[:-1])))
-        cr, dr = _short_way(cr), _short_way(dr)
+        cr = _rotation_between(states[:-1, 3:6], commanded[:, 3:6])
+        dr = _rotation_between(states[:-1, 3:6], states[1:, 3:6])
         xp, yp = xp + (cp * cp).sum(), yp + (cp * dp).sum()
         xr, yr = xr + (cr * cr).sum(), yr + (cr * dr).sum()
     gain = lambda x, y: float(np.clip(y / x, 0.05, 1.0)) if x > 0 else 1.0  # noqa: E731
@@ -154,16 +147,12 @@ def arm_offset(robot, state: np.ndarray, joints: np.ndarray) -> np.ndarray:
     return (np.asarray(state[:3], np.float64) - robot.fk(np.asarray(joints, np.float64))[0]).astype(np.float32)
 
 
-def arm_chains(robot, states: np.ndarray, joints_init: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(joints (N, 7), chains (N, 8, 3)) of (N, 7) scene-frame states: each pose solved by IK from
-    the previous solution (the first from ``joints_init``), the chain placed in the scene."""
-    q = np.asarray(joints_init, np.float64)
-    joints, chains = [], []
-    for s in np.asarray(states, np.float64):
-        q = robot.ik(s[:3] - offset, axis_angle_to_matrix(s[3:6]), q, restarts=2).q
-        joints.append(q)
-        chains.append(robot.chain_points(q) + offset)
-    return np.array(joints, np.float32), np.array(chains, np.float32)
+def arm_chain(robot, state: np.ndarray, joints_init: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(joints (7,), chain (8, 3)) of a (7,) scene-frame state: its pose solved by IK from
+    ``joints_init``, the chain placed in the scene."""
+    s = np.asarray(state, np.float64)
+    q = robot.ik(s[:3] - offset, axis_angle_to_matrix(s[3:6]), np.asarray(joints_init, np.float64), restarts=2).q
+    return q.astype(np.float32), (robot.chain_points(q) + offset).astype(np.float32)
 
 
 def geometry_map(camera: CameraModel, depth: np.ndarray | None = None) -> np.ndarray:
