@@ -31,7 +31,8 @@ step, so a step costs one decoder call and no encoder call (frames are encoded o
 
 Observations: {"image": (B, H, W, 3) uint8, "state": (B, 7) float32, "instruction": list[str],
 "t": frames predicted (chunks for a chunk-level model)}; ``step`` on an action chunk (B, k, 7)
-executes the k actions in order and also returns "images" (B, k, H, W, 3) and "states" (B, k, 7), one per executed action.
+executes the k actions in order and also returns "images" (B, k, H, W, 3) and "states" (B, k, 7),
+one per executed action.
 
 Cost accounting: ``seconds`` accumulates wall time per part of the steps taken,
 "world_model" (the batch's tensors and the denoising, ``predict_next_frames``) and "conditions"
