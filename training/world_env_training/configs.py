@@ -18,6 +18,7 @@ from world_env_training.config_base import StageConfig, _check
 
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 RESOLUTIONS = (64, 128, 256)
+ARMS = ("gains", "physics")  # how the imagined arm moves (PostTrainConfig.arm)
 TASKS_PER_SUITE = 10  # each of the four standard suites
 #: The pipeline's stages in the order they run (``pipeline`` runs them; ``--skip`` names them).
 STAGE_ORDER = ("collect-demos", "train-sft", "explore", "train-autoencoder", "train-world-model", "train-reflector",
@@ -686,6 +687,11 @@ class PostTrainConfig(StageConfig):
             judging would (1-4 steps later; README "Instant Reflector"), at a quarter of the
             reflector's cost per imagined frame.
         sampler_steps: World-model denoising steps per frame (0: the model's own setting).
+        arm: With env imagined: how the imagined arm moves under the actions: gains (the world
+            model's fitted tracking gains, a first-order fit of LIBERO's controller) or physics
+            (``ArmPhysics``: LIBERO's robot and controller stepped in the task's scene without its
+            movable objects; exact in free space, blind to contact; about 7 ms per step on one
+            core). physics needs start states of one LIBERO task.
         precision: fp32, or bf16 autocast of the world model and the reflector in rollouts (AMX
             on CPU; 1.74x faster imagined frames measured, frames within 1 grey level of fp32).
             The policy, whose log-probabilities PPO's ratios compare, stays in fp32.
@@ -719,6 +725,7 @@ class PostTrainConfig(StageConfig):
     target_kl: float = 0.5
     reflector_every: int = 8
     sampler_steps: int = 0
+    arm: str = "gains"
     precision: str = "bf16"
     binary_reward: bool = False
     save_every: int = 1
@@ -738,6 +745,7 @@ class PostTrainConfig(StageConfig):
         _check(self.libero_reward in ("success", "reflector"), "libero_reward", self.libero_reward, "success or reflector")
         _check(self.libero_workers > 0, "libero_workers", self.libero_workers, "a positive integer")
         _check(self.precision in ("fp32", "bf16"), "precision", self.precision, "fp32 or bf16")
+        _check(self.arm in ARMS, "arm", self.arm, " or ".join(ARMS))
         _check(self.max_steps >= 0, "max_steps", self.max_steps, "a non-negative integer (0: the suite's step limit)")
         _check(self.ppo_epochs > 0, "ppo_epochs", self.ppo_epochs, "a positive integer")
         _check(self.minibatches > 0, "minibatches", self.minibatches, "a positive integer")
@@ -771,6 +779,11 @@ class AuditConfig(StageConfig):
             policy chunk, as post-train's reflector_every (the default, 8, judges chunk ends
             only, as LOOP does; 1: every step).
         sampler_steps: World-model denoising steps per frame (0: the model's own setting).
+        arm: How the imagined arm moves under the actions: gains (the world model's fitted
+            tracking gains, a first-order fit of LIBERO's controller) or physics (``ArmPhysics``:
+            LIBERO's robot and controller stepped in the task's scene without its movable
+            objects; exact in free space, blind to contact; about 7 ms per step on one core).
+            physics needs start states of one LIBERO task. As post-train --arm.
         output_dir: Folder audit.json and audit.md are written to.
         seed: Seed of action sampling and world-model noise.
         device: Torch device: cpu, cuda, cuda:N or auto.
@@ -786,6 +799,7 @@ class AuditConfig(StageConfig):
     max_steps: int = 64
     reflector_every: int = 8
     sampler_steps: int = 0
+    arm: str = "gains"
     output_dir: str = "runs/default/audit"
     seed: int = 0
     device: str = "cpu"
@@ -796,6 +810,7 @@ class AuditConfig(StageConfig):
         _check(self.max_steps >= 0, "max_steps", self.max_steps, "a non-negative integer (0: the suite's step limit)")
         _check(self.reflector_every > 0, "reflector_every", self.reflector_every, "a positive integer (1: every step)")
         _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer")
+        _check(self.arm in ARMS, "arm", self.arm, " or ".join(ARMS))
         _check_common(self)
 
 

@@ -79,10 +79,15 @@ def audit(cfg: AuditConfig) -> dict:
     policy = VLAPolicy.from_pretrained(cfg.policy, device=device)
     reflector = Reflector.from_pretrained(cfg.reflector, device)
     robot = PandaModel()
+    physics = None
+    if cfg.arm == "physics":
+        from world_env_training.rl.arm_physics import ArmPhysics
+
+        physics = ArmPhysics.for_start_states(starts, cfg.eval_json or cfg.demos, env_seed)
 
     def make_env(camera: dict) -> ImaginedEnv:
         return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), device,
-                           sampler_steps=cfg.sampler_steps or None, seed=cfg.seed)
+                           sampler_steps=cfg.sampler_steps or None, seed=cfg.seed, arm_physics=physics)
 
     print(f"audit-reward-hacking: imagining {len(starts)} x {cfg.rollouts_per_state} rollouts of {cfg.policy}",
           flush=True)
@@ -97,6 +102,8 @@ def audit(cfg: AuditConfig) -> dict:
         imagined.append(ImaginedRollout(frames=frames, actions=actions, suite=start.suite, task_id=start.task_id,
                                         init_state_id=start.init_state_id, instruction=start.instruction))
     print(f"audit-reward-hacking: replaying {len(imagined)} rollouts in LIBERO", flush=True)
+    if physics is not None:
+        physics.close()
     result = audit_reward_hacking(reflector, imagined, env_seed=env_seed)
     result["imagined_fired"] = int(rollouts.fired.sum())
     result["init_states"] = sorted({s.init_state_id for s in starts})

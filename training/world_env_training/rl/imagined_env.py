@@ -13,10 +13,13 @@ One step, per rollout b, from (o_t, s_t) and action a_t:
 3. The next state: the pose moves towards c's by the fractions the world model's processor
    fitted on its training data (``WorldModelProcessor.position_gain`` / ``rotation_gain``:
    LIBERO's controller covers about a quarter of a commanded position delta per step; 1, the
-   commanded pose reached within the step, for models saved before the gains). Gripper:
+   commanded pose reached within the step, for models saved before the gains), or, with
+   ``arm_physics`` (``ArmPhysics``), by the robot's own controller and dynamics stepped without
+   the scene's movable objects. Gripper:
    the width moves towards c's width by at most ``gripper_open_width / gripper_steps`` per
    step (LIBERO's fingers take ~8 control steps to open or close), so it converges to the
-   commanded width rather than jumping (``gripper_steps=0``: jump).
+   commanded width rather than jumping (``gripper_steps=0``: jump); with ``arm_physics``, as
+   its fingers move.
 
 A chunk-level model (``WorldModelConfig.frame_stride`` k > 1) predicts once per chunk: ``step``
 takes (B, j, 7) chunks with j <= k, chains the j actions as above (``chunk_commanded``) and
@@ -36,7 +39,7 @@ one per executed action.
 
 Cost accounting: ``seconds`` accumulates wall time per part of the steps taken,
 "world_model" (the batch's tensors and the denoising, ``predict_next_frames``) and "conditions"
-(commanded states, action maps, memory-bank gathering); ``frames`` counts predicted frames.
+(commanded states, the arm physics' steps, action maps, memory-bank gathering); ``frames`` counts predicted frames.
 """
 
 from __future__ import annotations
@@ -69,11 +72,15 @@ class ImaginedEnv:
         precision: fp32, or bf16 autocast of the world model (``world_env_training.models.precision``).
         channels_last: run the U-Net in channels_last memory format (``WorldModel.use_channels_last``;
             this changes the model object, which may be shared).
+        arm_physics: ``ArmPhysics`` that moves the imagined arm (and fingers) under the actions,
+            instead of the world model's fitted tracking gains; it needs ``joints0`` at reset.
+            What the world model is told is unchanged: the commanded poses it was trained with,
+            chained from the state the physics reached.
     """
 
     def __init__(self, world_model, robot, camera, device="cpu", sampler: str | None = None,
                  sampler_steps: int | None = None, gripper_steps: int = GRIPPER_STEPS, seed: int = 0,
-                 precision: str = "fp32", channels_last: bool = False):
+                 precision: str = "fp32", channels_last: bool = False, arm_physics=None):
         from world_env_training.models.precision import check_precision
 
         config = world_model.config
@@ -99,6 +106,7 @@ class ImaginedEnv:
         self.states = None
         self.stride, self.arm = config.frame_stride, config.arm_map
         self.joints = self.offsets = None  # arm maps: (B, 7) joint angles, (B, 3) base offsets
+        self.physics = arm_physics
         self.action_maps = None  # of the last step, (B, H, W, 3) uint8: what the simulator node shows
         self.instructions: list[str] = []
 
@@ -119,12 +127,16 @@ class ImaginedEnv:
             instructions = [instructions] * len(frames0)
         if len(instructions) != len(frames0):
             raise ValueError(f"instructions: {len(instructions)} given for {len(frames0)} episodes")
-        if self.arm:
+        if self.arm or self.physics is not None:
             if joints0 is None:
-                raise ValueError("joints0: the world model draws the arm (arm_map), give the episodes' (B, 7) joint angles")
+                raise ValueError("joints0: the world model draws the arm (arm_map) or physics moves it (arm_physics), "
+                                 "give the episodes' (B, 7) joint angles")
             joints0 = np.asarray(joints0, np.float32)
             if joints0.shape != (len(frames0), 7):
                 raise ValueError(f"joints0: shape {joints0.shape}, expected ({len(frames0)}, 7)")
+        if self.physics is not None:
+            self.physics.reset(joints0, states0[:, 6])
+        if self.arm:
             self.joints = joints0.copy()
             self.offsets = np.stack([arm_offset(self.robot, s, q) for s, q in zip(states0, joints0)])
         self.memory.reset(frames0.copy())
@@ -151,6 +163,8 @@ class ImaginedEnv:
             self.latent_memory.frames = [z[indices] for z in self.latent_memory.frames]
             self.decoded = self.decoded[torch.as_tensor(indices, device=self.decoded.device)]
         self.states = self.states[indices]
+        if self.physics is not None:
+            self.physics.keep(indices)
         if self.arm:
             self.joints, self.offsets = self.joints[indices], self.offsets[indices]
         self.instructions = [self.instructions[i] for i in indices]
@@ -167,6 +181,8 @@ class ImaginedEnv:
     def _step_one(self, actions: np.ndarray) -> None:
         t0 = time.perf_counter()
         commanded, nxt = self.next_states(self.states, actions)
+        if self.physics is not None:
+            nxt = self.physics.step(actions[:, None])[0][:, 0]
         self.seconds["conditions"] += time.perf_counter() - t0
         self._advance(commanded, nxt)
 
@@ -209,6 +225,9 @@ class ImaginedEnv:
         the (B, 7) commanded joint angles, which an arm action map then draws (else IK)."""
         if self.states is None:
             raise RuntimeError("ImaginedEnv.step_commanded before reset")
+        if self.physics is not None:
+            raise ValueError("step_commanded: commanded states bypass the actions arm_physics executes; "
+                             "use step, or an ImaginedEnv without arm_physics")
         if self.stride > 1:
             raise ValueError(f"step_commanded: the world model predicts one frame per chunk of {self.stride} actions "
                              "(frame_stride); a commanded state per step needs a frame_stride 1 model")
@@ -253,6 +272,8 @@ class ImaginedEnv:
         chained = [chunk_commanded(self.robot, s, a, self.gripper_rate, gains) for s, a in zip(self.states, actions)]
         commanded = np.stack([c for c, _ in chained])
         states = np.stack([steps for _, steps in chained])
+        if self.physics is not None:
+            states = self.physics.step(actions)[0]
         self.seconds["conditions"] += time.perf_counter() - t0
         before = self.memory.frames[-1]
         self._advance(commanded, states[:, -1])

@@ -152,6 +152,7 @@ def train(cfg: PostTrainConfig):
     reflector = Reflector.from_pretrained(cfg.reflector, device) if judged_by_reflector else None
     if reflector is not None:
         reflector.set_precision(cfg.precision)
+    physics = None  # ArmPhysics of an imagined run with arm physics
     if cfg.env == "libero":
         from world_env_training.rl.libero_rollouts import LiberoRolloutEnv
 
@@ -169,11 +170,15 @@ def train(cfg: PostTrainConfig):
             raise ValueError(f"{cfg.demos}: frames are {starts[0].frame.shape[1]}x{starts[0].frame.shape[0]}, "
                              f"the world model predicts {size}x{size}")
         robot = PandaModel()
+        if cfg.arm == "physics":
+            from world_env_training.rl.arm_physics import ArmPhysics
+
+            physics = ArmPhysics.for_start_states(starts, cfg.demos)
 
         def make_env(camera: dict) -> ImaginedEnv:
             return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), device,
                                sampler_steps=cfg.sampler_steps or None, seed=seed_of(cfg.seed, update, rank, 1),
-                               precision=cfg.precision)
+                               precision=cfg.precision, arm_physics=physics)
 
     # --- policy: resume from the newest checkpoint, or start from the given one ----------------
     learner = LoopLearner(cfg, device, writer=rank == 0)
@@ -262,6 +267,8 @@ def train(cfg: PostTrainConfig):
             writer.close()
         if libero is not None:
             libero.close()
+        if physics is not None:
+            physics.close()
     return newest, model
 
 
