@@ -99,9 +99,11 @@ def test_imagined_env_states_come_from_the_physics(physics, real):
         physical.step_commanded(real["state"][None])
 
 
-def test_arm_option_is_checked_and_needs_one_task():
+def test_arm_option_is_checked_and_needs_one_task(tmp_path):
     from world_env_training.rl.arm_physics import ArmPhysics
     from world_env_training.rl.loop import StartState
+    from world_env_training.rl.post_train import train
+    from world_env_training.tiny import write_artifacts
 
     for config in (PostTrainConfig, AuditConfig):
         assert config().arm == "gains" and config(arm="physics").arm == "physics"
@@ -111,3 +113,9 @@ def test_arm_option_is_checked_and_needs_one_task():
                          camera={}, key=str(t), suite="libero_object", task_id=t, init_state_id=0) for t in (0, 1)]
     with pytest.raises(ValueError, match="one LIBERO task"):
         ArmPhysics.for_start_states(starts, "demos")
+    paths = write_artifacts(tmp_path / "artifacts")  # start states of three tasks
+    cfg = PostTrainConfig(policy=paths["policy"], world_model=paths["world_model"], reflector=paths["reflector"],
+                          demos=paths["demos"], output_dir=str(tmp_path / "loop"), rollouts_per_state=2,
+                          batch_size=1, updates=1, max_steps=4, arm="physics")
+    with pytest.raises(ValueError, match="one LIBERO task"):
+        train(cfg)
