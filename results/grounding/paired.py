@@ -14,7 +14,8 @@ SFT = HERE.parent / "loop_arm8" / "sft" / "eval.json"
 ARMS = {"LOOP in imagination, gains 0.17": HERE.parent / "loop_arm8" / "loop_imagined" / "eval.json",
         "LOOP in imagination, gains 0.24": HERE / "loop_gains024" / "eval.json",
         "LOOP in imagination, arm physics": HERE / "loop_physics" / "eval.json",
-        "LOOP in LIBERO (control arm)": HERE / "loop_libero" / "eval.json"}
+        "LOOP in LIBERO (control arm), 12 updates": HERE / "loop_libero" / "eval.json",
+        "LOOP in LIBERO (control arm), 24 updates": HERE / "loop_libero_24" / "eval.json"}
 
 
 def outcomes(path: Path) -> dict[int, bool]:
