@@ -5,6 +5,7 @@ For each held-out init state the SFT policy (chunk means) runs closed loop in im
 (ImaginedEnv, the world model's own conditions) until the reflector fires or 280 steps; its actions
 are then replayed open loop in LIBERO. Modes, i.e. where the imagined state comes from after each
 chunk:
+  gains        the world model's fitted tracking gains (ImaginedEnv as LOOP runs it by default)
   physics      a second LIBERO scene of the task, movable objects made non-colliding (what
                ArmPhysics packages; this probe's scene starts with LIBERO's true settling velocity)
   physics_est  as physics, the gripper width raised to what a CNN reads off the imagined frame
@@ -24,21 +25,8 @@ from world_env_libero.env import LiberoEnv
 from world_env_training.models.reflector import Reflector
 from world_env_training.models.vla import VLAPolicy
 from world_env_training.models.world_model import WorldModel
+from world_env_training.rl.arm_physics import movable_object_geoms
 from world_env_training.rl.imagined_env import ImaginedEnv
-
-
-def free_object_geoms(model):
-    free = set(int(j) for j in np.flatnonzero(model.jnt_type == 0))
-    out = []
-    for g in range(model.ngeom):
-        b = int(model.geom_bodyid[g])
-        while b > 0:
-            adr, num = model.body_jntadr[b], model.body_jntnum[b]
-            if any(j in free for j in range(adr, adr + num)):
-                out.append(g)
-                break
-            b = int(model.body_parentid[b])
-    return out
 
 
 import torch.nn as nn
@@ -57,8 +45,13 @@ def est_width(frame):
         return float(NET(torch.as_tensor(frame[None]).permute(0, 3, 1, 2).float() / 127.5 - 1)) / 100
 
 
+MODES = ("gains", "physics", "physics_est", "oracle")
+
+
 def main():
     policy_path, wm_path, reflector_path, mode, *ids = sys.argv[1:]
+    if mode not in MODES:
+        raise SystemExit(f"mode {mode!r}: expected one of {', '.join(MODES)}")
     torch.set_num_threads(1)
     policy = VLAPolicy.from_pretrained(policy_path)
     wm = WorldModel.from_pretrained(wm_path)
@@ -68,9 +61,9 @@ def main():
         for i in map(int, ids):
             obs = env.reset(i)
             arm.reset(i)
-            if mode != "oracle":  # physics modes
+            if mode in ("physics", "physics_est"):
                 m = arm.raw.sim.model
-                gs = free_object_geoms(m)
+                gs = movable_object_geoms(m)
                 m.geom_contype[gs] = 0
                 m.geom_conaffinity[gs] = 0
             imagined = ImaginedEnv(wm, PandaModel(), CameraModel.from_dict(env.camera.to_dict()), seed=0)

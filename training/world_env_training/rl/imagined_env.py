@@ -39,7 +39,8 @@ one per executed action.
 
 Cost accounting: ``seconds`` accumulates wall time per part of the steps taken,
 "world_model" (the batch's tensors and the denoising, ``predict_next_frames``) and "conditions"
-(commanded states, the arm physics' steps, action maps, memory-bank gathering); ``frames`` counts predicted frames.
+(commanded states, the arm physics' steps, action maps, memory-bank gathering); ``frames``
+counts predicted frames.
 """
 
 from __future__ import annotations
