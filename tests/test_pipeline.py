@@ -1,27 +1,43 @@
 """``world-env pipeline`` end to end on real LIBERO with every stage shrunk to a few steps:
 the stages run in order as their own processes, the report is written from what they
 produced, a second run skips every stage, and a changed option reruns only the stages it
-reaches."""
+reaches. Then the default start from the shipped pretrained artifacts: they are checked
+(sha256, what they are for), stand in for the training stages, and load into the later ones."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-TINY = ["--suites", "libero_object", "--task_ids", "0", "--demos_per_task", "2", "--sft_steps", "2",
+from world_env_training import configs, pretrained
+from world_env_training.pipeline import stage_configs
+
+SHIPPED = Path(__file__).resolve().parents[1] / pretrained.EMBEDDED_DEFAULT
+TRAINING = ["collect-demos", "train-sft", "explore", "train-autoencoder", "train-world-model", "train-reflector"]
+LATER = ["evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "audit-reward-hacking"]
+# The later stages shrunk to a few steps.
+SHORT = ["--loop_updates", "1", "--loop_batch_size", "1", "--rollouts_per_state", "2", "--loop_max_steps", "8",
+         "--eval_episodes_per_task", "1", "--workers", "2"]
+TINY = ["--pretrained", "", "--suites", "libero_object", "--task_ids", "0", "--demos_per_task", "2", "--sft_steps", "2",
         "--explore_episodes_per_task", "1", "--autoencoder_steps", "2", "--world_model_steps", "2", "--reflector_steps", "2",
-        "--loop_updates", "1", "--loop_batch_size", "1", "--rollouts_per_state", "2", "--loop_max_steps", "8",
-        "--eval_episodes_per_task", "1", "--workers", "2"]
+        "--arm", "gains", *SHORT]
 
 
-def _pipeline(run_dir, *extra, timeout=1500):
+def _pipeline(run_dir, *extra, timeout=1500, options=TINY):
     env = dict(os.environ, OMP_NUM_THREADS="2")
     return subprocess.run([sys.executable, "-m", "world_env_training.cli", "pipeline", "--run_dir", str(run_dir),
-                           *TINY, *extra], capture_output=True, text=True, timeout=timeout, env=env)
+                           *options, *extra], capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=SHIPPED.parents[1])
+
+
+def _plan(stdout: str) -> dict[str, str]:
+    return {line.split()[1]: line for line in stdout.splitlines() if line.strip()[:2].strip(".").isdigit()}
 
 
 @pytest.mark.libero
@@ -29,8 +45,7 @@ def test_pipeline_runs_every_stage_then_caches_them(tmp_path, report):
     run = tmp_path / "run"
     out = _pipeline(run)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
-    stages = ["collect-demos", "train-sft", "explore", "train-autoencoder", "train-world-model", "train-reflector",
-              "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "audit-reward-hacking"]
+    stages = TRAINING + LATER
     seconds = {}
     for name in stages:
         record = json.loads((run / "pipeline" / f"{name}.done.json").read_text())
@@ -63,7 +78,95 @@ def test_pipeline_runs_every_stage_then_caches_them(tmp_path, report):
     # A LOOP option changed: post-train (resuming) and what follows it run again, nothing before.
     plan = _pipeline(run, "--loop_updates", "2", "--dry_run", "true", timeout=300)
     assert plan.returncode == 0, plan.stderr[-3000:]
-    lines = {line.split()[1]: line for line in plan.stdout.splitlines() if line.strip()[:2].strip(".").isdigit()}
+    lines = _plan(plan.stdout)
     assert "configuration changed" in lines["post-train"] and "post-train runs first" in lines["evaluate-loop"]
     assert "post-train, evaluate-loop runs first" in lines["audit-reward-hacking"]
     assert "done, cached" in lines["train-sft"] and "done, cached" in lines["evaluate-sft"]
+
+
+def test_stage_options_reach_their_stages(tmp_path):
+    cfg = configs.PipelineConfig(run_dir=str(tmp_path), arm="gains", loop_lr=3e-5)
+    stages = stage_configs(cfg)
+    post, audit = stages["post-train"][1], stages["audit-reward-hacking"][1]
+    assert (post.arm, audit.arm, post.lr_lora, post.lr_heads) == ("gains", "gains", 3e-5, 3e-5)
+    assert post.policy == f"{cfg.pretrained}/sft" and post.world_model == f"{cfg.pretrained}/world_model"
+    assert stages["evaluate-sft"][1].training_datasets == [f"{cfg.pretrained}/{d}"
+                                                           for d in ("demos", "explore", "explore_more")]
+    scratch = stage_configs(configs.PipelineConfig(run_dir=str(tmp_path), pretrained=""))
+    assert scratch["post-train"][1].policy == str(tmp_path / "sft") and scratch["post-train"][1].arm == "physics"
+    assert scratch["evaluate-world-model"][1].holdout == ""
+
+
+def test_shipped_artifacts_are_verified(tmp_path):
+    manifest = pretrained.verify(SHIPPED)
+    total = sum(f["bytes"] for f in manifest["files"].values())
+    assert total < 60 * 2**20 and set(pretrained.STAGES) <= set(manifest["artifacts"])
+    for art in manifest["artifacts"].values():
+        assert art["command"] and art["commit"] and art["config"]
+
+    copy = tmp_path / "copy"
+    shutil.copytree(SHIPPED, copy)
+    weights = copy / "world_model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0x01  # one flipped bit in a tensor
+    weights.write_bytes(bytes(data))
+    with pytest.raises(pretrained.PretrainedError, match="world_model/model.safetensors: sha256"):
+        pretrained.verify(copy)
+    (copy / "world_model" / "model.safetensors").unlink()
+    with pytest.raises(pretrained.PretrainedError, match="model.safetensors: missing"):
+        pretrained.verify(copy)
+    with pytest.raises(pretrained.PretrainedError, match="no manifest.json"):
+        pretrained.verify(tmp_path)
+
+    # The pipeline refuses a folder made for another run before any stage runs.
+    out = _pipeline(tmp_path / "run", "--pretrained", str(copy), "--dry_run", "true", options=[], timeout=120)
+    assert out.returncode == 2 and "model.safetensors" in out.stderr
+    out = _pipeline(tmp_path / "run", "--suites", "libero_goal", "--dry_run", "true", options=[], timeout=120)
+    assert out.returncode == 2 and "this run asks for {'suites': ['libero_goal']}" in out.stderr
+
+
+def test_export_writes_half_precision_and_sums(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    source = tmp_path / "model"
+    source.mkdir()
+    weights = {"w": torch.randn(4, 4), "steps": torch.arange(3)}
+    save_file(weights, str(source / "model.safetensors"))
+    save_file({"mean": torch.randn(7, dtype=torch.float64)}, str(source / "processor.safetensors"))
+    (source / "optimizer.pt").write_bytes(b"not shipped")
+    (source / "train_state.json").write_text(json.dumps({"step": 3, "train_config": {"steps": 3}}))
+    spec = {"for": {"suites": ["libero_object"]}, "artifacts": {
+        name: {"source": str(source), "stage": stage, "command": "c", "commit": "x"}
+        for name, stage in pretrained.STAGES.items()}}
+    manifest = pretrained.export(spec, tmp_path / "out")
+    out = tmp_path / "out" / "sft"
+    half = load_file(str(out / "model.safetensors"))
+    assert half["w"].dtype == torch.float16 and half["steps"].dtype == torch.int64
+    assert torch.allclose(half["w"].float(), weights["w"], rtol=1e-3, atol=1e-4)
+    assert load_file(str(out / "processor.safetensors"))["mean"].dtype == torch.float64  # statistics stay exact
+    assert not (out / "optimizer.pt").exists() and manifest["artifacts"]["sft"]["config"] == {"steps": 3}
+    assert pretrained.verify(tmp_path / "out") == manifest
+    with pytest.raises(FileExistsError):
+        pretrained.export(spec, tmp_path / "out")
+
+
+@pytest.mark.libero
+def test_pipeline_from_the_shipped_artifacts(tmp_path, report):
+    run = tmp_path / "run"
+    out = _pipeline(run, options=SHORT)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
+    plan = _plan(out.stdout)
+    assert all("pretrained (not run)" in plan[name] for name in TRAINING)
+    assert not any((run / name).exists() for name in ("demos", "sft", "explore", "world_model", "reflector"))
+    seconds = {name: json.loads((run / "pipeline" / f"{name}.done.json").read_text())["seconds"] for name in LATER}
+    report("pipeline from pretrained, short later stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    post = json.loads((run / "pipeline" / "post-train.done.json").read_text())["config"]
+    assert post["policy"] == f"{pretrained.EMBEDDED_DEFAULT}/sft" and post["arm"] == "physics"
+    assert json.loads((run / "loop" / "metrics.jsonl").read_text().splitlines()[0])["update"] == 1
+    evaluated = json.loads((run / "eval_sft" / "eval.json").read_text())
+    assert evaluated["training_init_states"] == {"libero_object/0": [0, 1, 2, 3, 4]}
+    assert not set(evaluated["init_states"]["libero_object/0"]) & {0, 1, 2, 3, 4}
+    text = (run / "report.md").read_text()
+    assert "pretrained artifacts in `pretrained/embedded_default`" in text and "| world_model | train-world-model |" in text
+    assert "## Instant Reflector on held-out real episodes" in text and "| auroc |" in text  # the shipped eval.md

@@ -952,11 +952,19 @@ class PipelineConfig(StageConfig):
     """Every stage in order: demos, SFT, exploration, world model, reflector, LOOP, evaluation, audit, report.
 
     The defaults are the embedded default: one LIBERO-Object task at 64x64 with the cpu
-    profile's small models, sized to finish on two CPU cores in about half an hour.
+    profile's small models, starting from the pretrained artifacts shipped in the repository,
+    sized to finish on two CPU cores in about half an hour.
 
     Args:
         run_dir: Folder holding every stage's output, pipeline/ (each stage's config and
             done-record) and report.md; a stage whose done-record matches its config is skipped.
+        pretrained: Folder of pretrained artifacts (``world_env_training.pretrained``: demos,
+            exploration, SFT policy, world model, reflector, with a manifest of sha256 sums
+            checked before any stage runs) that replace the training stages collect-demos,
+            train-sft, explore, train-autoencoder, train-world-model and train-reflector; their
+            options (sft_steps, world_model_steps, ...) are then unused. Its manifest must be
+            for the run's suites, task ids, resolution and profile. Empty string: train every
+            stage from scratch (about an hour on two cores at the defaults).
         suites: LIBERO suites the run covers.
         task_ids: Task ids used in every suite (empty: all ten).
         resolution: Image size in pixels (square) for every stage.
@@ -981,10 +989,17 @@ class PipelineConfig(StageConfig):
         rollouts_per_state: LOOP's N rollouts per initial state.
         loop_batch_size: Initial states per LOOP update.
         loop_updates: LOOP updates.
+        loop_lr: LOOP's learning rate, of the LoRA adapters and of the heads alike (post-train's
+            lr_lora and lr_heads; 1e-5, the setting of the LOOP runs README reports).
+        arm: How the imagined arm moves in post-train and the audit: physics (LIBERO's robot and
+            controller without the objects, ``ArmPhysics``) or gains (the world model's fitted
+            tracking gains; faster, drifts more). See post-train's arm option.
         loop_max_steps: Imagined steps per LOOP episode at most (0: the suite's LIBERO step
             limit, as long as a real episode).
         binary_reward: LOOP with 0/1 reward from the reflector's threshold (the ablation).
-        eval_episodes_per_task: Real LIBERO episodes per task and protocol for each policy.
+        eval_episodes_per_task: Real LIBERO episodes per task and protocol for each policy, each
+            from an init state no training dataset starts from (the default's 45: every such
+            state of the task; the pretrained datasets start from states 0-4 of its 50).
         protocol: gt_termination, self_termination or both.
         workers: Simulator processes in the LIBERO stages.
         skip: Stages not to run (their outputs must already exist), e.g. [collect-demos].
@@ -994,6 +1009,7 @@ class PipelineConfig(StageConfig):
     """
 
     run_dir: str = "runs/default"
+    pretrained: str = "pretrained/embedded_default"
     suites: list[str] = field(default_factory=lambda: ["libero_object"])
     task_ids: list[int] = field(default_factory=lambda: [0])
     resolution: int = 64
@@ -1010,10 +1026,12 @@ class PipelineConfig(StageConfig):
     reflector_steps: int = 200
     rollouts_per_state: int = 8
     loop_batch_size: int = 2
-    loop_updates: int = 4
+    loop_updates: int = 8
+    loop_lr: float = 1e-5
+    arm: str = "physics"
     loop_max_steps: int = 0
     binary_reward: bool = False
-    eval_episodes_per_task: int = 10
+    eval_episodes_per_task: int = 45
     protocol: str = "both"
     workers: int = 2
     skip: list[str] = field(default_factory=list)
@@ -1033,6 +1051,8 @@ class PipelineConfig(StageConfig):
         _check(self.loop_max_steps >= 0, "loop_max_steps", self.loop_max_steps,
                "a non-negative integer (0: the suite's step limit)")
         _check(self.rollouts_per_state >= 2, "rollouts_per_state", self.rollouts_per_state, "at least 2")
+        _check(self.loop_lr > 0, "loop_lr", self.loop_lr, "a positive number")
+        _check(self.arm in ARMS, "arm", self.arm, " or ".join(ARMS))
         _check(self.protocol in ("gt_termination", "self_termination", "both"), "protocol", self.protocol,
                "gt_termination, self_termination or both")
         for name in self.skip:

@@ -23,6 +23,12 @@ success on them, the world model's and the reflector's held-out quality, the tra
 curves (``RUN/report/training_curves.png``), success rates (``RUN/report/success.png``) and
 imagined-vs-real frame strips.
 
+Pretrained start. By default (``pretrained``: ``pretrained/embedded_default``) the training stages
+(collect-demos, train-sft, explore, train-autoencoder, train-world-model, train-reflector) are
+not run: their outputs are the artifacts shipped in that folder, every file checked against the
+sha256 sums of its manifest before anything runs, and the later stages read them from there.
+``--pretrained ''`` trains every stage from scratch instead.
+
 Profiles. ``cpu`` (the embedded default): small models for two CPU cores (policy at 64x64
 with 4 of SmolLM2's 30 layers, the latent world model sampled with 1 DDIM step, reflector with
 8 LLM layers). ``full``: every stage's own defaults (the paper's sizes; for a GPU).
@@ -38,7 +44,7 @@ from pathlib import Path
 
 import yaml
 
-from world_env_training import configs
+from world_env_training import configs, pretrained
 
 PIPELINE_DIR = "pipeline"
 REPORT_FILE = "report.md"
@@ -59,6 +65,37 @@ INPUTS = {"collect-demos": (), "train-sft": ("collect-demos",), "explore": ("tra
           "audit-reward-hacking": ("train-world-model", "train-reflector", "post-train", "evaluate-loop")}
 
 
+def artifacts(cfg: configs.PipelineConfig) -> dict[str, str | list[str]]:
+    """Where the later stages find the training stages' outputs: in the run folder, or in the
+    pretrained folder (``training_datasets``: every dataset in it, exploration included)."""
+    run = Path(cfg.run_dir)
+    if not cfg.pretrained:
+        return {"demos": str(run / "demos"), "sft": str(run / "sft"), "world_model": str(run / "world_model"),
+                "reflector": str(run / "reflector"), "autoencoder_eval": str(run / "autoencoder" / "eval.json"),
+                "holdout": "", "training_datasets": [str(run / "demos"), str(run / "explore")]}
+    folder = Path(cfg.pretrained)
+    manifest = json.loads((folder / pretrained.MANIFEST).read_text())
+    datasets = [name for name, art in manifest["artifacts"].items() if art["stage"] in ("collect-demos", "explore")]
+    return {"demos": str(folder / "demos"), "sft": str(folder / "sft"), "world_model": str(folder / "world_model"),
+            "reflector": str(folder / "reflector"),
+            "autoencoder_eval": str(folder / "world_model" / "autoencoder" / "eval.json"),
+            "holdout": str(folder / "world_model" / "holdout.json"),
+            "training_datasets": [str(folder / name) for name in datasets]}
+
+
+def check_pretrained(cfg: configs.PipelineConfig) -> dict:
+    """Verify the pretrained folder's files and that it was made for this run; its manifest."""
+    manifest = pretrained.verify(cfg.pretrained)
+    wanted = {"suites": list(cfg.suites), "task_ids": list(cfg.task_ids), "resolution": cfg.resolution,
+              "profile": cfg.profile}
+    differs = {k: v for k, v in wanted.items() if manifest["for"].get(k) != v}
+    if differs:
+        raise pretrained.PretrainedError(
+            f"{cfg.pretrained}: its artifacts are for {manifest['for']}, this run asks for {differs}; "
+            "use --pretrained '' to train every stage for it")
+    return manifest
+
+
 def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
     """{stage: (world-env command, its config object)} for every stage but the report."""
     run = Path(cfg.run_dir)
@@ -68,11 +105,14 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
     exploration = str(run / "explore") if cfg.exploration else ""
     sft_extra = {"policy_config": str(run / PIPELINE_DIR / "policy_config.yaml")} if cpu else {}
     autoencoder = str(run / "autoencoder") if cfg.latent_world_model else ""
+    made = artifacts(cfg)
     # Evaluation holds out every init state a training dataset starts from: the demos (SFT, LOOP's
     # start states) and the exploration rollouts (world model, reflector), whether or not used.
     evaluate = dict(tasks, episodes_per_task=cfg.eval_episodes_per_task, protocol=cfg.protocol,
-                    reflector=str(run / "reflector"), training_datasets=[str(run / "demos"), str(run / "explore")],
+                    reflector=made["reflector"], training_datasets=made["training_datasets"],
                     resolution=cfg.resolution, workers=cfg.workers, **common)
+    loop = dict(world_model=made["world_model"], reflector=made["reflector"], demos=made["demos"],
+                max_steps=cfg.loop_max_steps, arm=cfg.arm, **common)
     return {
         "collect-demos": ("collect-demos", configs.CollectDemosConfig(
             **tasks, demos_per_task=cfg.demos_per_task, resolution=cfg.resolution, output_dir=str(run / "demos"),
@@ -97,21 +137,19 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
             steps=cfg.reflector_steps, save_every=max(1, cfg.reflector_steps // 4),
             eval_every=max(1, cfg.reflector_steps // 4), autoencoder=autoencoder, **common)),
         "evaluate-world-model": ("evaluate-world-model", configs.WorldModelEvalConfig(
-            checkpoints=[f"world_model={run / 'world_model'}"], max_episodes=2, horizon=24, starts_per_episode=1,
-            one_step_stride=4, output_dir=str(run / "world_model_eval"), **common)),
+            checkpoints=[f"world_model={made['world_model']}"], holdout=made["holdout"], max_episodes=2, horizon=24,
+            starts_per_episode=1, one_step_stride=4, output_dir=str(run / "world_model_eval"), **common)),
         "post-train": ("post-train", configs.PostTrainConfig(
-            policy=str(run / "sft"), world_model=str(run / "world_model"), reflector=str(run / "reflector"),
-            demos=str(run / "demos"), output_dir=str(run / "loop"), rollouts_per_state=cfg.rollouts_per_state,
-            batch_size=cfg.loop_batch_size, updates=cfg.loop_updates, max_steps=cfg.loop_max_steps,
-            binary_reward=cfg.binary_reward, **common)),
+            policy=made["sft"], output_dir=str(run / "loop"), rollouts_per_state=cfg.rollouts_per_state,
+            batch_size=cfg.loop_batch_size, updates=cfg.loop_updates, lr_lora=cfg.loop_lr, lr_heads=cfg.loop_lr,
+            binary_reward=cfg.binary_reward, **loop)),
         "evaluate-sft": ("evaluate", configs.EvaluateConfig(
-            policy=str(run / "sft"), output_dir=str(run / "eval_sft"), **evaluate)),
+            policy=made["sft"], output_dir=str(run / "eval_sft"), **evaluate)),
         "evaluate-loop": ("evaluate", configs.EvaluateConfig(
             policy=str(run / "loop"), output_dir=str(run / "eval_loop"), **evaluate)),
         "audit-reward-hacking": ("audit-reward-hacking", configs.AuditConfig(
-            policy=str(run / "loop"), world_model=str(run / "world_model"), reflector=str(run / "reflector"),
-            demos=str(run / "demos"), eval_json=str(run / "eval_loop" / "eval.json"), starts=0, rollouts_per_state=2,
-            max_steps=cfg.loop_max_steps, output_dir=str(run / "audit"), **common)),
+            policy=str(run / "loop"), eval_json=str(run / "eval_loop" / "eval.json"), starts=0, rollouts_per_state=2,
+            output_dir=str(run / "audit"), **loop)),
     }
 
 
@@ -125,15 +163,28 @@ def _done_record(run: Path, stage: str) -> dict | None:
 
 def run_pipeline(cfg: configs.PipelineConfig) -> int:
     run = Path(cfg.run_dir)
+    if cfg.pretrained:
+        try:
+            manifest = check_pretrained(cfg)
+        except pretrained.PretrainedError as e:
+            print(f"world-env pipeline: {e}", file=sys.stderr)
+            return 2
     stages = stage_configs(cfg)
     print(f"world-env pipeline: run folder {run}, suites {', '.join(cfg.suites)}"
           + (f" tasks {cfg.task_ids}" if cfg.task_ids else "") + f", {cfg.resolution}x{cfg.resolution}, "
           f"profile {cfg.profile}, device {cfg.device}, seed {cfg.seed}", flush=True)
+    if cfg.pretrained:
+        print(f"  starting from the pretrained artifacts in {cfg.pretrained} ({len(manifest['files'])} files, "
+              "sha256 verified); --pretrained '' trains every stage instead", flush=True)
+    # A done-record names the pretrained manifest it ran against: new artifacts rerun every stage.
+    source = pretrained.sha256(Path(cfg.pretrained) / pretrained.MANIFEST) if cfg.pretrained else ""
     plan = []
     runs: set[str] = set()
     for i, name in enumerate(STAGE_ORDER, 1):
         if name == "report":
             state = "always written"
+        elif cfg.pretrained and name in pretrained.PIPELINE_STAGES:
+            state = "pretrained (not run)"
         elif name in cfg.skip:
             state = "skipped (skip option)"
         elif name == "train-autoencoder" and not cfg.latent_world_model:
@@ -145,6 +196,8 @@ def run_pipeline(cfg: configs.PipelineConfig) -> int:
                 state = "to run"
             elif record["config"] != stages[name][1].to_dict():
                 state = "to run again (configuration changed; resumes from its checkpoints)"
+            elif record.get("pretrained", "") != source:
+                state = "to run again (the pretrained artifacts changed)"
             elif changed:
                 state = f"to run again ({', '.join(changed)} runs first)"
             else:
@@ -176,12 +229,12 @@ def run_pipeline(cfg: configs.PipelineConfig) -> int:
                   f"and run the same command again: finished stages are skipped, this one resumes",
                   file=sys.stderr)
             return code
-        record = {"config": stage_cfg.to_dict(), "seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        record = {"config": stage_cfg.to_dict(), "pretrained": source, "seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         (run / PIPELINE_DIR / f"{name}.done.json").write_text(json.dumps(record, indent=1))
         print(f"=== pipeline stage {name}: done in {seconds / 60:.1f} min", flush=True)
 
     from world_env_training.report import write_report
 
-    path = write_report(cfg, stages)
+    path = write_report(cfg, stages, artifacts(cfg))
     print(f"\nworld-env pipeline: finished in {(time.perf_counter() - t_start) / 60:.1f} min; report: {path}")
     return 0

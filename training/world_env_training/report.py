@@ -16,6 +16,7 @@ import numpy as np
 from world_env_training import configs
 from world_env_training.eval.evaluation import PROTOCOLS, split_note
 from world_env_training.eval.stats import newcombe_interval
+from world_env_training.pretrained import PIPELINE_STAGES as PRETRAINED_STAGES
 
 PROTOCOL_NAMES = {"gt_termination": "GT termination", "self_termination": "self-termination"}
 
@@ -104,7 +105,7 @@ def _loop_metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def training_curves(run: Path, out: Path) -> Path:
+def training_curves(run: Path, out: Path, pretrained: bool) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,7 +114,10 @@ def training_curves(run: Path, out: Path) -> Path:
     loop = _loop_metrics(run)
     panels = [("SFT loss (L1 + Laplace NLL)", *_scalars(run / "sft" / "tb")),
               ("world model loss (v-prediction MSE)", *_scalars(run / "world_model" / "tb")),
-              ("reflector loss (BCE)", *_scalars(run / "reflector" / "tb")),
+              ("reflector loss (BCE)", *_scalars(run / "reflector" / "tb"))]
+    if pretrained:  # those stages did not run here: their models came trained
+        panels = [(title + " (pretrained)", [], []) for title, _, _ in panels]
+    panels += [
               ("LOOP: imagined return (mean)", [m["update"] for m in loop], [m["return_mean"] for m in loop]),
               ("LOOP: reflector fired (share)", [m["update"] for m in loop], [m["fired_rate"] for m in loop]),
               ("LOOP: approx. KL / clip fraction", [m["update"] for m in loop], [m["approx_kl"] for m in loop])]
@@ -123,7 +127,8 @@ def training_curves(run: Path, out: Path) -> Path:
         if xs:
             ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3)
         else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, "not trained in this run" if "pretrained" in title else "no data",
+                    ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("update" if title.startswith("LOOP") else "step")
         ax.grid(alpha=0.3)
     if loop:
@@ -164,7 +169,8 @@ def success_plot(sft: dict | None, loop: dict | None, out: Path) -> Path | None:
     return path
 
 
-def write_report(cfg: configs.PipelineConfig, stages: dict) -> Path:
+def write_report(cfg: configs.PipelineConfig, stages: dict, made: dict) -> Path:
+    """made: where the training stages' outputs are (``pipeline.artifacts``)."""
     run = Path(cfg.run_dir)
     out = run / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -174,8 +180,17 @@ def write_report(cfg: configs.PipelineConfig, stages: dict) -> Path:
              f"Run folder `{run}`: suites {', '.join(cfg.suites)}"
              + (f", task ids {cfg.task_ids}" if cfg.task_ids else ", all tasks")
              + f", {cfg.demos_per_task} demonstrations per task, {cfg.resolution}x{cfg.resolution}, profile "
-             f"`{cfg.profile}`, seed {cfg.seed}. Every figure below was measured in this run.", "",
-             "## Success in real LIBERO: SFT vs post-trained", ""]
+             f"`{cfg.profile}`, seed {cfg.seed}. Every figure below was measured in this run.", ""]
+    if cfg.pretrained:
+        manifest = json.loads((Path(cfg.pretrained) / "manifest.json").read_text())
+        lines += [f"The training stages did not run: their outputs are the pretrained artifacts in `{cfg.pretrained}` "
+                  f"({len(manifest['files'])} files, sha256 verified against its manifest before the stages ran; "
+                  "`--pretrained ''` trains them instead). Where each came from:", "",
+                  "| artifact | stage | command | commit | note |", "|---|---|---|---|---|"]
+        for name, art in manifest["artifacts"].items():
+            lines.append(f"| {name} | {art['stage']} | `{art['command']}` | {art['commit']} | {art['note']} |")
+        lines.append("")
+    lines += ["## Success in real LIBERO: SFT vs post-trained", ""]
     lines += success_table(sft, loop)
     if success_plot(sft, loop, out):
         lines += ["", "![success](report/success.png)"]
@@ -222,7 +237,7 @@ def write_report(cfg: configs.PipelineConfig, stages: dict) -> Path:
             lines += ["", "Real (top) vs open-loop prediction (bottom):", f"![strip](report/world_model_{strip.name})"]
     else:
         lines.append("No world-model evaluation (the evaluate-world-model stage did not run).")
-    autoencoder = _read_json(run / "autoencoder" / "eval.json")
+    autoencoder = _read_json(Path(made["autoencoder_eval"]))
     if autoencoder and autoencoder["held_out"]["frames"]:
         held, sample = autoencoder["held_out"], autoencoder["train_sample"]
         lines += ["", f"Latent world model: its frame autoencoder (step {autoencoder['step']}) reconstructs held-out "
@@ -230,17 +245,20 @@ def write_report(cfg: configs.PipelineConfig, stages: dict) -> Path:
                   f"{held['frames']} frames; training frames {sample['psnr_mean']:.2f} dB)."]
 
     lines += ["", "## Instant Reflector on held-out real episodes", ""]
-    reflector_md = run / "reflector" / "eval.md"
+    reflector_md = Path(made["reflector"]) / "eval.md"
     lines += ([line for line in reflector_md.read_text().splitlines() if not line.startswith("#")]
               if reflector_md.is_file() else ["No reflector evaluation (the train-reflector stage did not run)."])
 
-    lines += ["", "## Training curves", "", f"![curves](report/{training_curves(run, out).name})", "",
+    lines += ["", "## Training curves", "", f"![curves](report/{training_curves(run, out, bool(cfg.pretrained)).name})", "",
               "## Stages", "", "| stage | command | minutes |", "|---|---|---|"]
     total = 0.0
     for name in stages:
         record = _read_json(run / "pipeline" / f"{name}.done.json")
         minutes = record["seconds"] / 60 if record else None
         total += minutes or 0.0
+        if cfg.pretrained and name in PRETRAINED_STAGES:
+            lines.append(f"| {name} | pretrained, from `{cfg.pretrained}` | - |")
+            continue
         lines.append(f"| {name} | `world-env {stages[name][0]} --config {run / 'pipeline' / (name + '.yaml')}` | "
                      + (f"{minutes:.1f}" if minutes is not None else "not run") + " |")
     lines += [f"| **total** | | {total:.1f} |", ""]
