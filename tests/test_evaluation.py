@@ -6,7 +6,8 @@ import pytest
 
 from world_env_training.configs import EvaluateConfig
 from world_env_training.eval.evaluation import choose_init_states, markdown_table, summarise
-from world_env_training.eval.stats import mean_interval, newcombe_interval, wilson_interval
+from world_env_training.eval.stats import (mean_interval, newcombe_interval, paired_newcombe_interval, paired_table,
+                                           wilson_interval)
 
 
 @pytest.mark.parametrize("k, n, low, high", [
@@ -39,6 +40,33 @@ def test_newcombe_interval_of_a_difference_matches_the_published_values(k_a, n_a
     d, lo, hi = newcombe_interval(k_a, n_a, k_b, n_b)
     assert d == pytest.approx(k_a / n_a - k_b / n_b)
     assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
+
+
+def test_paired_interval_uses_the_pairing():
+    # Uncorrelated outcomes (both * neither == only_a * only_b): the unpaired interval.
+    assert paired_newcombe_interval(2, 8, 8, 32) == pytest.approx(newcombe_interval(10, 50, 10, 50))
+    # The same marginals (18/40 vs 13/40) measured on the same init states, A keeping all of B's
+    # successes: far narrower than if they were independent samples.
+    d, low, high = paired_newcombe_interval(13, 5, 0, 22)
+    _, low_u, high_u = newcombe_interval(18, 40, 13, 40)
+    assert d == pytest.approx(0.125) and high - low < 0.6 * (high_u - low_u) and low > low_u
+    assert paired_table({1: True, 2: True, 3: False, 4: False}, {1: True, 2: False, 3: True, 4: False}) == (1, 1, 1, 1)
+    with pytest.raises(ValueError, match="different units"):
+        paired_table({1: True}, {2: True})
+
+
+def test_paired_interval_covers_the_true_difference():
+    """Coverage on simulated paired evaluations like ours (45 shared init states, correlated)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    p_both, p_a, p_b = 0.25, 0.12, 0.05  # true P(A) = 0.37, P(B) = 0.30
+    hits, draws = 0, 4000
+    for _ in range(draws):
+        counts = rng.multinomial(45, [p_both, p_a, p_b, 1 - p_both - p_a - p_b])
+        _, low, high = paired_newcombe_interval(*map(int, counts))
+        hits += low <= p_a - p_b <= high
+    assert 0.93 <= hits / draws <= 0.985
 
 
 def _records():
@@ -149,12 +177,17 @@ def test_reflector_ends_self_termination_and_frames_render_only_when_read(tmp_pa
     chunk = VLAConfig.tiny().chunk_size
     gt, self_term = by_protocol["gt_termination"], by_protocol["self_termination"]
     assert gt["ended"] == "step_limit" and gt["steps"] == 280
-    # The policy reads a frame once per chunk, so only those frames are rendered ...
-    assert gt["renders"] == math.ceil(gt["steps"] / chunk)
-    # ... while the reflector reads (and scores) every frame.
-    assert self_term["ended"] == "step_limit" and self_term["renders"] == self_term["steps"] == 280
+    # The policy reads a frame once per chunk (4 for the tiny one), so only those frames are
+    # rendered; the reflector scores every 8th (reflector_every's default), frames already there.
+    assert gt["renders"] == math.ceil(gt["steps"] / chunk) and 8 % chunk == 0
+    assert self_term["ended"] == "step_limit" and self_term["steps"] == 280 and self_term["renders"] == gt["renders"]
     assert 0.0 < self_term["reward"] < 0.99
     assert "training used [0]" in (tmp_path / "never" / "eval.md").read_text()
+    # reflector_every 1: it reads (and scores) every frame.
+    evaluate(EvaluateConfig(reflector=str(tmp_path / "reflector_0.99"), protocol="self_termination", reflector_every=1,
+                            output_dir=str(tmp_path / "every"), **common))
+    episode, = json.loads((tmp_path / "every" / "eval.json").read_text())["episodes"]
+    assert episode["ended"] == "step_limit" and episode["renders"] == episode["steps"] == 280
 
     evaluate(EvaluateConfig(reflector=str(tmp_path / "reflector_0.01"), protocol="self_termination",
                             output_dir=str(tmp_path / "first"), **common))

@@ -164,8 +164,11 @@ class EvaluateConfig(StageConfig):
             (seeded by seed) from the task's 50 init states less those training used.
         protocol: gt_termination (episode ends at success), self_termination (the policy or
             reflector decides when to stop, success judged at the end), or both.
-        reflector: Reflector checkpoint that scores every frame under self_termination and ends
-            the episode when it fires (empty: the policy's own done signal, or the step limit).
+        reflector: Reflector checkpoint that scores frames under self_termination and ends the
+            episode when it fires (empty: the policy's own done signal, or the step limit).
+        reflector_every: The reflector scores the first frame, every this-many-th step's frame
+            and the last step's (8, the policy's chunk: what LOOP's imagined episodes use, and
+            one render per chunk; 1: every frame, eight times the renders and reflector calls).
         training_datasets: Dataset folders the policy's training used (demonstrations,
             exploration): their episodes' init states are never evaluated, and eval.json lists
             them as training_init_states.
@@ -184,6 +187,7 @@ class EvaluateConfig(StageConfig):
     episodes_per_task: int = 10
     protocol: str = "both"
     reflector: str = ""
+    reflector_every: int = 8
     training_datasets: list[str] = field(default_factory=list)
     init_state_ids: list[int] = field(default_factory=list)
     resolution: int = 64
@@ -196,6 +200,7 @@ class EvaluateConfig(StageConfig):
         _check_suites(self.suites)
         _check(0 < self.episodes_per_task <= 50, "episodes_per_task", self.episodes_per_task,
                "1 to 50 (LIBERO has 50 fixed init states per task)")
+        _check(self.reflector_every > 0, "reflector_every", self.reflector_every, "a positive integer")
         _check_task_ids(self.task_ids)
         _check_init_state_ids(self.init_state_ids)
         _check(self.protocol in ("gt_termination", "self_termination", "both"), "protocol",
@@ -779,11 +784,8 @@ class AuditConfig(StageConfig):
             policy chunk, as post-train's reflector_every (the default, 8, judges chunk ends
             only, as LOOP does; 1: every step).
         sampler_steps: World-model denoising steps per frame (0: the model's own setting).
-        arm: How the imagined arm moves under the actions: gains (the world model's fitted
-            tracking gains, a first-order fit of LIBERO's controller) or physics (``ArmPhysics``:
-            LIBERO's robot and controller stepped in the task's scene without its movable
-            objects; exact in free space, blind to contact; about 7 ms per step on one core).
-            physics needs start states of one LIBERO task. As post-train --arm.
+        arm: How the imagined arm moves under the actions: gains or physics, as post-train's
+            arm option (the audit should imagine as the audited LOOP run did).
         output_dir: Folder audit.json and audit.md are written to.
         seed: Seed of action sampling and world-model noise.
         device: Torch device: cpu, cuda, cuda:N or auto.

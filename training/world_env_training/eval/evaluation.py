@@ -3,9 +3,10 @@
 - ``gt_termination``: an episode ends as soon as the simulator reports success, or at the
   suite's step limit; success = the task was achieved.
 - ``self_termination``: the simulator's success signal is not used to stop; the reflector (when
-  one is given: it scores every frame and ends the episode when R > eta, as in imagination), the
-  policy's own done signal, or the step limit ends the episode; success is judged on the final
-  state. A policy that achieves the task and then undoes it fails here.
+  one is given: it scores the first frame and every ``reflector_every``-th, by default one per
+  chunk as in LOOP's imagined episodes, and ends the episode when R > eta), the policy's own done
+  signal, or the step limit ends the episode; success is judged on the final state. A policy that
+  achieves the task and then undoes it fails here.
 
 Init states are held out: the init states of the datasets the policy's training used
 (``training_datasets``: demonstrations, exploration; LOOP's start states and the world model's
@@ -13,9 +14,11 @@ data come from these) are excluded, and ``episodes_per_task`` states per task ar
 from the rest (or given explicitly with ``init_state_ids``). ``eval.json`` records both sets.
 
 Frames are rendered only when something reads them (the policy at chunk boundaries, the
-reflector every step); rendering costs several times a physics step on the CPU renderer.
+reflector when it scores); rendering costs several times a physics step on the CPU renderer.
 
-Work is spread over worker processes, one simulator each. Results: ``eval.json`` (every episode
+Work is spread over worker processes, one simulator each, sharing the cores among them (torch
+threads). A worker keeps its policy, reflector and simulator from one job to the next: loading
+the policy's LLM alone takes longer than a LIBERO episode. Results: ``eval.json`` (every episode
 with who ended it and when, per task, per suite) and ``eval.md`` (the table) in the output folder.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +41,7 @@ from world_env_training.eval.stats import wilson_interval
 
 PROTOCOLS = ("gt_termination", "self_termination")
 ENDINGS = ("success", "reflector", "policy", "step_limit")
-EPISODES_PER_JOB = 5  # amortises building a simulator (~5 s) over several episodes
+EPISODES_PER_JOB = 3  # workers keep their simulator and models, so jobs can be small (balance)
 INIT_STATES_PER_TASK = 50  # LIBERO's fixed init states per task
 
 
@@ -52,14 +56,16 @@ class Job:
     seed: int
     device: str
     reflector: str = ""
+    reflector_every: int = 8
 
 
-def run_episode(env, policy, init_state_id: int, protocol: str, judge=None) -> dict:
+def run_episode(env, policy, init_state_id: int, protocol: str, judge=None, judge_every: int = 1) -> dict:
     """One episode under ``protocol``; returns its record.
 
-    judge: a ``ReflectorSession`` of one episode (self-termination only); it scores o_0 and every
-    new frame and ends the episode when it fires. ``ended``: success (GT termination), reflector,
-    policy or step_limit; ``steps``: actions taken; ``renders``: frames rendered after the reset.
+    judge: a ``ReflectorSession`` of one episode (self-termination only); it scores o_0, the
+    frame of every ``judge_every``-th step and of the last step, and ends the episode when it
+    fires. ``ended``: success (GT termination), reflector, policy or step_limit; ``steps``:
+    actions taken; ``renders``: frames rendered after the reset.
     """
     obs = env.reset(init_state_id)
     policy.reset(env)
@@ -72,13 +78,14 @@ def run_episode(env, policy, init_state_id: int, protocol: str, judge=None) -> d
                     "renders": 0, "reward": reward}
     for steps in range(1, env.max_steps + 1):
         action = policy.act(obs)
-        render = judge is not None or getattr(policy, "wants_frame", True)
+        judged = judge is not None and (steps % judge_every == 0 or steps == env.max_steps)
+        render = judged or getattr(policy, "wants_frame", True)
         obs, success = env.step(action, render=render)
         renders += int(render)
         if protocol == "gt_termination" and success:
             ended = "success"
             break
-        if judge is not None:
+        if judged:
             reward, fired = judge.score(obs["image"])
             if fired:
                 ended = "reflector"
@@ -93,19 +100,49 @@ def run_episode(env, policy, init_state_id: int, protocol: str, judge=None) -> d
     return record
 
 
+_KEPT: dict = {}  # a worker's policy, reflector and simulator, kept from one job to the next
+
+
+def _kept(key: tuple, build):
+    """The object ``build()`` made for ``key`` in this worker, made once; a new key replaces the
+    old object of its kind (closing a simulator)."""
+    kind = key[0]
+    if kind in _KEPT and _KEPT[kind][0] != key:
+        old = _KEPT.pop(kind)[1]
+        if hasattr(old, "close"):
+            old.close()
+    if kind not in _KEPT:
+        _KEPT[kind] = (key, build())
+    return _KEPT[kind][1]
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _run_job(job: Job) -> tuple[Job, str, list[dict]]:
     from world_env_libero.env import LiberoEnv
 
-    policy = make_policy(job.policy, seed=job.seed, device=job.device)
+    # Evaluation acts on the chunks' means, so a kept policy acts as a fresh one would; built-in
+    # policies are cheap and some carry a seeded state, so they are made anew.
+    if Path(job.policy).is_dir():
+        policy = _kept(("policy", job.policy, job.seed, job.device),
+                       lambda: make_policy(job.policy, seed=job.seed, device=job.device))
+    else:
+        policy = make_policy(job.policy, seed=job.seed, device=job.device)
     judge = None
     if job.reflector and job.protocol == "self_termination":
         from world_env_training.models.backbones import resolve_device
         from world_env_training.models.reflector import Reflector
 
-        judge = Reflector.from_pretrained(job.reflector, device=resolve_device(job.device)).session(1)
-    with LiberoEnv(job.suite, job.task_id, resolution=job.resolution, seed=job.seed) as env:
-        records = [run_episode(env, policy, i, job.protocol, judge) for i in job.init_state_ids]
-        return job, env.instruction, records
+        judge = _kept(("reflector", job.reflector, job.device),
+                      lambda: Reflector.from_pretrained(job.reflector, device=resolve_device(job.device))).session(1)
+    env = _kept(("env", job.suite, job.task_id, job.resolution, job.seed),
+                lambda: LiberoEnv(job.suite, job.task_id, resolution=job.resolution, seed=job.seed))
+    records = [run_episode(env, policy, i, job.protocol, judge, job.reflector_every) for i in job.init_state_ids]
+    return job, env.instruction, records
 
 
 def choose_init_states(cfg: EvaluateConfig, training: dict[tuple[str, int], list[int]]) -> dict[tuple[str, int], list[int]]:
@@ -140,7 +177,7 @@ def _jobs(cfg: EvaluateConfig, init_states: dict[tuple[str, int], list[int]]) ->
         for protocol in protocols:
             for i in range(0, len(ids), EPISODES_PER_JOB):
                 jobs.append(Job(suite, task, protocol, tuple(ids[i:i + EPISODES_PER_JOB]), cfg.policy,
-                                cfg.resolution, cfg.seed, cfg.device, cfg.reflector))
+                                cfg.resolution, cfg.seed, cfg.device, cfg.reflector, cfg.reflector_every))
     return jobs
 
 
@@ -219,8 +256,10 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     records = []
     total = sum(len(j.init_state_ids) for j in jobs)
     ctx = mp.get_context("spawn")  # simulators and torch do not survive fork well
+    workers = min(cfg.workers, len(jobs))
+    threads = max(1, (os.cpu_count() or 1) // workers)
     with tqdm(total=total, desc=f"evaluate {cfg.policy}", unit="episode") as bar, \
-            ctx.Pool(min(cfg.workers, len(jobs))) as pool:
+            ctx.Pool(workers, initializer=_init_worker, initargs=(threads,)) as pool:
         for job, instruction, recs in pool.imap_unordered(_run_job, jobs):
             for rec in recs:
                 records.append({"suite": job.suite, "task_id": job.task_id, "protocol": job.protocol,
