@@ -1,6 +1,7 @@
 """Paired comparison of each arm with SFT on their shared held-out init states (README,
-"Grounding imagination"): SFT successes kept and lost, new successes, and the exact two-sided
-McNemar p-value of the discordant pairs.
+"Grounding imagination"): SFT successes kept and lost, new successes, the 95 % interval of the
+difference paired by init state (``world_env_training.eval.stats.paired_newcombe_interval``, as
+the pipeline's report gives it) and the exact two-sided McNemar p-value of the discordant pairs.
 
     python results/grounding/paired.py
 """
@@ -8,6 +9,8 @@ McNemar p-value of the discordant pairs.
 import json
 from math import comb
 from pathlib import Path
+
+from world_env_training.eval.stats import paired_newcombe_interval, paired_table
 
 HERE = Path(__file__).parent
 SFT = HERE.parent / "loop_arm8" / "sft" / "eval.json"
@@ -32,8 +35,8 @@ for name, path in ARMS.items():
     arm = outcomes(path)
     if set(arm) != set(sft):
         raise SystemExit(f"{path}: evaluated other init states than {SFT}")
-    kept = sum(sft[i] and arm[i] for i in sft)
-    lost = sum(sft[i] and not arm[i] for i in sft)
-    new = sum(arm[i] and not sft[i] for i in sft)
+    kept, new, lost, neither = paired_table(arm, sft)
+    d, low, high = paired_newcombe_interval(kept, new, lost, neither)
     print(f"{name}: {sum(arm.values())}/{len(arm)}; of SFT's {sum(sft.values())} successes kept {kept}, lost {lost}; "
-          f"new {new}; McNemar exact p {mcnemar_exact(new, lost):.3f}")
+          f"new {new}; difference {100 * d:+.1f} points, paired 95 % interval [{100 * low:+.1f}, {100 * high:+.1f}]; "
+          f"McNemar exact p {mcnemar_exact(new, lost):.3f}")

@@ -15,7 +15,7 @@ import numpy as np
 
 from world_env_training import configs
 from world_env_training.eval.evaluation import PROTOCOLS, split_note
-from world_env_training.eval.stats import newcombe_interval
+from world_env_training.eval.stats import newcombe_interval, paired_newcombe_interval, paired_table
 from world_env_training.pretrained import PIPELINE_STAGES as PRETRAINED_STAGES
 
 PROTOCOL_NAMES = {"gt_termination": "GT termination", "self_termination": "self-termination"}
@@ -43,6 +43,12 @@ def _cell(rate: dict | None) -> str:
         return "-"
     low, high = rate["ci95"]
     return f"{100 * rate['rate']:.1f} [{100 * low:.0f}, {100 * high:.0f}] ({rate['successes']}/{rate['episodes']})"
+
+
+def _outcomes(result: dict, protocol: str) -> dict:
+    """{(suite, task, init state): success} of one protocol's episodes."""
+    return {(e["suite"], e["task_id"], e["init_state_id"]): bool(e["success"])
+            for e in result["episodes"] if e["protocol"] == protocol}
 
 
 def success_table(sft: dict | None, loop: dict | None) -> list[str]:
@@ -74,8 +80,17 @@ def success_table(sft: dict | None, loop: dict | None) -> list[str]:
             d, low, high = newcombe_interval(b["successes"], b["episodes"], a["successes"], a["episodes"])
             verdict = ("is above zero: LOOP is better" if low > 0 else "is below zero: LOOP is worse" if high < 0
                        else "includes zero: this many episodes cannot tell the two apart")
-            lines.append(f"- {PROTOCOL_NAMES[p]}: LOOP {100 * b['rate']:.1f}% vs SFT {100 * a['rate']:.1f}%, "
-                         f"{100 * d:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]; the interval {verdict}.")
+            line = (f"- {PROTOCOL_NAMES[p]}: LOOP {100 * b['rate']:.1f}% vs SFT {100 * a['rate']:.1f}%, "
+                    f"{100 * d:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]; the interval {verdict}.")
+            try:  # both evaluated the same init states: the paired interval uses that
+                both, only_loop, only_sft, neither = paired_table(_outcomes(loop, p), _outcomes(sft, p))
+            except ValueError:
+                lines.append(line)
+                continue
+            _, low, high = paired_newcombe_interval(both, only_loop, only_sft, neither)
+            line += (f" Paired by init state (Newcombe's paired method): [{100 * low:+.1f}, {100 * high:+.1f}]; "
+                     f"both succeed on {both}, only LOOP on {only_loop}, only SFT on {only_sft}, neither on {neither}.")
+            lines.append(line)
     for name, summary in summaries.items():
         ended = summary["overall"].get("self_termination", {}).get("ended")
         if ended:
