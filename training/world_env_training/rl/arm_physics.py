@@ -61,10 +61,7 @@ class ArmPhysics:
         self._pre_action = raw._pre_action
         self.robot = self.env.robot
         self.arm_q, self.finger_q = self.robot.mujoco_qpos_indices(model)
-        joint = [model.joint_name2id(f"robot0_{n}") for n in self.robot.mjcf_joint_names]
-        fingers = [model.joint_name2id(f"gripper0_finger_joint{i}") for i in (1, 2)]
-        self.arm_v = np.asarray(model.jnt_dofadr)[joint]
-        self.finger_v = np.asarray(model.jnt_dofadr)[fingers]
+        self.arm_v, self.finger_v = self.robot.mujoco_dof_indices(model)
         # Objects are restored to this each chunk, so they never fall away through the floor.
         self.base_qpos, self.base_qvel = self.sim.data.qpos.copy(), self.sim.data.qvel.copy()
         self.q = self.dq = self.fingers = self.dfingers = self.ramp = None

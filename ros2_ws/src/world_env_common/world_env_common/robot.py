@@ -229,6 +229,14 @@ class PandaModel:
 
     def mujoco_qpos_indices(self, model, arm_prefix: str = "robot0_", gripper_prefix: str = "gripper0_"):
         """(arm (7,), fingers (2,)) qpos addresses of this robot's joints in a robosuite sim."""
+        return self._mujoco_addresses(model, "jnt_qposadr", arm_prefix, gripper_prefix)
+
+    def mujoco_dof_indices(self, model, arm_prefix: str = "robot0_", gripper_prefix: str = "gripper0_"):
+        """(arm (7,), fingers (2,)) addresses of the same joints in qvel, qacc and the actuator
+        arrays (their dof addresses)."""
+        return self._mujoco_addresses(model, "jnt_dofadr", arm_prefix, gripper_prefix)
+
+    def _mujoco_addresses(self, model, table: str, arm_prefix: str, gripper_prefix: str):
         import mujoco
 
         raw = getattr(model, "_model", model)
@@ -237,7 +245,7 @@ class PandaModel:
             jid = mujoco.mj_name2id(raw, mujoco.mjtObj.mjOBJ_JOINT, name)
             if jid < 0:
                 raise ValueError(f"no joint {name} in the MuJoCo model")
-            return int(raw.jnt_qposadr[jid])
+            return int(getattr(raw, table)[jid])
 
         arm = np.array([addr(arm_prefix + n) for n in self.mjcf_joint_names])
         fingers = np.array([addr(f"{gripper_prefix}finger_joint{i}") for i in (1, 2)])
