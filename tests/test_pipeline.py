@@ -66,7 +66,7 @@ def test_pipeline_runs_every_stage_then_caches_them(tmp_path, report):
     used = {i for ids in evaluated["training_init_states"].values() for i in ids}
     assert held and used and not set(held) & used
     audit = json.loads((run / "audit" / "audit.json").read_text())
-    assert audit["init_states"] == held and audit["rollouts"] == len(held) * 2  # 2 rollouts per state
+    assert audit["init_states"] == held and audit["rollouts"] == len(held)  # audit_rollouts_per_state 1
     assert "false_success_rate" in audit and audit["real_eval"]["episodes"] == len(held)
     assert "Reward hacking" in text
 
@@ -85,10 +85,11 @@ def test_pipeline_runs_every_stage_then_caches_them(tmp_path, report):
 
 
 def test_stage_options_reach_their_stages(tmp_path):
-    cfg = configs.PipelineConfig(run_dir=str(tmp_path), arm="gains", loop_lr=3e-5)
+    cfg = configs.PipelineConfig(run_dir=str(tmp_path), arm="gains", loop_lr=3e-5, audit_rollouts_per_state=3)
     stages = stage_configs(cfg)
     post, audit = stages["post-train"][1], stages["audit-reward-hacking"][1]
     assert (post.arm, audit.arm, post.lr_lora, post.lr_heads) == ("gains", "gains", 3e-5, 3e-5)
+    assert audit.rollouts_per_state == 3
     assert post.policy == f"{cfg.pretrained}/sft" and post.world_model == f"{cfg.pretrained}/world_model"
     assert stages["evaluate-sft"][1].training_datasets == [f"{cfg.pretrained}/{d}"
                                                            for d in ("demos", "explore", "explore_more")]

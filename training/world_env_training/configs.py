@@ -999,6 +999,8 @@ class PipelineConfig(StageConfig):
         loop_max_steps: Imagined steps per LOOP episode at most (0: the suite's LIBERO step
             limit, as long as a real episode).
         binary_reward: LOOP with 0/1 reward from the reflector's threshold (the ablation).
+        audit_rollouts_per_state: Imagined rollouts of the post-trained policy per evaluated init
+            state that the audit replays in LIBERO (each costs about 10 s on one core).
         eval_episodes_per_task: Real LIBERO episodes per task and protocol for each policy, each
             from an init state no training dataset starts from (the default's 45: every such
             state of the task; the pretrained datasets start from states 0-4 of its 50).
@@ -1033,6 +1035,7 @@ class PipelineConfig(StageConfig):
     arm: str = "physics"
     loop_max_steps: int = 0
     binary_reward: bool = False
+    audit_rollouts_per_state: int = 1
     eval_episodes_per_task: int = 45
     protocol: str = "both"
     workers: int = 2
@@ -1048,7 +1051,7 @@ class PipelineConfig(StageConfig):
         _check(self.profile in ("cpu", "full"), "profile", self.profile, "cpu or full")
         for name in ("demos_per_task", "sft_steps", "explore_episodes_per_task", "autoencoder_steps", "world_model_steps",
                      "reflector_steps", "loop_batch_size", "loop_updates", "world_model_frame_stride",
-                     "eval_episodes_per_task", "workers"):
+                     "eval_episodes_per_task", "audit_rollouts_per_state", "workers"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
         _check(self.loop_max_steps >= 0, "loop_max_steps", self.loop_max_steps,
                "a non-negative integer (0: the suite's step limit)")

@@ -148,7 +148,8 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
         "evaluate-loop": ("evaluate", configs.EvaluateConfig(
             policy=str(run / "loop"), output_dir=str(run / "eval_loop"), **evaluate)),
         "audit-reward-hacking": ("audit-reward-hacking", configs.AuditConfig(
-            policy=str(run / "loop"), eval_json=str(run / "eval_loop" / "eval.json"), starts=0, rollouts_per_state=2,
+            policy=str(run / "loop"), eval_json=str(run / "eval_loop" / "eval.json"), starts=0,
+            rollouts_per_state=cfg.audit_rollouts_per_state,
             output_dir=str(run / "audit"), **loop)),
     }
 
