@@ -4,6 +4,9 @@ difference paired by init state (``world_env_training.eval.stats.paired_newcombe
 the pipeline's report gives it) and the exact two-sided McNemar p-value of the discordant pairs.
 
     python results/grounding/paired.py
+
+Two sets: the 40 init states of the runs' own evaluations, and all 45 held-out states of the
+task, every arm evaluated again under GT termination (``heldout45/<arm>/eval.json``).
 """
 
 import json
@@ -13,12 +16,18 @@ from pathlib import Path
 from world_env_training.eval.stats import paired_newcombe_interval, paired_table
 
 HERE = Path(__file__).parent
-SFT = HERE.parent / "loop_arm8" / "sft" / "eval.json"
-ARMS = {"LOOP in imagination, gains 0.17": HERE.parent / "loop_arm8" / "loop_imagined" / "eval.json",
-        "LOOP in imagination, gains 0.24": HERE / "loop_gains024" / "eval.json",
-        "LOOP in imagination, arm physics": HERE / "loop_physics" / "eval.json",
-        "LOOP in LIBERO (control arm), 12 updates": HERE / "loop_libero" / "eval.json",
-        "LOOP in LIBERO (control arm), 24 updates": HERE / "loop_libero_24" / "eval.json"}
+NAMES = {"gains017": "LOOP in imagination, gains 0.17", "gains024": "LOOP in imagination, gains 0.24",
+         "physics": "LOOP in imagination, arm physics", "libero12": "LOOP in LIBERO (control arm), 12 updates",
+         "libero24": "LOOP in LIBERO (control arm), 24 updates"}
+SETS = {
+    "40 held-out init states (each run's own evaluation)": (
+        HERE.parent / "loop_arm8" / "sft" / "eval.json",
+        {"gains017": HERE.parent / "loop_arm8" / "loop_imagined" / "eval.json",
+         "gains024": HERE / "loop_gains024" / "eval.json", "physics": HERE / "loop_physics" / "eval.json",
+         "libero12": HERE / "loop_libero" / "eval.json", "libero24": HERE / "loop_libero_24" / "eval.json"}),
+    "all 45 held-out init states (heldout45/)": (
+        HERE / "heldout45" / "sft" / "eval.json", {name: HERE / "heldout45" / name / "eval.json" for name in NAMES}),
+}
 
 
 def outcomes(path: Path) -> dict[int, bool]:
@@ -30,13 +39,15 @@ def mcnemar_exact(b: int, c: int) -> float:
     return 1.0 if n == 0 else min(1.0, 2 * sum(comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n)
 
 
-sft = outcomes(SFT)
-for name, path in ARMS.items():
-    arm = outcomes(path)
-    if set(arm) != set(sft):
-        raise SystemExit(f"{path}: evaluated other init states than {SFT}")
-    kept, new, lost, neither = paired_table(arm, sft)
-    d, low, high = paired_newcombe_interval(kept, new, lost, neither)
-    print(f"{name}: {sum(arm.values())}/{len(arm)}; of SFT's {sum(sft.values())} successes kept {kept}, lost {lost}; "
-          f"new {new}; difference {100 * d:+.1f} points, paired 95 % interval [{100 * low:+.1f}, {100 * high:+.1f}]; "
-          f"McNemar exact p {mcnemar_exact(new, lost):.3f}")
+for title, (sft_path, arms) in SETS.items():
+    sft = outcomes(sft_path)
+    print(f"{title}: SFT {sum(sft.values())}/{len(sft)}")
+    for key, path in arms.items():
+        arm = outcomes(path)
+        if set(arm) != set(sft):
+            raise SystemExit(f"{path}: evaluated other init states than {sft_path}")
+        kept, new, lost, neither = paired_table(arm, sft)
+        d, low, high = paired_newcombe_interval(kept, new, lost, neither)
+        print(f"  {NAMES[key]}: {sum(arm.values())}/{len(arm)}; of SFT's {sum(sft.values())} successes kept {kept}, "
+              f"lost {lost}; new {new}; difference {100 * d:+.1f} points, paired 95 % interval "
+              f"[{100 * low:+.1f}, {100 * high:+.1f}]; McNemar exact p {mcnemar_exact(new, lost):.3f}")
