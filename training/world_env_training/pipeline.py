@@ -230,7 +230,8 @@ def run_pipeline(cfg: configs.PipelineConfig) -> int:
                   f"and run the same command again: finished stages are skipped, this one resumes",
                   file=sys.stderr)
             return code
-        record = {"config": stage_cfg.to_dict(), "pretrained": source, "seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        record = {"config": stage_cfg.to_dict(), "pretrained": source, "seconds": seconds,
+                  "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         (run / PIPELINE_DIR / f"{name}.done.json").write_text(json.dumps(record, indent=1))
         print(f"=== pipeline stage {name}: done in {seconds / 60:.1f} min", flush=True)
 

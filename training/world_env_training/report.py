@@ -16,6 +16,7 @@ import numpy as np
 from world_env_training import configs
 from world_env_training.eval.evaluation import PROTOCOLS, split_note
 from world_env_training.eval.stats import newcombe_interval, paired_newcombe_interval, paired_table
+from world_env_training.pretrained import MANIFEST as PRETRAINED_MANIFEST
 from world_env_training.pretrained import PIPELINE_STAGES as PRETRAINED_STAGES
 
 PROTOCOL_NAMES = {"gt_termination": "GT termination", "self_termination": "self-termination"}
@@ -127,15 +128,14 @@ def training_curves(run: Path, out: Path, pretrained: bool) -> Path:
     import matplotlib.pyplot as plt
 
     loop = _loop_metrics(run)
-    panels = [("SFT loss (L1 + Laplace NLL)", *_scalars(run / "sft" / "tb")),
-              ("world model loss (v-prediction MSE)", *_scalars(run / "world_model" / "tb")),
-              ("reflector loss (BCE)", *_scalars(run / "reflector" / "tb"))]
-    if pretrained:  # those stages did not run here: their models came trained
-        panels = [(title + " (pretrained)", [], []) for title, _, _ in panels]
-    panels += [
-              ("LOOP: imagined return (mean)", [m["update"] for m in loop], [m["return_mean"] for m in loop]),
-              ("LOOP: reflector fired (share)", [m["update"] for m in loop], [m["fired_rate"] for m in loop]),
-              ("LOOP: approx. KL / clip fraction", [m["update"] for m in loop], [m["approx_kl"] for m in loop])]
+    trained = [("SFT loss (L1 + Laplace NLL)", run / "sft" / "tb"),
+               ("world model loss (v-prediction MSE)", run / "world_model" / "tb"),
+               ("reflector loss (BCE)", run / "reflector" / "tb")]
+    # Pretrained: those stages did not run here, so there are no logs to read.
+    panels = [(title + " (pretrained)", [], []) if pretrained else (title, *_scalars(tb)) for title, tb in trained]
+    panels += [("LOOP: imagined return (mean)", [m["update"] for m in loop], [m["return_mean"] for m in loop]),
+               ("LOOP: reflector fired (share)", [m["update"] for m in loop], [m["fired_rate"] for m in loop]),
+               ("LOOP: approx. KL / clip fraction", [m["update"] for m in loop], [m["approx_kl"] for m in loop])]
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
     for ax, (title, xs, ys) in zip(axes.flat, panels):
         ax.set_title(title, fontsize=10)
@@ -197,7 +197,7 @@ def write_report(cfg: configs.PipelineConfig, stages: dict, made: dict) -> Path:
              + f", {cfg.demos_per_task} demonstrations per task, {cfg.resolution}x{cfg.resolution}, profile "
              f"`{cfg.profile}`, seed {cfg.seed}. Every figure below was measured in this run.", ""]
     if cfg.pretrained:
-        manifest = json.loads((Path(cfg.pretrained) / "manifest.json").read_text())
+        manifest = json.loads((Path(cfg.pretrained) / PRETRAINED_MANIFEST).read_text())
         lines += [f"The training stages did not run: their outputs are the pretrained artifacts in `{cfg.pretrained}` "
                   f"({len(manifest['files'])} files, sha256 verified against its manifest before the stages ran; "
                   "`--pretrained ''` trains them instead). Where each came from:", "",
@@ -264,16 +264,17 @@ def write_report(cfg: configs.PipelineConfig, stages: dict, made: dict) -> Path:
     lines += ([line for line in reflector_md.read_text().splitlines() if not line.startswith("#")]
               if reflector_md.is_file() else ["No reflector evaluation (the train-reflector stage did not run)."])
 
-    lines += ["", "## Training curves", "", f"![curves](report/{training_curves(run, out, bool(cfg.pretrained)).name})", "",
+    curves = training_curves(run, out, bool(cfg.pretrained))
+    lines += ["", "## Training curves", "", f"![curves](report/{curves.name})", "",
               "## Stages", "", "| stage | command | minutes |", "|---|---|---|"]
     total = 0.0
     for name in stages:
-        record = _read_json(run / "pipeline" / f"{name}.done.json")
-        minutes = record["seconds"] / 60 if record else None
-        total += minutes or 0.0
         if cfg.pretrained and name in PRETRAINED_STAGES:
             lines.append(f"| {name} | pretrained, from `{cfg.pretrained}` | - |")
             continue
+        record = _read_json(run / "pipeline" / f"{name}.done.json")
+        minutes = record["seconds"] / 60 if record else None
+        total += minutes or 0.0
         lines.append(f"| {name} | `world-env {stages[name][0]} --config {run / 'pipeline' / (name + '.yaml')}` | "
                      + (f"{minutes:.1f}" if minutes is not None else "not run") + " |")
     lines += [f"| **total** | | {total:.1f} |", ""]

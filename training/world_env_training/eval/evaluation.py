@@ -137,8 +137,9 @@ def _run_job(job: Job) -> tuple[Job, str, list[dict]]:
         from world_env_training.models.backbones import resolve_device
         from world_env_training.models.reflector import Reflector
 
-        judge = _kept(("reflector", job.reflector, job.device),
-                      lambda: Reflector.from_pretrained(job.reflector, device=resolve_device(job.device))).session(1)
+        reflector = _kept(("reflector", job.reflector, job.device),
+                          lambda: Reflector.from_pretrained(job.reflector, device=resolve_device(job.device)))
+        judge = reflector.session(1)
     env = _kept(("env", job.suite, job.task_id, job.resolution, job.seed),
                 lambda: LiberoEnv(job.suite, job.task_id, resolution=job.resolution, seed=job.seed))
     records = [run_episode(env, policy, i, job.protocol, judge, job.reflector_every) for i in job.init_state_ids]
