@@ -47,10 +47,11 @@ def test_explore_keeps_noisy_episodes_with_their_sampling_distribution(tmp_path)
 
 
 def test_explore_rejects_bad_init_state_ids():
-    with pytest.raises(ValueError, match="init_state_ids=.*distinct init state ids in 0..49"):
+    with pytest.raises(ValueError, match="init_state_ids=.*distinct non-negative init state ids"):
         ExploreConfig(init_state_ids=[3, 3])
     with pytest.raises(ValueError, match="init_state_ids"):
-        ExploreConfig(init_state_ids=[50])
+        ExploreConfig(init_state_ids=[-1])
+    assert ExploreConfig(init_state_ids=[50]).init_state_ids == [50]  # a drawn state
 
 
 def test_explore_rejects_an_unknown_policy_before_starting_simulators(tmp_path):

@@ -147,6 +147,17 @@ def test_init_states_are_drawn_seeded_from_those_training_did_not_use():
         EvaluateConfig(init_state_ids=[3, 3])
 
 
+def test_drawn_init_states_give_more_episodes_than_the_saved_ones():
+    training = {("libero_object", 0): [0, 1, 2, 3, 4, 51]}  # e.g. exploration from drawn state 51
+    chosen = choose_init_states(EvaluateConfig(task_ids=[0], episodes_per_task=60, init_state_source="drawn"),
+                                training)
+    assert chosen[("libero_object", 0)] == [50] + list(range(52, 111))
+    with pytest.raises(ValueError, match="episodes_per_task=60.*1 to 50"):
+        EvaluateConfig(episodes_per_task=60)
+    with pytest.raises(ValueError, match="init_state_source='fixed'.*saved or drawn"):
+        EvaluateConfig(init_state_source="fixed")
+
+
 @pytest.mark.libero
 def test_reflector_ends_self_termination_and_frames_render_only_when_read(tmp_path):
     import json

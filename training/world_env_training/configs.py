@@ -38,8 +38,8 @@ def _check_task_ids(task_ids: list[int]) -> None:
 
 
 def _check_init_state_ids(ids: list[int]) -> None:
-    _check(all(0 <= i < 50 for i in ids) and len(set(ids)) == len(ids), "init_state_ids", ids,
-           "distinct init state ids in 0..49")
+    _check(all(0 <= i < 2**31 for i in ids) and len(set(ids)) == len(ids), "init_state_ids", ids,
+           "distinct non-negative init state ids (0-49: LIBERO's saved states, 50 on: drawn ones)")
 
 
 def _check_common(cfg) -> None:
@@ -160,8 +160,8 @@ class EvaluateConfig(StageConfig):
         policy: Policy checkpoint folder, or a built-in policy name (expert, zero).
         suites: LIBERO suites to evaluate.
         task_ids: Task ids to evaluate in every suite (empty: all tasks).
-        episodes_per_task: Episodes per task, each from a different LIBERO init state, drawn
-            (seeded by seed) from the task's 50 init states less those training used.
+        episodes_per_task: Episodes per task, each from a different init state (see
+            init_state_source): 1-50 of the saved states, any number of drawn ones.
         protocol: gt_termination (episode ends at success), self_termination (the policy or
             reflector decides when to stop, success judged at the end), or both.
         reflector: Reflector checkpoint that scores frames under self_termination and ends the
@@ -172,8 +172,14 @@ class EvaluateConfig(StageConfig):
         training_datasets: Dataset folders the policy's training used (demonstrations,
             exploration): their episodes' init states are never evaluated, and eval.json lists
             them as training_init_states.
-        init_state_ids: Init states to evaluate in every task instead of a seeded draw (each
-            must be absent from training_datasets).
+        init_state_source: Where the evaluated init states come from. saved: LIBERO's 50 saved
+            states of the task less those training used, episodes_per_task of them chosen
+            seeded by seed (the benchmark's states; at most 45 when 5 demonstrations used 5).
+            drawn: fresh scenes that LIBERO's own object sampler and joint noise draw (ids 50,
+            51, ... less any training used; world_env_libero.env), for more episodes than the
+            saved states hold.
+        init_state_ids: Init states to evaluate in every task instead of the above (each must be
+            absent from training_datasets; ids 50 and above are drawn states).
         resolution: Agent-view image size in pixels (square): 64, 128 or 256.
         output_dir: Folder the JSON and markdown tables are written to.
         workers: Simulator processes run in parallel.
@@ -189,6 +195,7 @@ class EvaluateConfig(StageConfig):
     reflector: str = ""
     reflector_every: int = 8
     training_datasets: list[str] = field(default_factory=list)
+    init_state_source: str = "saved"
     init_state_ids: list[int] = field(default_factory=list)
     resolution: int = 64
     output_dir: str = "runs/default/eval"
@@ -198,8 +205,11 @@ class EvaluateConfig(StageConfig):
 
     def __post_init__(self):
         _check_suites(self.suites)
-        _check(0 < self.episodes_per_task <= 50, "episodes_per_task", self.episodes_per_task,
-               "1 to 50 (LIBERO has 50 fixed init states per task)")
+        _check(self.init_state_source in ("saved", "drawn"), "init_state_source", self.init_state_source,
+               "saved or drawn")
+        most = 50 if self.init_state_source == "saved" else 100_000
+        _check(0 < self.episodes_per_task <= most, "episodes_per_task", self.episodes_per_task,
+               f"1 to {most} (LIBERO saves 50 init states per task; init_state_source drawn has more)")
         _check(self.reflector_every > 0, "reflector_every", self.reflector_every, "a positive integer")
         _check_task_ids(self.task_ids)
         _check_init_state_ids(self.init_state_ids)

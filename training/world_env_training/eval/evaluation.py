@@ -10,8 +10,10 @@
 
 Init states are held out: the init states of the datasets the policy's training used
 (``training_datasets``: demonstrations, exploration; LOOP's start states and the world model's
-data come from these) are excluded, and ``episodes_per_task`` states per task are drawn, seeded,
-from the rest (or given explicitly with ``init_state_ids``). ``eval.json`` records both sets.
+data come from these) are excluded, and ``episodes_per_task`` states per task are chosen, seeded,
+from the rest of LIBERO's 50 saved states (``init_state_source saved``), or taken from the drawn
+states, ids 50 on (``drawn``: scenes LIBERO's own samplers draw, as many as asked), or given
+explicitly with ``init_state_ids``. ``eval.json`` records both sets.
 
 Frames are rendered only when something reads them (the policy at chunk boundaries, the
 reflector when it scores); rendering costs several times a physics step on the CPU renderer.
@@ -24,6 +26,7 @@ with who ended it and when, per task, per suite) and ``eval.md`` (the table) in 
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -42,7 +45,7 @@ from world_env_training.eval.stats import wilson_interval
 PROTOCOLS = ("gt_termination", "self_termination")
 ENDINGS = ("success", "reflector", "policy", "step_limit")
 EPISODES_PER_JOB = 3  # workers keep their simulator and models, so jobs can be small (balance)
-INIT_STATES_PER_TASK = 50  # LIBERO's fixed init states per task
+INIT_STATES_PER_TASK = 50  # LIBERO's saved init states per task; ids from here on are drawn
 
 
 @dataclass(frozen=True)
@@ -148,9 +151,9 @@ def _run_job(job: Job) -> tuple[Job, str, list[dict]]:
 
 def choose_init_states(cfg: EvaluateConfig, training: dict[tuple[str, int], list[int]]) -> dict[tuple[str, int], list[int]]:
     """{(suite, task): init state ids to evaluate}: ``cfg.init_state_ids`` if given, else
-    ``episodes_per_task`` ids drawn without replacement (seeded by ``cfg.seed``, suite and task)
-    from those no training dataset used. Raises ValueError if too few are held out, or if an
-    explicit id was used in training."""
+    ``episodes_per_task`` ids no training dataset used: saved ones chosen without replacement
+    (seeded by ``cfg.seed``, suite and task), or the first drawn ones. Raises ValueError if too
+    few saved ones are held out, or if an explicit id was used in training."""
     chosen = {}
     for suite in cfg.suites:
         for task in cfg.task_ids or range(TASKS_PER_SUITE):
@@ -161,6 +164,10 @@ def choose_init_states(cfg: EvaluateConfig, training: dict[tuple[str, int], list
                     raise ValueError(f"init_state_ids {clash} of {suite} task {task} were used in training "
                                      f"(training_datasets); evaluate on held-out init states")
                 chosen[(suite, task)] = list(cfg.init_state_ids)
+                continue
+            if cfg.init_state_source == "drawn":
+                ids = (i for i in itertools.count(INIT_STATES_PER_TASK) if i not in used)
+                chosen[(suite, task)] = list(itertools.islice(ids, cfg.episodes_per_task))
                 continue
             held_out = [i for i in range(INIT_STATES_PER_TASK) if i not in used]
             if len(held_out) < cfg.episodes_per_task:

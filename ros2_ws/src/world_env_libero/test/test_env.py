@@ -84,8 +84,28 @@ def test_max_steps_and_bad_arguments(env):
     assert env.max_steps == 280
     with pytest.raises(ValueError, match="unknown suite"):
         LiberoEnv("libero_100", 0)
-    with pytest.raises(ValueError, match="init_state_id 50"):
-        env.reset(50)
+    with pytest.raises(ValueError, match="init_state_id -1 out of range"):
+        env.reset(-1)
+
+
+def test_drawn_init_states(env):
+    """Ids from 50 on: new scenes from LIBERO's samplers, reproducible, with the saved states'
+    fixtures and spread."""
+    model = env.raw.sim.model
+    saved = env.reset(0, settle_steps=0)
+    fixtures = model.body_pos.copy()
+    drawn = [env.reset(i, settle_steps=0) for i in (50, 51, 50)]
+    np.testing.assert_array_equal(drawn[0]["image"], drawn[2]["image"])
+    np.testing.assert_array_equal(drawn[0]["joint_positions"], drawn[2]["joint_positions"])
+    assert not np.array_equal(drawn[0]["image"], drawn[1]["image"])
+    np.testing.assert_array_equal(model.body_pos, fixtures)  # the soft reset moved no fixture
+    nq = model.nq
+    states = np.asarray(env._init_states)[:, 1:1 + nq]
+    qpos = env.raw.sim.get_state().flatten()[1:1 + nq]
+    assert np.abs(states - qpos).max(axis=1).min() > 1e-3  # not a saved state
+    # Within the saved states' range: arm joints near the saved ones' mean (0.02 rad noise).
+    assert np.abs(drawn[0]["joint_positions"] - states[:, :7].mean(0)).max() < 0.1
+    assert np.abs(drawn[0]["joint_positions"] - saved["joint_positions"]).max() > 1e-4
 
 
 def test_reset_is_deterministic(env, first):
@@ -113,8 +133,8 @@ def test_vec_env_matches_single_env_and_reports_errors(env):
 
         with pytest.raises(ValueError, match=r"shape \(2, 7\)"):
             venv.step(np.zeros((3, 7)))
-        with pytest.raises(LiberoWorkerError, match=r"(?s)env 1 .*libero_object.*init_state_id 99"):
-            venv.reset([0, 99])
+        with pytest.raises(LiberoWorkerError, match=r"(?s)env 1 .*libero_object.*init_state_id -1"):
+            venv.reset([0, -1])
         assert not any(p.is_alive() for p in venv._procs)  # the error closed the workers
     finally:
         venv.close()

@@ -27,11 +27,20 @@ Differences from LIBERO's own observation dict, both deliberate:
   placements (not part of the saved init states) from NumPy's global RNG, so without it the
   same init state gives different scenes. With it (seed 0), every episode's scene is the one
   the standard evaluation's first episode sees.
+
+Init states: ids 0-49 are LIBERO's 50 saved states of the task. Ids from 50 on are drawn
+states: after the seeded hard reset (the standard fixtures), LIBERO's own samplers place the
+objects and robosuite's Gaussian joint noise (0.02 rad, the domain's default, which the saved
+states show: their arm joints spread by 0.017-0.021 rad) perturbs the arm, both from NumPy's RNG
+seeded by the suite, task and id. The same id gives the same scene on any machine; no saved
+state is among them, so they are held out from anything trained on the saved ones.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import zlib
 
 import numpy as np
 
@@ -39,11 +48,17 @@ from world_env_common.camera import CameraModel, depth_from_mujoco_zbuffer, upri
 from world_env_common.rig import Rig
 from world_env_common.robot import PandaModel
 
-__all__ = ["LiberoEnv", "MAX_STEPS", "SETTLE_ACTION", "SUITES"]
+__all__ = ["LiberoEnv", "MAX_STEPS", "SAVED_INIT_STATES", "SETTLE_ACTION", "SUITES"]
 
 #: Policy steps per episode in the standard evaluation (OpenVLA-OFT), settle steps not counted.
 MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520}
 SUITES = tuple(MAX_STEPS)
+#: LIBERO's saved init states per task; ids from this one on are drawn (module doc).
+SAVED_INIT_STATES = 50
+#: Upper end (exclusive) of the init state ids: a bound that only catches nonsense.
+MAX_INIT_STATE_ID = 2**31
+#: robosuite's default joint noise, which LIBERO's saved states were drawn with (rad).
+ARM_INIT_NOISE = 0.02
 #: The evaluation's no-op while objects settle: no motion, gripper open (-1).
 SETTLE_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
 
@@ -146,30 +161,56 @@ class LiberoEnv:
 
     @property
     def num_init_states(self) -> int:
+        """LIBERO's saved init states (ids below this); ids from it on are drawn (module doc)."""
         return len(self._init_states)
 
     # ------------------------------------------------------------------ episode
     def reset(self, init_state_id: int, settle_steps: int = 10) -> dict:
-        """Start an episode from LIBERO's fixed init state ``init_state_id``.
+        """Start an episode from init state ``init_state_id``: LIBERO's saved state for ids
+        below ``num_init_states``, a drawn state (module doc) from there on.
 
         settle_steps: ``SETTLE_ACTION`` steps run before the first observation, as the standard
         evaluation waits 10 steps for objects dropped into the scene to come to rest (these
         steps are not part of ``max_steps``). 0 gives the init state as saved.
         Side effect: seeds NumPy's global RNG with ``seed`` (LIBERO draws from it).
         """
-        if not 0 <= init_state_id < self.num_init_states:
-            raise ValueError(f"init_state_id {init_state_id} out of range "
-                             f"({self.num_init_states} init states for {self.suite} task {self.task_id})")
+        if not 0 <= init_state_id < MAX_INIT_STATE_ID:
+            raise ValueError(f"init_state_id {init_state_id} out of range: 0-{self.num_init_states - 1} are "
+                             f"LIBERO's saved states of {self.suite} task {self.task_id}, larger ids drawn ones")
         if settle_steps < 0:
             raise ValueError(f"settle_steps must be >= 0, got {settle_steps}")
         self.raw.seed(self.seed)
         self.raw.reset()
-        self.raw_obs = self.raw.set_init_state(self._init_states[init_state_id])
+        if init_state_id < self.num_init_states:
+            state = self._init_states[init_state_id]
+        else:
+            state = self._drawn_state(init_state_id)
+        self.raw_obs = self.raw.set_init_state(state)
         # The hard reset rebuilt the sim; addresses are the same, but read them from this one.
         self._arm_idx, self._finger_idx = self.robot.mujoco_qpos_indices(self.raw.sim.model)
         for _ in range(settle_steps):
             self.raw_obs, *_ = self.raw.step(SETTLE_ACTION)
         return self._observe()
+
+    def _drawn_state(self, init_state_id: int) -> np.ndarray:
+        """The flattened MuJoCo state of drawn init state ``init_state_id`` (after a hard reset).
+
+        A soft reset re-runs only LIBERO's object placement and the robot's joint reset, so the
+        fixtures of the hard reset stay.
+        """
+        np.random.seed(zlib.crc32(f"{self.suite}/{self.task_id}/{init_state_id}".encode()))
+        env = self.raw.env
+        saved = env.hard_reset, [robot.initialization_noise for robot in env.robots]
+        env.hard_reset = False
+        for robot in env.robots:
+            robot.initialization_noise = {"magnitude": ARM_INIT_NOISE, "type": "gaussian"}
+        try:
+            self.raw.reset()
+        finally:
+            env.hard_reset = saved[0]
+            for robot, noise in zip(env.robots, saved[1]):
+                robot.initialization_noise = noise
+        return self.raw.sim.get_state().flatten()
 
     def step(self, action, render: bool = True) -> tuple[dict, bool]:
         """Apply a (7,) LIBERO action (OSC_POSE deltas, gripper -1 open / +1 close).
