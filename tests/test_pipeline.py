@@ -54,7 +54,7 @@ def test_pipeline_runs_every_stage_then_caches_them(tmp_path, report):
     report("tiny pipeline stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
 
     text = (run / "report.md").read_text()
-    assert "| SFT |" in text and "| World-Env (LOOP) |" in text
+    assert "| SFT |" in text and "| World-Env (LOOP in imagination) |" in text and "control arm" not in text
     for figure in ("training_curves.png", "success.png"):
         assert (run / "report" / figure).stat().st_size > 1000
     sft = json.loads((run / "eval_sft" / "eval.json").read_text())["summary"]["overall"]
@@ -93,9 +93,31 @@ def test_stage_options_reach_their_stages(tmp_path):
     assert post.policy == f"{cfg.pretrained}/sft" and post.world_model == f"{cfg.pretrained}/world_model"
     assert stages["evaluate-sft"][1].training_datasets == [f"{cfg.pretrained}/{d}"
                                                            for d in ("demos", "explore", "explore_more")]
+    assert stages["evaluate-sft"][1].init_state_source == "saved"
     scratch = stage_configs(configs.PipelineConfig(run_dir=str(tmp_path), pretrained=""))
     assert scratch["post-train"][1].policy == str(tmp_path / "sft") and scratch["post-train"][1].arm == "physics"
     assert scratch["evaluate-world-model"][1].holdout == ""
+
+
+def test_control_arm_and_drawn_evaluation_options(tmp_path):
+    cfg = configs.PipelineConfig(run_dir=str(tmp_path), control_arm=True, control_updates=5,
+                                 eval_init_state_source="drawn", eval_episodes_per_task=60)
+    stages = stage_configs(cfg)
+    control, post = stages["post-train-libero"][1], stages["post-train"][1]
+    assert (control.env, control.updates, control.policy) == ("libero", 5, post.policy)
+    assert (control.lr_lora, control.rollouts_per_state, control.batch_size) == (post.lr_lora, 8, 2)
+    assert control.output_dir != post.output_dir
+    evaluate = stages["evaluate-control"][1]
+    assert evaluate.policy == control.output_dir and evaluate.init_state_source == "drawn"
+    assert evaluate.episodes_per_task == 60 and stages["evaluate-sft"][1].init_state_source == "drawn"
+    with pytest.raises(ValueError, match="eval_episodes_per_task.*at most 50 with eval_init_state_source saved"):
+        configs.PipelineConfig(eval_episodes_per_task=60)
+    # The plan: control stages listed, run only when asked for.
+    for flag, state in (("false", "not used (control_arm false)"), ("true", "to run")):
+        out = _pipeline(tmp_path / "plan", "--control_arm", flag, "--dry_run", "true", timeout=300, options=SHORT)
+        assert out.returncode == 0, out.stderr[-3000:]
+        plan = _plan(out.stdout)
+        assert state in plan["post-train-libero"] and state in plan["evaluate-control"]
 
 
 def test_shipped_artifacts_are_verified(tmp_path):
@@ -171,3 +193,23 @@ def test_pipeline_from_the_shipped_artifacts(tmp_path, report):
     text = (run / "report.md").read_text()
     assert "pretrained artifacts in `pretrained/embedded_default`" in text and "| world_model | train-world-model |" in text
     assert "## Instant Reflector on held-out real episodes" in text and "| auroc |" in text  # the shipped eval.md
+
+
+def test_report_table_has_a_row_and_a_difference_per_arm():
+    from world_env_training.eval.evaluation import summarise
+    from world_env_training.report import CONTROL_ROW, LOOP_ROW, SFT_ROW, success_table
+
+    def result(successes):
+        episodes = [{"suite": "libero_object", "task_id": 0, "protocol": "gt_termination", "instruction": "x",
+                     "init_state_id": 50 + i, "success": i < successes, "steps": 100, "ended": "success"}
+                    for i in range(60)]
+        return {"summary": summarise(episodes), "episodes": episodes}
+
+    lines = "\n".join(success_table({SFT_ROW: result(15), LOOP_ROW: result(15), CONTROL_ROW: result(30)}))
+    assert f"| {SFT_ROW} | 25.0" in lines and f"| {CONTROL_ROW} | 50.0" in lines
+    # Nested successes: LOOP equals SFT on every state; the control arm adds 15 and loses none.
+    assert "0.0 points" in lines and "both succeed on 15, only this arm on 0, only SFT on 0, neither on 45" in lines
+    control = lines.split(f"{CONTROL_ROW} minus SFT")[1]
+    assert "+25.0 points" in control and "is above zero" in control and "only this arm on 15" in control
+    without = "\n".join(success_table({SFT_ROW: result(15), LOOP_ROW: None}))
+    assert "minus SFT" not in without and LOOP_ROW not in without

@@ -22,7 +22,10 @@ ARMS = ("gains", "physics")  # how the imagined arm moves (PostTrainConfig.arm)
 TASKS_PER_SUITE = 10  # each of the four standard suites
 #: The pipeline's stages in the order they run (``pipeline`` runs them; ``--skip`` names them).
 STAGE_ORDER = ("collect-demos", "train-sft", "explore", "train-autoencoder", "train-world-model", "train-reflector",
-               "evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "audit-reward-hacking", "report")
+               "evaluate-world-model", "post-train", "post-train-libero", "evaluate-sft", "evaluate-loop",
+               "evaluate-control", "audit-reward-hacking", "report")
+#: The control arm's stages, run only with PipelineConfig.control_arm.
+CONTROL_STAGES = ("post-train-libero", "evaluate-control")
 VIDEO_CODECS = ("h264", "av1", "lossless")  # presets of lerobot_format.VIDEO_CODECS
 
 
@@ -1011,9 +1014,18 @@ class PipelineConfig(StageConfig):
         binary_reward: LOOP with 0/1 reward from the reflector's threshold (the ablation).
         audit_rollouts_per_state: Imagined rollouts of the post-trained policy per evaluated init
             state that the audit replays in LIBERO (each costs about 10 s on one core).
+        control_arm: Also run the control arm: the same LOOP from the same SFT policy with real
+            LIBERO as the environment and its success as reward (post-train --env libero, stage
+            post-train-libero), evaluated like the others (evaluate-control), as a third row of
+            the report's table. It tells LOOP's ability to learn apart from imagination's
+            fidelity; about 27 minutes for 12 updates and 6 for its evaluation on two cores.
+        control_updates: LOOP updates of the control arm.
         eval_episodes_per_task: Real LIBERO episodes per task and protocol for each policy, each
-            from an init state no training dataset starts from (the default's 45: every such
-            state of the task; the pretrained datasets start from states 0-4 of its 50).
+            from an init state no training dataset starts from (the default's 45: every saved
+            state of the task that the pretrained datasets, starting from states 0-4, leave).
+        eval_init_state_source: Where evaluated init states come from (evaluate's
+            init_state_source): saved (LIBERO's 50 per task, at most 45 held out here) or drawn
+            (new scenes from LIBERO's own samplers, ids 50 on, as many as eval_episodes_per_task).
         protocol: gt_termination, self_termination or both.
         workers: Simulator processes in the LIBERO stages.
         skip: Stages not to run (their outputs must already exist), e.g. [collect-demos].
@@ -1046,7 +1058,10 @@ class PipelineConfig(StageConfig):
     loop_max_steps: int = 0
     binary_reward: bool = False
     audit_rollouts_per_state: int = 1
+    control_arm: bool = False
+    control_updates: int = 12
     eval_episodes_per_task: int = 45
+    eval_init_state_source: str = "saved"
     protocol: str = "both"
     workers: int = 2
     skip: list[str] = field(default_factory=list)
@@ -1061,7 +1076,7 @@ class PipelineConfig(StageConfig):
         _check(self.profile in ("cpu", "full"), "profile", self.profile, "cpu or full")
         for name in ("demos_per_task", "sft_steps", "explore_episodes_per_task", "autoencoder_steps", "world_model_steps",
                      "reflector_steps", "loop_batch_size", "loop_updates", "world_model_frame_stride",
-                     "eval_episodes_per_task", "audit_rollouts_per_state", "workers"):
+                     "eval_episodes_per_task", "audit_rollouts_per_state", "control_updates", "workers"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
         _check(self.loop_max_steps >= 0, "loop_max_steps", self.loop_max_steps,
                "a non-negative integer (0: the suite's step limit)")
@@ -1070,6 +1085,11 @@ class PipelineConfig(StageConfig):
         _check(self.arm in ARMS, "arm", self.arm, " or ".join(ARMS))
         _check(self.protocol in ("gt_termination", "self_termination", "both"), "protocol", self.protocol,
                "gt_termination, self_termination or both")
+        _check(self.eval_init_state_source in ("saved", "drawn"), "eval_init_state_source",
+               self.eval_init_state_source, "saved or drawn")
+        if self.eval_init_state_source == "saved":
+            _check(self.eval_episodes_per_task <= 50, "eval_episodes_per_task", self.eval_episodes_per_task,
+                   "at most 50 with eval_init_state_source saved (LIBERO saves 50 init states per task)")
         for name in self.skip:
             _check(name in STAGE_ORDER and name != "report", "skip", name,
                    f"one of {', '.join(s for s in STAGE_ORDER if s != 'report')}")

@@ -3,7 +3,11 @@
 Stages (each one the ``world-env`` subcommand of the same name, run as its own process):
 
     collect-demos -> train-sft -> explore -> train-autoencoder -> train-world-model -> train-reflector ->
-    evaluate-world-model -> post-train -> evaluate-sft -> evaluate-loop -> audit-reward-hacking -> report
+    evaluate-world-model -> post-train [-> post-train-libero] -> evaluate-sft -> evaluate-loop
+    [-> evaluate-control] -> audit-reward-hacking -> report
+
+The bracketed stages are the control arm (``control_arm``): LOOP with real LIBERO as the
+environment, from the same SFT policy, evaluated like the others.
 
 Each stage's configuration is derived from the pipeline's options, written to
 ``RUN/pipeline/<stage>.yaml`` and run as ``world-env <command> --config RUN/pipeline/<stage>.yaml``
@@ -62,6 +66,8 @@ INPUTS = {"collect-demos": (), "train-sft": ("collect-demos",), "explore": ("tra
           "post-train": ("collect-demos", "train-sft", "train-world-model", "train-reflector"),
           "evaluate-sft": ("collect-demos", "explore", "train-sft", "train-reflector"),
           "evaluate-loop": ("collect-demos", "explore", "post-train", "train-reflector"),
+          "post-train-libero": ("collect-demos", "train-sft", "train-reflector"),
+          "evaluate-control": ("collect-demos", "explore", "post-train-libero", "train-reflector"),
           "audit-reward-hacking": ("train-world-model", "train-reflector", "post-train", "evaluate-loop")}
 
 
@@ -109,6 +115,7 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
     # Evaluation holds out every init state a training dataset starts from: the demos (SFT, LOOP's
     # start states) and the exploration rollouts (world model, reflector), whether or not used.
     evaluate = dict(tasks, episodes_per_task=cfg.eval_episodes_per_task, protocol=cfg.protocol,
+                    init_state_source=cfg.eval_init_state_source,
                     reflector=made["reflector"], training_datasets=made["training_datasets"],
                     resolution=cfg.resolution, workers=cfg.workers, **common)
     loop = dict(world_model=made["world_model"], reflector=made["reflector"], demos=made["demos"],
@@ -143,10 +150,16 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
             policy=made["sft"], output_dir=str(run / "loop"), rollouts_per_state=cfg.rollouts_per_state,
             batch_size=cfg.loop_batch_size, updates=cfg.loop_updates, lr_lora=cfg.loop_lr, lr_heads=cfg.loop_lr,
             binary_reward=cfg.binary_reward, **loop)),
+        "post-train-libero": ("post-train", configs.PostTrainConfig(
+            policy=made["sft"], env="libero", output_dir=str(run / "loop_libero"),
+            rollouts_per_state=cfg.rollouts_per_state, batch_size=cfg.loop_batch_size, updates=cfg.control_updates,
+            lr_lora=cfg.loop_lr, lr_heads=cfg.loop_lr, libero_workers=cfg.workers, **loop)),
         "evaluate-sft": ("evaluate", configs.EvaluateConfig(
             policy=made["sft"], output_dir=str(run / "eval_sft"), **evaluate)),
         "evaluate-loop": ("evaluate", configs.EvaluateConfig(
             policy=str(run / "loop"), output_dir=str(run / "eval_loop"), **evaluate)),
+        "evaluate-control": ("evaluate", configs.EvaluateConfig(
+            policy=str(run / "loop_libero"), output_dir=str(run / "eval_control"), **evaluate)),
         "audit-reward-hacking": ("audit-reward-hacking", configs.AuditConfig(
             policy=str(run / "loop"), eval_json=str(run / "eval_loop" / "eval.json"), starts=0,
             rollouts_per_state=cfg.audit_rollouts_per_state,
@@ -190,6 +203,8 @@ def run_pipeline(cfg: configs.PipelineConfig) -> int:
             state = "skipped (skip option)"
         elif name == "train-autoencoder" and not cfg.latent_world_model:
             state = "not used (latent_world_model false)"
+        elif name in configs.CONTROL_STAGES and not cfg.control_arm:
+            state = "not used (control_arm false)"
         else:
             record = _done_record(run, name)
             changed = [s for s in INPUTS[name] if s in runs]

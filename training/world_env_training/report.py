@@ -52,9 +52,16 @@ def _outcomes(result: dict, protocol: str) -> dict:
             for e in result["episodes"] if e["protocol"] == protocol}
 
 
-def success_table(sft: dict | None, loop: dict | None) -> list[str]:
-    """The paper's table: rows SFT and LOOP, a column per suite and protocol, then overall."""
-    summaries = {k: v["summary"] for k, v in (("SFT", sft), ("World-Env (LOOP)", loop)) if v}
+SFT_ROW = "SFT"
+LOOP_ROW = "World-Env (LOOP in imagination)"
+CONTROL_ROW = "control arm (LOOP in LIBERO)"
+
+
+def success_table(arms: dict[str, dict | None]) -> list[str]:
+    """The paper's table: a row per arm ({name: eval.json or None}, SFT_ROW first), a column per
+    suite and protocol, then overall; then every other arm's difference from SFT."""
+    results = {name: result for name, result in arms.items() if result}
+    summaries = {name: result["summary"] for name, result in results.items()}
     if not summaries:
         return ["No evaluation results (the evaluate stages did not run)."]
     any_summary = next(iter(summaries.values()))
@@ -70,27 +77,32 @@ def success_table(sft: dict | None, loop: dict | None) -> list[str]:
             cells += [_cell(summary["overall"].get(p)) for p in protocols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Success % in real LIBERO, Wilson 95% interval in brackets, (successes/episodes)."]
-    any_eval = sft or loop
+    any_eval = next(iter(results.values()))
     if "init_states" in any_eval:
-        lines += ["", split_note({tuple(k.rsplit("/", 1)): v for k, v in any_eval["init_states"].items()},
-                             {tuple(k.rsplit("/", 1)): v for k, v in any_eval["training_init_states"].items()})]
-    if len(summaries) == 2:
-        lines += ["", "LOOP minus SFT, with the 95% interval of the difference (Newcombe's hybrid score method):"]
+        split = [{tuple(k.rsplit("/", 1)): v for k, v in any_eval[key].items()}
+                 for key in ("init_states", "training_init_states")]
+        lines += ["", split_note(*split)]
+    sft = results.get(SFT_ROW)
+    for name, result in results.items():
+        if name == SFT_ROW or sft is None:
+            continue
+        lines += ["", f"{name} minus SFT, with the 95% interval of the difference (Newcombe's hybrid score method):"]
         for p in protocols:
-            a, b = summaries["SFT"]["overall"][p], summaries["World-Env (LOOP)"]["overall"][p]
+            a, b = summaries[SFT_ROW]["overall"][p], summaries[name]["overall"][p]
             d, low, high = newcombe_interval(b["successes"], b["episodes"], a["successes"], a["episodes"])
-            verdict = ("is above zero: LOOP is better" if low > 0 else "is below zero: LOOP is worse" if high < 0
+            verdict = ("is above zero: it is better" if low > 0 else "is below zero: it is worse" if high < 0
                        else "includes zero: this many episodes cannot tell the two apart")
-            line = (f"- {PROTOCOL_NAMES[p]}: LOOP {100 * b['rate']:.1f}% vs SFT {100 * a['rate']:.1f}%, "
+            line = (f"- {PROTOCOL_NAMES[p]}: {100 * b['rate']:.1f}% vs SFT {100 * a['rate']:.1f}%, "
                     f"{100 * d:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]; the interval {verdict}.")
             try:  # both evaluated the same init states: the paired interval uses that
-                both, only_loop, only_sft, neither = paired_table(_outcomes(loop, p), _outcomes(sft, p))
+                both, only_arm, only_sft, neither = paired_table(_outcomes(result, p), _outcomes(sft, p))
             except ValueError:
                 lines.append(line)
                 continue
-            _, low, high = paired_newcombe_interval(both, only_loop, only_sft, neither)
+            _, low, high = paired_newcombe_interval(both, only_arm, only_sft, neither)
             line += (f" Paired by init state (Newcombe's paired method): [{100 * low:+.1f}, {100 * high:+.1f}]; "
-                     f"both succeed on {both}, only LOOP on {only_loop}, only SFT on {only_sft}, neither on {neither}.")
+                     f"both succeed on {both}, only this arm on {only_arm}, only SFT on {only_sft}, "
+                     f"neither on {neither}.")
             lines.append(line)
     for name, summary in summaries.items():
         ended = summary["overall"].get("self_termination", {}).get("ended")
@@ -114,8 +126,8 @@ def _scalars(tb_dir: Path, prefix: str = "train/loss") -> tuple[list[int], list[
     return [e.step for e in events], [e.value for e in events]
 
 
-def _loop_metrics(run: Path) -> list[dict]:
-    path = run / "loop" / "metrics.jsonl"
+def _loop_metrics(run: Path, folder: str = "loop") -> list[dict]:
+    path = run / folder / "metrics.jsonl"
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -156,27 +168,28 @@ def training_curves(run: Path, out: Path, pretrained: bool) -> Path:
     return path
 
 
-def success_plot(sft: dict | None, loop: dict | None, out: Path) -> Path | None:
-    if not sft or not loop:
+def success_plot(arms: dict[str, dict | None], out: Path) -> Path | None:
+    results = {name: result for name, result in arms.items() if result}
+    if len(results) < 2:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    protocols = [p for p in PROTOCOLS if p in sft["summary"]["overall"]]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.35
-    for i, (name, result) in enumerate((("SFT", sft), ("World-Env (LOOP)", loop))):
+    protocols = [p for p in PROTOCOLS if p in next(iter(results.values()))["summary"]["overall"]]
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    width = 0.8 / len(results)
+    for i, (name, result) in enumerate(results.items()):
         rates = [result["summary"]["overall"][p] for p in protocols]
-        x = np.arange(len(protocols)) + (i - 0.5) * width
+        x = np.arange(len(protocols)) + (i - (len(results) - 1) / 2) * width
         y = np.array([100 * r["rate"] for r in rates])
         err = np.array([[y[j] - 100 * r["ci95"][0], 100 * r["ci95"][1] - y[j]] for j, r in enumerate(rates)]).T
         ax.bar(x, y, width, yerr=err, capsize=4, label=name)
     ax.set_xticks(np.arange(len(protocols)), [PROTOCOL_NAMES[p] for p in protocols])
     ax.set_ylabel("success % (95% CI)")
     ax.set_ylim(0, 100)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / "success.png"
     fig.savefig(path, dpi=110)
@@ -189,8 +202,9 @@ def write_report(cfg: configs.PipelineConfig, stages: dict, made: dict) -> Path:
     run = Path(cfg.run_dir)
     out = run / "report"
     out.mkdir(parents=True, exist_ok=True)
-    sft = _read_json(run / "eval_sft" / "eval.json")
-    loop = _read_json(run / "eval_loop" / "eval.json")
+    arms = {SFT_ROW: _read_json(run / "eval_sft" / "eval.json"), LOOP_ROW: _read_json(run / "eval_loop" / "eval.json")}
+    if cfg.control_arm:
+        arms[CONTROL_ROW] = _read_json(run / "eval_control" / "eval.json")
     lines = ["# World-Env pipeline report", "",
              f"Run folder `{run}`: suites {', '.join(cfg.suites)}"
              + (f", task ids {cfg.task_ids}" if cfg.task_ids else ", all tasks")
@@ -206,8 +220,8 @@ def write_report(cfg: configs.PipelineConfig, stages: dict, made: dict) -> Path:
             lines.append(f"| {name} | {art['stage']} | `{art['command']}` | {art['commit']} | {art['note']} |")
         lines.append("")
     lines += ["## Success in real LIBERO: SFT vs post-trained", ""]
-    lines += success_table(sft, loop)
-    if success_plot(sft, loop, out):
+    lines += success_table(arms)
+    if success_plot(arms, out):
         lines += ["", "![success](report/success.png)"]
 
     lines += ["", "## Post-training (LOOP in imagination)", ""]
@@ -236,6 +250,17 @@ def write_report(cfg: configs.PipelineConfig, stages: dict, made: dict) -> Path:
                       f"![imagined](report/imagined_{strip.name})"]
     else:
         lines.append("No LOOP metrics (the post-train stage did not run).")
+
+    if cfg.control_arm:
+        lines += ["", "## Control arm: LOOP in LIBERO", ""]
+        control = _loop_metrics(run, "loop_libero")
+        if control:
+            lines += [f"The same LOOP from the same SFT policy with LIBERO as the environment and its success as the "
+                      f"reward: {len(control)} updates of {cfg.loop_batch_size} initial states x "
+                      f"{cfg.rollouts_per_state} rollouts. Success share of its rollouts per update: "
+                      + ", ".join(f"{m['return_mean']:.2f}" for m in control) + "."]
+        else:
+            lines.append("No control-arm metrics (the post-train-libero stage did not run).")
 
     lines += ["", "## Reward hacking: imagined rollouts of the post-trained policy replayed in LIBERO", ""]
     audit_md = run / "audit" / "audit.md"
@@ -269,6 +294,8 @@ def write_report(cfg: configs.PipelineConfig, stages: dict, made: dict) -> Path:
               "## Stages", "", "| stage | command | minutes |", "|---|---|---|"]
     total = 0.0
     for name in stages:
+        if name in configs.CONTROL_STAGES and not cfg.control_arm:
+            continue
         if cfg.pretrained and name in PRETRAINED_STAGES:
             lines.append(f"| {name} | pretrained, from `{cfg.pretrained}` | - |")
             continue
