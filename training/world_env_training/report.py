@@ -144,20 +144,25 @@ def training_curves(run: Path, out: Path, pretrained: bool) -> Path:
                ("world model loss (v-prediction MSE)", run / "world_model" / "tb"),
                ("reflector loss (BCE)", run / "reflector" / "tb")]
     # Pretrained: those stages did not run here, so there are no logs to read.
-    panels = [(title + " (pretrained)", [], []) if pretrained else (title, *_scalars(tb)) for title, tb in trained]
-    panels += [("LOOP: imagined return (mean)", [m["update"] for m in loop], [m["return_mean"] for m in loop]),
-               ("LOOP: reflector fired (share)", [m["update"] for m in loop], [m["fired_rate"] for m in loop]),
-               ("LOOP: approx. KL / clip fraction", [m["update"] for m in loop], [m["approx_kl"] for m in loop])]
+    panels = [(title + " (pretrained)", [], [], "not trained in this run") if pretrained
+              else (title, *_scalars(tb), "no data") for title, tb in trained]
+    updates = [m["update"] for m in loop]
+    panels += [("LOOP: imagined return (mean)", updates, [m["return_mean"] for m in loop], "no data"),
+               ("LOOP: reflector fired (share)", updates, [m["fired_rate"] for m in loop], "no data"),
+               ("LOOP: approx. KL / clip fraction", updates, [m["approx_kl"] for m in loop], "no data")]
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
-    for ax, (title, xs, ys) in zip(axes.flat, panels):
+    for ax, (title, xs, ys, empty) in zip(axes.flat, panels):
         ax.set_title(title, fontsize=10)
         if xs:
             ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3)
         else:
-            ax.text(0.5, 0.5, "not trained in this run" if "pretrained" in title else "no data",
-                    ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("update" if title.startswith("LOOP") else "step")
         ax.grid(alpha=0.3)
+    control = _loop_metrics(run, "loop_libero")
+    if control:  # the control arm's return is its real success share
+        axes.flat[3].plot([m["update"] for m in control], [m["return_mean"] for m in control], marker="s", ms=3)
+        axes.flat[3].legend(["in imagination", "control arm, in LIBERO"], fontsize=8)
     if loop:
         axes.flat[5].plot([m["update"] for m in loop], [m["clip_fraction"] for m in loop], marker="s", ms=3)
         axes.flat[5].legend(["approx. KL", "clip fraction"], fontsize=8)
