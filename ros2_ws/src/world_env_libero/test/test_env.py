@@ -88,6 +88,29 @@ def test_max_steps_and_bad_arguments(env):
         env.reset(-1)
 
 
+def test_later_resets_match_a_fresh_env(env):
+    """Only a new env's first reset is a hard one; the soft ones after any history give the same
+    episodes bit for bit (the gripper's action state included: it ramps over steps)."""
+    gripper = np.sign(np.sin(np.arange(40) / 5.0))
+    actions = np.column_stack([0.4 * np.cos(np.arange(40) / 7.0), np.zeros((40, 5)), gripper])
+
+    def episode(e, init_state_id):
+        obs = [e.reset(init_state_id)]
+        return obs + [e.step(a, render=t % 8 == 0)[0] for t, a in enumerate(actions)]
+
+    before = episode(env, 4)[0]  # and history: the gripper left mid-ramp
+    with LiberoEnv(**SPEC) as fresh:
+        for init_state_id in (4, 52):
+            for t, (a, b) in enumerate(zip(episode(fresh, init_state_id), episode(env, init_state_id))):
+                assert set(a) == set(b)
+                for key in a:
+                    np.testing.assert_array_equal(a[key], b[key], err_msg=f"{init_state_id} step {t} {key}")
+    # Closing the other env freed its own GL objects, not this one's.
+    after = env.reset(4)
+    for key in ("image", "wrist_image", "depth"):
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+
+
 def test_drawn_init_states(env):
     """Ids from 50 on: new scenes from LIBERO's samplers, reproducible, with the saved states'
     fixtures and spread."""

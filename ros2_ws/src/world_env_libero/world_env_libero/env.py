@@ -27,6 +27,11 @@ Differences from LIBERO's own observation dict, both deliberate:
   placements (not part of the saved init states) from NumPy's global RNG, so without it the
   same init state gives different scenes. With it (seed 0), every episode's scene is the one
   the standard evaluation's first episode sees.
+- Only the first reset is a hard one. A hard reset rebuilds the model and a new render context
+  (1.5-3 s, most of a short episode's cost); with the same seed it rebuilds the same fixtures,
+  so later resets keep the model and reset the rest (MuJoCo's data, LIBERO's soft reset, the
+  gripper's action state, which only a rebuild clears). Episodes are bit-identical to those
+  after a hard reset (``test_env.py``).
 
 Init states: ids 0-49 are LIBERO's 50 saved states of the task. Ids from 50 on are drawn
 states: after the seeded hard reset (the standard fixtures), LIBERO's own samplers place the
@@ -42,6 +47,7 @@ from pathlib import Path
 
 import zlib
 
+import mujoco
 import numpy as np
 
 from world_env_common.camera import CameraModel, depth_from_mujoco_zbuffer, upright
@@ -146,6 +152,7 @@ class LiberoEnv:
         self.robot = PandaModel.from_mujoco(sim.model, sim.data)
         self.rig = Rig.from_mujoco(sim.model, sim.data, AGENT_CAMERA, self.resolution, self.resolution)
         self._arm_idx, self._finger_idx = self.robot.mujoco_qpos_indices(sim.model)
+        self._scene_built = False  # the first reset is a hard one (module doc)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -180,36 +187,47 @@ class LiberoEnv:
         if settle_steps < 0:
             raise ValueError(f"settle_steps must be >= 0, got {settle_steps}")
         self.raw.seed(self.seed)
-        self.raw.reset()
+        if self._scene_built:
+            self._soft_reset()
+        else:
+            self.raw.reset()
+            self._scene_built = True
         if init_state_id < self.num_init_states:
             state = self._init_states[init_state_id]
         else:
             state = self._drawn_state(init_state_id)
         self.raw_obs = self.raw.set_init_state(state)
-        # The hard reset rebuilt the sim; addresses are the same, but read them from this one.
+        # A hard reset rebuilds the sim; addresses are the same, but read them from this one.
         self._arm_idx, self._finger_idx = self.robot.mujoco_qpos_indices(self.raw.sim.model)
         for _ in range(settle_steps):
             self.raw_obs, *_ = self.raw.step(SETTLE_ACTION)
         return self._observe()
 
-    def _drawn_state(self, init_state_id: int) -> np.ndarray:
-        """The flattened MuJoCo state of drawn init state ``init_state_id`` (after a hard reset).
-
-        A soft reset re-runs only LIBERO's object placement and the robot's joint reset, so the
-        fixtures of the hard reset stay.
-        """
-        np.random.seed(zlib.crc32(f"{self.suite}/{self.task_id}/{init_state_id}".encode()))
+    def _soft_reset(self) -> None:
+        """LIBERO's reset without rebuilding the model (module doc): it places the objects and
+        resets the robot from NumPy's RNG, the fixtures stay."""
         env = self.raw.env
-        saved = env.hard_reset, [robot.initialization_noise for robot in env.robots]
-        env.hard_reset = False
-        for robot in env.robots:
-            robot.initialization_noise = {"magnitude": ARM_INIT_NOISE, "type": "gaussian"}
+        mujoco.mj_resetData(env.sim.model._model, env.sim.data._data)
+        hard, env.hard_reset = env.hard_reset, False
         try:
             self.raw.reset()
         finally:
-            env.hard_reset = saved[0]
-            for robot, noise in zip(env.robots, saved[1]):
-                robot.initialization_noise = noise
+            env.hard_reset = hard
+        for robot in env.robots:
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)
+
+    def _drawn_state(self, init_state_id: int) -> np.ndarray:
+        """The flattened MuJoCo state of drawn init state ``init_state_id`` (after a reset)."""
+        np.random.seed(zlib.crc32(f"{self.suite}/{self.task_id}/{init_state_id}".encode()))
+        robots = self.raw.env.robots
+        noise = [robot.initialization_noise for robot in robots]
+        for robot in robots:
+            robot.initialization_noise = {"magnitude": ARM_INIT_NOISE, "type": "gaussian"}
+        try:
+            self._soft_reset()
+        finally:
+            for robot, saved in zip(robots, noise):
+                robot.initialization_noise = saved
         return self.raw.sim.get_state().flatten()
 
     def step(self, action, render: bool = True) -> tuple[dict, bool]:
@@ -229,7 +247,14 @@ class LiberoEnv:
         as ``image``; the same pixels when called right after ``step(a, render=False)``)."""
         sim, r = self.raw.sim, self.resolution
         sim.forward()  # see _render_cameras
+        self._make_context_current()
         return upright(sim.render(camera_name=AGENT_CAMERA, width=r, height=r))
+
+    def _make_context_current(self) -> None:
+        """Render into this env's own GL context. robosuite renders into whichever context is
+        current, and makes one current only when creating it: with a second env in the process
+        (or one made after this one's last hard reset) it would draw into the wrong one."""
+        self.raw.sim._render_context_offscreen.gl_ctx.make_current()
 
     def _observe(self, render: bool = True) -> dict:
         sim = self.raw.sim
@@ -245,6 +270,7 @@ class LiberoEnv:
         sim, r = self.raw.sim, self.resolution
         # mj_step leaves body poses at the last substep's start; the renderer reads those.
         sim.forward()
+        self._make_context_current()
         if self.depth:
             rgb, zbuf = sim.render(camera_name=AGENT_CAMERA, width=r, height=r, depth=True)
         else:
@@ -259,8 +285,13 @@ class LiberoEnv:
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
         """Free the simulator and its render context (idempotent)."""
-        raw, self.raw = getattr(self, "raw", None), None
+        raw = getattr(self, "raw", None)
         if raw is not None:
+            # robosuite frees the GL objects in whatever context is current: make it this one's,
+            # or another env's objects (same ids) are freed instead.
+            if raw.sim is not None and raw.sim._render_context_offscreen is not None:
+                self._make_context_current()
+            self.raw = None
             raw.close()
 
     def __enter__(self) -> "LiberoEnv":
