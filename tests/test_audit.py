@@ -42,6 +42,10 @@ def test_audit_from_an_evaluations_held_out_init_states(tmp_path):
     text = (tmp_path / "audit" / "audit.md").read_text()
     assert "Imagined against real success from the same held-out init states (7, 31)" in text
     assert "| real (evaluate, GT termination) | 0.500 |" in text
+    first = audit(AuditConfig(policy=paths["policy"], world_model=paths["world_model"], reflector=paths["reflector"],
+                              eval_json=str(tmp_path / "eval.json"), starts=1, rollouts_per_state=2, max_steps=8,
+                              output_dir=str(tmp_path / "audit_first")))
+    assert first["init_states"] == [7] and first["rollouts"] == 2
 
     (tmp_path / "old.json").write_text(json.dumps({"config": {"seed": 0}, "summary": {}}))
     with pytest.raises(ValueError, match="no init_states"):

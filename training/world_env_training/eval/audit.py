@@ -26,9 +26,10 @@ from world_env_training.configs import AuditConfig
 from world_env_training.data.dataset import DatasetError
 
 
-def held_out_starts(eval_json: str, resolution: int):
+def held_out_starts(eval_json: str, resolution: int, limit: int = 0):
     """(start states, the evaluation's GT-termination rate, its seed): one start per init state
-    an ``evaluate`` run used, o_0 and s_0 rendered in LIBERO as evaluation began them."""
+    an ``evaluate`` run used (the first ``limit``; 0: all), o_0 and s_0 rendered in LIBERO as
+    evaluation began them."""
     from world_env_libero.env import LiberoEnv
     from world_env_training.rl.loop import StartState
 
@@ -40,6 +41,9 @@ def held_out_starts(eval_json: str, resolution: int):
         raise ValueError(f"{eval_json}: no init_states (written by an evaluate older than held-out evaluation)")
     seed, starts = int(data["config"]["seed"]), []
     for key, ids in data["init_states"].items():
+        ids = ids[:max(0, limit - len(starts))] if limit else ids
+        if not ids:
+            continue
         suite, task = key.rsplit("/", 1)
         with LiberoEnv(suite, int(task), resolution=resolution, seed=seed) as env:
             for i in ids:
@@ -72,7 +76,7 @@ def audit(cfg: AuditConfig) -> dict:
     world_model = WorldModel.from_pretrained(cfg.world_model, device)
     real, env_seed = None, 0  # the demos' first frames were recorded with LIBERO seed 0
     if cfg.eval_json:
-        starts, real, env_seed = held_out_starts(cfg.eval_json, world_model.config.resolution)
+        starts, real, env_seed = held_out_starts(cfg.eval_json, world_model.config.resolution, cfg.starts)
     else:
         starts = load_start_states(cfg.demos)
     starts = starts[:cfg.starts or None]
