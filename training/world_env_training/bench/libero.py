@@ -9,7 +9,10 @@ Three figures, all with the same random actions from one init state (no settle s
 - rendered only when read: steps/s when a frame is rendered once per chunk of ``chunk`` steps
   (what a chunked policy reads; ``evaluate`` and ``post-train --env libero`` do this), in one
   process (``LiberoEnv.step(render=False)`` + ``render``) and in two (``VecLiberoEnv.step_chunk``),
-  against rendering every step.
+  against rendering every step;
+- reset: seconds per ``LiberoEnv.reset`` (its first one, a hard reset; later ones keep the model)
+  against LIBERO's own hard reset + ``set_init_state``, which the standard evaluation runs
+  before every episode.
 
 LIBERO renders on the CPU here (EGL with Mesa's llvmpipe), which already spreads one render
 over all cores (LP_NUM_THREADS), and a render costs about the same at 64 and 128 pixels (fixed
@@ -25,6 +28,8 @@ import time
 import numpy as np
 
 __all__ = ["bench_libero", "format_report"]
+
+RESETS = 3  # resets timed per kind
 
 
 def _actions(steps: int, seed: int) -> np.ndarray:
@@ -43,7 +48,7 @@ def bench_libero(resolution: int = 128, steps: int = 48, seed: int = 0,
     ratio_2proc_1proc, render_ms (agent-view render + state per step, = 1-process step time
     minus physics step time), vec_startup_s (starting 2 workers and building their envs),
     chunk_steps_per_s_1proc / _2proc (rendering once per ``chunk`` steps) and their ratios to
-    rendering every step, plus resolution, steps, chunk, suite, task_id, cpus (usable cores)
+    rendering every step, first_reset_s, reset_s and libero_reset_s (module doc), plus resolution, steps, chunk, suite, task_id, cpus (usable cores)
     and load_1min.
     """
     from world_env_libero import LiberoEnv, VecLiberoEnv
@@ -52,7 +57,9 @@ def bench_libero(resolution: int = 128, steps: int = 48, seed: int = 0,
     chunk = max(1, min(chunk, steps))
     spec = dict(suite=suite, task_id=task_id, resolution=resolution)
     with LiberoEnv(**spec) as env:
+        t0 = time.perf_counter()
         env.reset(0, settle_steps=0)
+        first_reset_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         for a in actions:
             env.raw.step(a)
@@ -71,6 +78,17 @@ def bench_libero(resolution: int = 128, steps: int = 48, seed: int = 0,
             if t % chunk == 0:
                 env.render()
         chunked_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        for i in range(RESETS):
+            env.reset(i, settle_steps=0)
+        reset_s = (time.perf_counter() - t0) / RESETS
+        t0 = time.perf_counter()
+        for i in range(RESETS):
+            env.raw.seed(env.seed)
+            env.raw.reset()
+            env.raw.set_init_state(env._init_states[i])
+        libero_reset_s = (time.perf_counter() - t0) / RESETS
 
     t0 = time.perf_counter()
     with VecLiberoEnv([spec, dict(spec)], num_workers=2) as venv:
@@ -100,6 +118,7 @@ def bench_libero(resolution: int = 128, steps: int = 48, seed: int = 0,
         "vec_startup_s": startup_s,
         "chunk": chunk, "chunk_steps_per_s_1proc": chunk1, "chunk_steps_per_s_2proc": chunk2,
         "chunk_ratio_1proc": chunk1 / fps1, "chunk_ratio_2proc": chunk2 / fps2,
+        "first_reset_s": first_reset_s, "reset_s": reset_s, "libero_reset_s": libero_reset_s,
         "cpus": len(os.sched_getaffinity(0)),
         "load_1min": os.getloadavg()[0],
     }
@@ -120,6 +139,8 @@ def format_report(d: dict) -> str:
         f"(x{d['chunk_ratio_1proc']:.2f} of rendering every step)",
         f"  render once per {d['chunk']} steps, 2 procs: {d['chunk_steps_per_s_2proc']:5.1f} steps/s in all "
         f"(x{d['chunk_ratio_2proc']:.2f} of rendering every step)",
+        f"  reset: {d['reset_s']:.2f} s (first, hard: {d['first_reset_s']:.2f} s; LIBERO's hard reset + "
+        f"set_init_state: {d['libero_reset_s']:.2f} s, x{d['libero_reset_s'] / d['reset_s']:.1f})",
     ])
 
 
