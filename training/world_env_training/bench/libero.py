@@ -48,8 +48,8 @@ def bench_libero(resolution: int = 128, steps: int = 48, seed: int = 0,
     ratio_2proc_1proc, render_ms (agent-view render + state per step, = 1-process step time
     minus physics step time), vec_startup_s (starting 2 workers and building their envs),
     chunk_steps_per_s_1proc / _2proc (rendering once per ``chunk`` steps) and their ratios to
-    rendering every step, first_reset_s, reset_s and libero_reset_s (module doc), plus resolution, steps, chunk, suite, task_id, cpus (usable cores)
-    and load_1min.
+    rendering every step, first_reset_s, reset_s and libero_reset_s (module doc), plus
+    resolution, steps, chunk, suite, task_id, cpus (usable cores) and load_1min.
     """
     from world_env_libero import LiberoEnv, VecLiberoEnv
 
