@@ -25,7 +25,8 @@ LATER = ["evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", 
 SHORT = ["--loop_updates", "1", "--loop_batch_size", "1", "--rollouts_per_state", "2", "--loop_max_steps", "8",
          "--eval_episodes_per_task", "1", "--workers", "2"]
 TINY = ["--pretrained", "", "--suites", "libero_object", "--task_ids", "0", "--demos_per_task", "2", "--sft_steps", "2",
-        "--explore_episodes_per_task", "1", "--autoencoder_steps", "2", "--world_model_steps", "2", "--reflector_steps", "2",
+        "--explore_episodes_per_task", "1", "--autoencoder_steps", "2", "--world_model_steps", "2",
+        "--reflector_steps", "2",
         "--arm", "gains", *SHORT]
 
 
@@ -191,7 +192,8 @@ def test_pipeline_from_the_shipped_artifacts(tmp_path, report):
     assert evaluated["training_init_states"] == {"libero_object/0": [0, 1, 2, 3, 4]}
     assert not set(evaluated["init_states"]["libero_object/0"]) & {0, 1, 2, 3, 4}
     text = (run / "report.md").read_text()
-    assert "pretrained artifacts in `pretrained/embedded_default`" in text and "| world_model | train-world-model |" in text
+    assert "pretrained artifacts in `pretrained/embedded_default`" in text
+    assert "| world_model | train-world-model |" in text
     assert "## Instant Reflector on held-out real episodes" in text and "| auroc |" in text  # the shipped eval.md
 
 

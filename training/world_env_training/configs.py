@@ -466,7 +466,8 @@ class TrainWorldModelConfig(StageConfig):
         _check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "a non-negative integer")
         _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "a non-negative number (0: off)")
         _check(0.0 <= self.ema_decay < 1.0, "ema_decay", self.ema_decay, "a number in [0, 1) (0: off)")
-        _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer (0: the model's own)")
+        _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps,
+               "a non-negative integer (0: the model's own)")
         _check(self.rollout_history_steps >= 0, "rollout_history_steps", self.rollout_history_steps,
                "a non-negative integer (0: off)")
         _check(not self.rollout_history_steps or bool(self.autoencoder), "rollout_history_steps",
@@ -760,7 +761,8 @@ class PostTrainConfig(StageConfig):
         _check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
         _check(self.updates > 0, "updates", self.updates, "a positive integer")
         _check(self.env in ("imagined", "libero"), "env", self.env, "imagined or libero")
-        _check(self.libero_reward in ("success", "reflector"), "libero_reward", self.libero_reward, "success or reflector")
+        _check(self.libero_reward in ("success", "reflector"), "libero_reward", self.libero_reward,
+               "success or reflector")
         _check(self.libero_workers > 0, "libero_workers", self.libero_workers, "a positive integer")
         _check(self.precision in ("fp32", "bf16"), "precision", self.precision, "fp32 or bf16")
         _check(self.arm in ARMS, "arm", self.arm, " or ".join(ARMS))
@@ -1074,9 +1076,10 @@ class PipelineConfig(StageConfig):
         _check_task_ids(self.task_ids)
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
         _check(self.profile in ("cpu", "full"), "profile", self.profile, "cpu or full")
-        for name in ("demos_per_task", "sft_steps", "explore_episodes_per_task", "autoencoder_steps", "world_model_steps",
-                     "reflector_steps", "loop_batch_size", "loop_updates", "world_model_frame_stride",
-                     "eval_episodes_per_task", "audit_rollouts_per_state", "control_updates", "workers"):
+        for name in ("demos_per_task", "sft_steps", "explore_episodes_per_task", "autoencoder_steps",
+                     "world_model_steps", "reflector_steps", "loop_batch_size", "loop_updates",
+                     "world_model_frame_stride", "eval_episodes_per_task", "audit_rollouts_per_state",
+                     "control_updates", "workers"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
         _check(self.loop_max_steps >= 0, "loop_max_steps", self.loop_max_steps,
                "a non-negative integer (0: the suite's step limit)")

@@ -149,7 +149,8 @@ def _run_job(job: Job) -> tuple[Job, str, list[dict]]:
     return job, env.instruction, records
 
 
-def choose_init_states(cfg: EvaluateConfig, training: dict[tuple[str, int], list[int]]) -> dict[tuple[str, int], list[int]]:
+def choose_init_states(cfg: EvaluateConfig,
+                       training: dict[tuple[str, int], list[int]]) -> dict[tuple[str, int], list[int]]:
     """{(suite, task): init state ids to evaluate}: ``cfg.init_state_ids`` if given, else
     ``episodes_per_task`` ids no training dataset used: saved ones chosen without replacement
     (seeded by ``cfg.seed``, suite and task), or the first drawn ones. Raises ValueError if too
