@@ -54,7 +54,8 @@ def test_joint_names_are_launch_arguments_of_every_node_that_names_joints():
     for text in ("[joint1, joint2, joint3, joint4, joint5, joint6, joint7]", ",".join(names)):
         nodes = {n.name: n for n in graph(mode="imagined", joint_names=text, finger_joint_names="[f1, f2]")}
         for name in ("world_simulator", "policy", "loop_trainer"):
-            assert nodes[name].params["joint_names"] == names and nodes[name].params["finger_joint_names"] == ["f1", "f2"]
+            assert (nodes[name].params["joint_names"] == names
+                    and nodes[name].params["finger_joint_names"] == ["f1", "f2"])
         assert "joint_names:=[joint1, joint2, joint3, joint4, joint5, joint6, joint7]" in nodes["policy"].ros_args()
     assert "joint_names" not in graph(mode="real")[0].params  # empty: the nodes' own default (panda_joint1..7)
     with pytest.raises(ValueError, match="joint_names: expected 7 comma-separated joint names"):
@@ -200,7 +201,8 @@ def test_imagined_mode_graph_runs_on_sim_time_and_restarts_on_its_output(tmp_pat
     # now runs the weights it wrote.
     trainer = result["trainer"]
     assert trainer["update"] == 1 and trainer["episodes"] == 2, trainer
-    assert trainer["checkpoint"].endswith("step_0000001") and result["policy_status"]["checkpoint"] == trainer["checkpoint"]
+    assert (trainer["checkpoint"].endswith("step_0000001")
+            and result["policy_status"]["checkpoint"] == trainer["checkpoint"])
     metrics = json.loads((tmp_path / "loop_ros" / "metrics.jsonl").read_text().splitlines()[0])
     assert metrics["episodes"] == 2 and metrics["chunks"] == 2 * 2  # 8 steps = 2 chunks of 4, per episode
     assert metrics["log_prob_gap"] < 1e-2  # the trainer scores the chunks as the policy node did

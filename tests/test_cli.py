@@ -18,9 +18,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_top_level_help_lists_every_stage():
     out = run_cli("--help")
     assert out.returncode == 0, out.stderr
-    names = {"collect-demos", "explore", "evaluate", "train-sft", "train-autoencoder", "train-world-model", "train-reflector",
-             "evaluate-reflector", "evaluate-world-model", "post-train", "audit-reward-hacking", "bag-to-dataset", "pipeline", "bench",
-             "export-lerobot", "import-lerobot"}
+    names = {"collect-demos", "explore", "evaluate", "train-sft", "train-autoencoder", "train-world-model",
+             "train-reflector", "evaluate-reflector", "evaluate-world-model", "post-train", "audit-reward-hacking",
+             "bag-to-dataset", "pipeline", "bench", "export-lerobot", "import-lerobot"}
     for name in names:
         assert name in out.stdout
     assert set(cli.STAGES) == names

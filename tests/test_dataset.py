@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from world_env_training.data.dataset import (FORMAT, VERSION, Dataset, DatasetError, DatasetWriter,
-                                        Episode)
+                                             Episode)
 
 T, H, W = 5, 16, 16
 

@@ -288,7 +288,8 @@ def test_rollout_history_feeds_the_models_own_predictions(autoencoder_run, tmp_p
                                             max_episodes=0, horizon=3, starts_per_episode=1,
                                             output_dir=str(tmp_path / "eval")))
     # The synthetic demos are all expert episodes, so LIBERO's label is success for each.
-    assert metrics["wm"]["replay"]["successes"]["episodes"] == 2 and metrics["wm"]["replay"]["failures"]["episodes"] == 0
+    assert (metrics["wm"]["replay"]["successes"]["episodes"] == 2
+            and metrics["wm"]["replay"]["failures"]["episodes"] == 0)
     assert "Whole episodes replayed open loop" in (tmp_path / "eval" / "report.md").read_text()
     # Action sensitivity: the same conditions and noise give the same frame (change 0); the
     # commanded state of 3 steps later changes the prediction; a shift past every episode: None.

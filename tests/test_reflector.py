@@ -262,7 +262,8 @@ def test_firing_step_errors_on_hand_made_episodes():
     report = evaluate_scores(rewards, labels, eta)
     assert report["frames"]["frames"] == 20 and report["frames"]["positives"] == 8
     text = format_markdown(report)
-    assert "| auroc |" in text and "2.0" in text and "within one chunk of per-frame judging | 0 / 3 |" in text  # episodes shorter than a chunk of 8
+    assert ("| auroc |" in text and "2.0" in text
+            and "within one chunk of per-frame judging | 0 / 3 |" in text)  # episodes shorter than a chunk of 8
     json.dumps(report)
 
 

@@ -41,7 +41,8 @@ def _raw_batch(cfg: WorldModelConfig, b: int = 2, seed: int = 0) -> dict:
     r, k = cfg.resolution, cfg.memory_frames
     return {"history": rng.integers(0, 256, (b, k, r, r, 3), dtype=np.uint8),
             "action_map": rng.integers(0, 256, (b, r, r, 3), dtype=np.uint8),
-            "state": rng.normal(size=(b, 7)).astype(np.float32), "commanded": rng.normal(size=(b, 7)).astype(np.float32),
+            "state": rng.normal(size=(b, 7)).astype(np.float32),
+            "commanded": rng.normal(size=(b, 7)).astype(np.float32),
             "geometry": np.broadcast_to(geometry_map(_camera(r)), (b, 10, r, r)).copy(),
             "target": rng.integers(0, 256, (b, r, r, 3), dtype=np.uint8)}
 
@@ -69,8 +70,8 @@ def _write_dataset(path: Path, episodes: int = 3, steps: int = 12, size: int = 6
             writer.append(Episode(frames=frames, actions=actions, states=states,
                                   joint_positions=np.zeros((steps + 1, 7), np.float32),
                                   success=np.zeros(steps + 1, np.uint8), instruction="move the square",
-                                  suite="libero_object", task_id=0, init_state_id=e % init_states, camera=camera.to_dict(),
-                                  source="expert", seed=e))
+                                  suite="libero_object", task_id=0, init_state_id=e % init_states,
+                                  camera=camera.to_dict(), source="expert", seed=e))
 
 
 # --- memory bank ------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ def test_simulator_node_stands_in_for_camera_and_arm(tmp_path):
     env = ros_env(tmp_path)
     write_start_states(tmp_path / "starts", episodes=2)
     cmd = [str(node_executable("world_env_sim", "world_simulator_node")), "--ros-args",
-           "-p", f"world_model:={tiny_world_model(tmp_path / 'wm')}", "-p", f"rig_file:={write_rig(tmp_path / 'rig.yaml')}",
+           "-p", f"world_model:={tiny_world_model(tmp_path / 'wm')}",
+           "-p", f"rig_file:={write_rig(tmp_path / 'rig.yaml')}",
            "-p", f"start_dataset:={tmp_path / 'starts'}", "-p", "control_rate_hz:=20.0"]
     node = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

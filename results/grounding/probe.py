@@ -16,7 +16,8 @@ Printed per chunk end: the end-effector distance imagined vs replayed (cm) and t
 
     python results/grounding/probe.py runs/default/sft runs/wm_arm8_long_pkg24 runs/reflector_ae MODE 5 6 7
 """
-import sys, time
+import sys
+import time
 import numpy as np
 import torch
 from world_env_common.camera import CameraModel
@@ -57,7 +58,8 @@ def main():
     wm = WorldModel.from_pretrained(wm_path)
     reflector = Reflector.from_pretrained(reflector_path)
     k = wm.config.frame_stride
-    with LiberoEnv("libero_object", 0, resolution=64, seed=0) as env, LiberoEnv("libero_object", 0, resolution=64, seed=0) as arm:
+    with LiberoEnv("libero_object", 0, resolution=64, seed=0) as env, \
+         LiberoEnv("libero_object", 0, resolution=64, seed=0) as arm:
         for i in map(int, ids):
             obs = env.reset(i)
             arm.reset(i)
@@ -103,9 +105,11 @@ def main():
                     success = t + 1
             n = min(len(real), len(states))
             drift = [100 * float(np.linalg.norm(np.asarray(states[j][:3]) - np.asarray(real[j][:3]))) for j in range(n)]
-            print(f"init {i}: fired at {fired}, replay success at {success}; physics {1000*tphys/max(1,len(actions)):.2f} ms/step; drift cm: "
+            print(f"init {i}: fired at {fired}, replay success at {success}; "
+                  f"physics {1000*tphys/max(1,len(actions)):.2f} ms/step; drift cm: "
                   + " ".join(f"{d:.1f}" for d in drift), flush=True)
-            print("   gripper imag/real mm: " + " ".join(f"{1000 * states[j][6]:.0f}/{1000 * real[j][6]:.0f}" for j in range(n)), flush=True)
+            print("   gripper imag/real mm: "
+                  + " ".join(f"{1000 * states[j][6]:.0f}/{1000 * real[j][6]:.0f}" for j in range(n)), flush=True)
 
 
 if __name__ == "__main__":

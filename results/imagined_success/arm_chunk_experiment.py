@@ -92,7 +92,8 @@ def main() -> None:
     sys.exit(world_model_eval.run(WorldModelEvalConfig(
         checkpoints=[run], more_episodes="runs/term_demos,runs/heldout_explore", max_episodes=0,
         horizon=96 // STRIDE, starts_per_episode=1, one_step_stride=max(1, 8 // STRIDE),
-        action_shift=max(1, 24 // STRIDE), reflector=os.environ.get("REFLECTOR", "runs/default/reflector"), replay_chunk=max(1, 8 // STRIDE),
+        action_shift=max(1, 24 // STRIDE), reflector=os.environ.get("REFLECTOR", "runs/default/reflector"),
+        replay_chunk=max(1, 8 // STRIDE),
         sampler_steps=int(os.environ.get("SAMPLER_STEPS", "0")), output_dir=sys.argv[3])))
 
 

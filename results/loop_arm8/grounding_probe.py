@@ -62,7 +62,7 @@ def main() -> None:
             drift = [100 * float(np.linalg.norm(np.asarray(states[j][:3]) - np.asarray(real[j][:3]))) for j in range(n)]
             print(f"init {i}: reflector fired at {fired}, replay success at {success}; ee drift (cm) per chunk: "
                   + " ".join(f"{d:.1f}" for d in drift), flush=True)
-            print(f"   gripper imagined / real (mm): "
+            print("   gripper imagined / real (mm): "
                   + " ".join(f"{1000 * states[j][6]:.0f}/{1000 * real[j][6]:.0f}" for j in range(n)), flush=True)
 
 

@@ -58,7 +58,7 @@ if got is None:
 info = next(m for m in infos if m.header.stamp.sec == wanted)
 np.save(out_dir / "image.npy", image_to_rgb(got))
 (out_dir / "info.json").write_text(json.dumps({"k": list(info.k), "width": info.width, "height": info.height,
-                                                 "frame_id": got.header.frame_id, "encoding": got.encoding}))
+                                               "frame_id": got.header.frame_id, "encoding": got.encoding}))
 stamps = sorted({m.header.stamp.sec for m in images})
 (out_dir / "result.json").write_text(json.dumps({"stamps": stamps}))
 node.destroy_node()

@@ -88,7 +88,8 @@ def new_episode_after(t):
 
 
 t0 = time.monotonic()
-loop.spin_until(lambda: policy_instruction() == "put the bowl on the plate", "the latched instruction at the policy", 30)
+loop.spin_until(lambda: policy_instruction() == "put the bowl on the plate",
+                "the latched instruction at the policy", 30)
 loop.spin_until(lambda: new_episode_after(t0), "reflections on the latched instruction", 30)
 result["latched_episode"] = new_episode_after(t0)
 

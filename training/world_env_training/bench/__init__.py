@@ -78,8 +78,8 @@ def _imagination(cfg: BenchConfig):
     return result, format_report(result)
 
 
-BENCHES = {"loop": _loop, "robot": _robot, "camera": _camera, "libero": _libero, "policy": _policy, "reflector": _reflector, "world_model": _world_model,
-           "imagination": _imagination}
+BENCHES = {"loop": _loop, "robot": _robot, "camera": _camera, "libero": _libero, "policy": _policy,
+           "reflector": _reflector, "world_model": _world_model, "imagination": _imagination}
 NOT_BUILT: dict[str, int] = {}  # benchmark -> issue that builds it, while unbuilt
 
 

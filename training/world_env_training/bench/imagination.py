@@ -72,7 +72,8 @@ def world_model_flops(model, sampler_steps: int, device="cpu") -> dict:
     from world_env_training.models.world_model.processor_world_model import DECODED, GEOMETRY_CHANNELS, LATENTS
 
     res, k = model.config.resolution, model.config.memory_frames
-    batch = model.processor(history=np.zeros((1, k, res, res, 3), np.uint8), action_map=np.zeros((1, res, res, 3), np.uint8),
+    batch = model.processor(history=np.zeros((1, k, res, res, 3), np.uint8),
+                            action_map=np.zeros((1, res, res, 3), np.uint8),
                             state=np.zeros((1, 7), np.float32), commanded=np.zeros((1, 7), np.float32),
                             geometry=np.zeros((1, GEOMETRY_CHANNELS, res, res), np.float32), device=device)
     if model.autoencoder is not None:
@@ -208,7 +209,8 @@ def _default_models(policy: str, reflector: str, world_model: str, device):
     if world_model:
         w = WorldModel.from_pretrained(world_model, device)
     elif configs.PipelineConfig().latent_world_model:  # the pipeline's default: latent
-        w = WorldModel(WorldModelConfig.latent_cpu(), autoencoder=FrameAutoencoder(AutoencoderConfig())).to(device).eval()
+        w = WorldModel(WorldModelConfig.latent_cpu(),
+                       autoencoder=FrameAutoencoder(AutoencoderConfig())).to(device).eval()
     else:
         w = WorldModel(WorldModelConfig()).to(device).eval()
     return p, r, w
@@ -216,8 +218,8 @@ def _default_models(policy: str, reflector: str, world_model: str, device):
 
 def bench_imagination(policy: str = "", reflector: str = "", world_model: str = "", batch_sizes=(8, 16, 32, 64),
                       steps: int = 16, sampler_steps: int = 0, precision: str = "fp32", policy_precision: str = "fp32",
-                      channels_last: bool = False, reflector_every: int = 1, libero: bool = True, libero_steps: int = 30,
-                      matmul_size: int = 2048, seed: int = 0, device: str = "cpu") -> dict:
+                      channels_last: bool = False, reflector_every: int = 1, libero: bool = True,
+                      libero_steps: int = 30, matmul_size: int = 2048, seed: int = 0, device: str = "cpu") -> dict:
     """Measure (module docstring); returns a dict of figures. steps 0: one policy chunk."""
     p, r, w = _default_models(policy, reflector, world_model, device)
     sampler_steps = sampler_steps or w.config.sampler_steps
@@ -265,7 +267,8 @@ def format_report(r: dict) -> str:
     if lib:
         lines.append(f"  LIBERO step + render: {lib['frames_per_s_1proc']:.1f} frames/s (1 process), "
                      f"{lib['frames_per_s_2proc']:.1f} (2 processes)")
-    lines.append("  B     frames/s   ms/frame: world model  reflector  policy  other   WM GFLOP/s (of bf16 / fp32 peak)")
+    lines.append("  B     frames/s   ms/frame: world model  reflector  policy  other   "
+                 "WM GFLOP/s (of bf16 / fp32 peak)")
     for b, f in r["imagined"].items():
         ms = f["ms_per_frame"]
         gf = f["world_model_gflops"]

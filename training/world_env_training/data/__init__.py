@@ -1,1 +1,2 @@
-"""Data: scripted experts, demonstration and exploration collection, the episode dataset format, robot bags and LeRobot datasets."""
+"""Data: scripted experts, demonstration and exploration collection, the episode dataset format, robot bags and
+LeRobot datasets."""

@@ -208,5 +208,6 @@ def run(cfg: BagToDatasetConfig) -> int:
         print(f"world-env bag-to-dataset: {err}", file=sys.stderr)
         return 2
     print(f"bag-to-dataset: {result['episodes']} episodes written to {cfg.output_dir} "
-          f"({result['segments']} command segments, {result['skipped_short']} too short, {result['frames']} frames read)")
+          f"({result['segments']} command segments, {result['skipped_short']} too short, "
+          f"{result['frames']} frames read)")
     return 0

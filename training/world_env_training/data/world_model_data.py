@@ -70,7 +70,8 @@ def load_episode(dataset: Dataset, index: int, robot, resolution: int, frame_str
     frames = arrays["frames"]
     path = dataset.path / entry["file"]
     if frames.shape[1:3] != (resolution, resolution):
-        raise ValueError(f"{path}: frames are {frames.shape[2]}x{frames.shape[1]}, the model's resolution is {resolution}")
+        raise ValueError(f"{path}: frames are {frames.shape[2]}x{frames.shape[1]}, "
+                         f"the model's resolution is {resolution}")
     camera_dict = json.loads(str(np.load(path, allow_pickle=False)["meta"]))["camera"]
     if not camera_dict:
         raise ValueError(f"{path}: no camera model in the episode metadata (needed for action maps)")

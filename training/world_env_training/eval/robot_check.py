@@ -168,14 +168,16 @@ def format_report(d: dict) -> str:
     return "\n".join(
         [
             f"PandaModel vs LIBERO ({d['suite']} task {d['task_id']}, {d['n_configs']} random configurations)",
-            f"  base pose (robot0_base): pos {np.round(d['base_pos'], 4).tolist()} quat wxyz {np.round(d['base_quat_wxyz'], 4).tolist()}",
+            f"  base pose (robot0_base): pos {np.round(d['base_pos'], 4).tolist()} "
+            f"quat wxyz {np.round(d['base_quat_wxyz'], 4).tolist()}",
             f"  joint limits vs sim: max diff {d['joint_limit_max_diff']:.2e} rad",
             f"  FK position error:   max {d['fk_pos_err_mm_max']:.2e} mm, mean {d['fk_pos_err_mm_mean']:.2e} mm",
             f"  FK rotation error:   max {d['fk_rot_err_deg_max']:.2e} deg, mean {d['fk_rot_err_deg_mean']:.2e} deg",
             f"  eef quat (xyzw, sign included) max |diff| {d['fk_quat_max_abs_diff']:.2e}; "
             f"state axis-angle vs quat2axisangle max |diff| {d['state_aa_max_abs_diff']:.2e} rad",
             f"  IK from start config: success {100 * d['ik_success_rate']:.1f} %, sim residual pos max "
-            f"{d['ik_pos_err_mm_max']:.3f} mm (mean {d['ik_pos_err_mm_mean']:.3f}), rot max {d['ik_rot_err_deg_max']:.3f} deg",
+            f"{d['ik_pos_err_mm_max']:.3f} mm (mean {d['ik_pos_err_mm_mean']:.3f}), "
+            f"rot max {d['ik_rot_err_deg_max']:.3f} deg",
             f"  commanded_state vs OSC goal: pos max {d['cmd_pos_err_mm_max']:.2e} mm, rot max "
             f"{d['cmd_rot_err_deg_max']:.2e} deg, gripper target max {d['cmd_gripper_err_m_max']:.2e} m",
             f"  time per call: FK {d['fk_us_per_call']:.1f} us, FK quat {d['fk_quat_us_per_call']:.1f} us, "

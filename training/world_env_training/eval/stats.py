@@ -36,7 +36,8 @@ def mean_interval(values, confidence: float = 0.95) -> tuple[float, float, float
     return mean, mean - half, mean + half
 
 
-def newcombe_interval(k_a: int, n_a: int, k_b: int, n_b: int, z: float = 1.959963984540054) -> tuple[float, float, float]:
+def newcombe_interval(k_a: int, n_a: int, k_b: int, n_b: int,
+                      z: float = 1.959963984540054) -> tuple[float, float, float]:
     """(difference, low, high): p_a - p_b of two independent proportions with Newcombe's hybrid
     score interval (his method 10), built from each arm's Wilson interval. It keeps sensible
     coverage at small n and at 0 % or 100 %, where the Wald interval of a difference fails."""

@@ -482,20 +482,21 @@ def evaluate(cfg: WorldModelEvalConfig) -> dict:
              "| frames (with motion) |", "|---|---|---|---|---|---|---|---|---|"]
     for label, r in results.items():
         o = r["one"]
-        lines.append(f"| {label} | {r['params'] / 1e6:.1f} M | {o['psnr'].mean():.2f} | {o['baseline_psnr'].mean():.2f} | "
-                     f"{o['ssim'].mean():.4f} | {o['baseline_ssim'].mean():.4f} | {_nanmean(o['motion_psnr']):.2f} | "
-                     f"{_nanmean(o['baseline_motion_psnr']):.2f} | {len(o['psnr'])} "
+        lines.append(f"| {label} | {r['params'] / 1e6:.1f} M | {o['psnr'].mean():.2f} | "
+                     f"{o['baseline_psnr'].mean():.2f} | {o['ssim'].mean():.4f} | {o['baseline_ssim'].mean():.4f} | "
+                     f"{_nanmean(o['motion_psnr']):.2f} | {_nanmean(o['baseline_motion_psnr']):.2f} | {len(o['psnr'])} "
                      f"({int(np.isfinite(o['motion_psnr']).sum())}) |")
     marks = [m for m in (1, 2, 4, 8, 16, 24, 32, 48, 64) if m <= horizon]
     lines += ["", f"## Open-loop (rollouts of {horizon} steps; PSNR dB / SSIM at horizon)", "",
               "| model | " + " | ".join(f"h={m}" for m in marks) + " |", "|---|" + "---|" * len(marks)]
     for label, r in results.items():
         lo = r["loop"]
-        lines.append(f"| {label} | " + " | ".join(f"{lo['psnr'][:, m - 1].mean():.2f} / {lo['ssim'][:, m - 1].mean():.3f}"
-                                                    for m in marks) + " |")
+        lines.append(f"| {label} | " + " | ".join(
+            f"{lo['psnr'][:, m - 1].mean():.2f} / {lo['ssim'][:, m - 1].mean():.3f}" for m in marks) + " |")
     first = next(iter(results.values()))["loop"]
     lines.append("| copy last frame | " + " | ".join(
-        f"{first['baseline_psnr'][:, m - 1].mean():.2f} / {first['baseline_ssim'][:, m - 1].mean():.3f}" for m in marks) + " |")
+        f"{first['baseline_psnr'][:, m - 1].mean():.2f} / {first['baseline_ssim'][:, m - 1].mean():.3f}"
+        for m in marks) + " |")
     lines += ["", f"## Open-loop motion-masked PSNR (dB; pixels whose real change from the start frame exceeds "
               f"{MOTION_THRESHOLD} grey levels)", "",
               "| model | " + " | ".join(f"h={m}" for m in marks) + " |", "|---|" + "---|" * len(marks)]

@@ -151,8 +151,10 @@ class _Scene:
         b = np.broadcast_to(rot[:, 2, :][:, None, :], a.shape)
         s = size[:, None, :]
         with np.errstate(divide="ignore", invalid="ignore"):
-            lo = np.where(np.abs(b) > 1e-9, np.minimum((-s - a) / b, (s - a) / b), np.where(np.abs(a) <= s, -np.inf, np.inf))
-            hi = np.where(np.abs(b) > 1e-9, np.maximum((-s - a) / b, (s - a) / b), np.where(np.abs(a) <= s, np.inf, -np.inf))
+            lo = np.where(np.abs(b) > 1e-9, np.minimum((-s - a) / b, (s - a) / b),
+                          np.where(np.abs(a) <= s, -np.inf, np.inf))
+            hi = np.where(np.abs(b) > 1e-9, np.maximum((-s - a) / b, (s - a) / b),
+                          np.where(np.abs(a) <= s, np.inf, -np.inf))
         zlo, zhi = lo.max(-1), hi.min(-1)  # (G, K)
         hit = zlo <= zhi
         if hit.any():

@@ -250,7 +250,8 @@ class ImaginedEnv:
         if not chunk:
             actions = actions[:, None]
         if actions.ndim != 3 or actions.shape[0] != self.batch_size or actions.shape[2] != 7:
-            raise ValueError(f"actions: shape {actions.shape}, expected ({self.batch_size}, 7) or ({self.batch_size}, k, 7)")
+            raise ValueError(f"actions: shape {actions.shape}, expected ({self.batch_size}, 7) "
+                             f"or ({self.batch_size}, k, 7)")
         if self.stride > 1:
             return self._step_chunk(actions, chunk)
         images, states = [], []

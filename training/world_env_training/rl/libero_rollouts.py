@@ -40,7 +40,8 @@ class LiberoRolloutEnv:
                  stop_on_success: bool = True, seed: int = 0):
         if capacity < 1:
             raise ValueError(f"capacity={capacity}: expected a positive number of episodes")
-        self.capacity, self.resolution, self.workers, self.seed = int(capacity), int(resolution), int(workers), int(seed)
+        self.capacity, self.resolution, self.workers, self.seed = (int(capacity), int(resolution), int(workers),
+                                                                   int(seed))
         self.render = "all" if render_every_step else "last"
         self.stop_on_success = bool(stop_on_success)
         self._vec = None

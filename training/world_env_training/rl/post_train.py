@@ -48,9 +48,9 @@ from tqdm import tqdm
 from world_env_training.checkpoints import latest_checkpoint, remove_stale
 from world_env_training.configs import PostTrainConfig
 from world_env_training.data.dataset import DatasetError
-from world_env_training.rl.loop import StartState, collect_rollouts
+from world_env_training.rl.loop import collect_rollouts
 from world_env_training.rl.loop_runner import (LoopLearner, draw_starts, load_start_states, ppo_figures, seed_of,
-                                              suite_step_limit)
+                                               suite_step_limit)
 
 
 class _Distribution(torch.nn.Module):
@@ -185,12 +185,14 @@ def train(cfg: PostTrainConfig):
     model, resume, start = learner.model, learner.resumed_from, learner.update_count
     if cfg.env == "imagined" and world_model.config.frame_stride not in (1, model.config.chunk_size):
         raise ValueError(f"{cfg.world_model}: the world model predicts one frame per chunk of "
-                         f"{world_model.config.frame_stride} actions, the policy's chunks have {model.config.chunk_size}")
+                         f"{world_model.config.frame_stride} actions, the policy's chunks have "
+                         f"{model.config.chunk_size}")
     distribution = _Distribution(model)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        distribution = DistributedDataParallel(distribution, device_ids=[device.index] if device.type == "cuda" else None)
+        distribution = DistributedDataParallel(distribution,
+                                               device_ids=[device.index] if device.type == "cuda" else None)
     if start >= cfg.updates:
         if rank == 0:
             print(f"post-train: {resume} is already at update {start} of {cfg.updates}; nothing to do")
@@ -200,7 +202,8 @@ def train(cfg: PostTrainConfig):
                  f"LIBERO ({'reflector' if judged_by_reflector else 'success'} reward)")
         print(f"post-train: {len(starts)} initial states from {cfg.demos}; {cfg.batch_size} per update x "
               f"{cfg.rollouts_per_state} rollouts, up to {max_steps} {where} steps; {world} process(es) on "
-              f"{device}; " + (f"resuming at update {start} from {resume}" if resume else f"starting from {cfg.policy}"),
+              f"{device}; "
+              + (f"resuming at update {start} from {resume}" if resume else f"starting from {cfg.policy}"),
               flush=True)
 
     # --- updates --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from world_env_training.models.backbones import LLMS, VISION_ENCODERS
 from world_env_training.config_base import StageConfig, _check
 
+
 def _is_path(name: str) -> bool:
     return "/" in name or Path(name).is_dir()
 

@@ -170,4 +170,3 @@ class VLAProcessor:
                    else torch.as_tensor(np.asarray(action_is_pad), dtype=torch.bool))
             batch[ACTION_IS_PAD] = pad
         return {k: v.to(device) for k, v in batch.items()}
-

@@ -161,7 +161,8 @@ class WorldModelConfig(StageConfig):
         _check(self.semantic_encoder in SEMANTIC_ENCODERS, "semantic_encoder", self.semantic_encoder,
                f"one of {', '.join(SEMANTIC_ENCODERS)}")
         _check(not (self.semantic_tokens and self.semantic_encoder == "open_clip") or bool(self.open_clip_checkpoint),
-               "open_clip_checkpoint", self.open_clip_checkpoint, "a local checkpoint file for semantic_encoder=open_clip")
+               "open_clip_checkpoint", self.open_clip_checkpoint,
+               "a local checkpoint file for semantic_encoder=open_clip")
         _check(self.geometry_encoder in GEOMETRY_ENCODERS, "geometry_encoder", self.geometry_encoder,
                f"one of {', '.join(GEOMETRY_ENCODERS)}")
         _check(not (self.geometry_tokens and self.geometry_encoder == "vggt") or bool(self.vggt_weights),

@@ -366,7 +366,8 @@ class WorldModel(nn.Module):
         b = x0.shape[0]
         if self.training and self.config.history_noise_max > 0:
             key, unit = (HISTORY, 1.0) if self.autoencoder is None else (LATENTS, self.processor.latent_std)
-            sigma = torch.rand(b, 1, 1, 1, 1, device=x0.device, generator=generator) * self.config.history_noise_max * unit
+            sigma = (torch.rand(b, 1, 1, 1, 1, device=x0.device, generator=generator)
+                     * self.config.history_noise_max * unit)
             noise = torch.randn(batch[key].shape, device=x0.device, generator=generator)
             batch = {**batch, key: batch[key] + sigma * noise}
         sched = self._train_scheduler
@@ -424,7 +425,8 @@ class WorldModel(nn.Module):
         if not (path / CONFIG_NAME).is_file():
             newest = latest_checkpoint(path)
             if newest is None:
-                raise FileNotFoundError(f"{path}: neither a world-model folder ({CONFIG_NAME}) nor a run with checkpoints")
+                raise FileNotFoundError(f"{path}: neither a world-model folder ({CONFIG_NAME}) "
+                                        "nor a run with checkpoints")
             path = newest
         config = WorldModelConfig.from_json((path / CONFIG_NAME).read_text())
         autoencoder = None

@@ -31,8 +31,8 @@ three feed the model identically:
 (B, C, H, W); states normalised with the training data's mean and standard deviation; and the
 standard deviation of the training frame changes o_{t+1} - o_t, by which a residual model
 divides what it diffuses (for a latent model, that of the latent changes z_{t+1} - z_t, and the
-latents' own standard deviation, the unit of its history noise). The statistics are saved with the model (``processor.json``). Batch
-keys are the constants below.
+latents' own standard deviation, the unit of its history noise). The statistics are saved with
+the model (``processor.json``). Batch keys are the constants below.
 """
 
 from __future__ import annotations
@@ -198,7 +198,8 @@ class WorldModelProcessor:
     def __init__(self, state_mean=None, state_std=None, residual_std: float = 2.0, latent_residual_std: float = 1.0,
                  latent_std: float = 1.0, position_gain: float = 1.0, rotation_gain: float = 1.0):
         self.state_mean = np.zeros(7, np.float32) if state_mean is None else np.asarray(state_mean, np.float32)
-        self.state_std = np.ones(7, np.float32) if state_std is None else np.maximum(np.asarray(state_std, np.float32), 1e-3)
+        self.state_std = (np.ones(7, np.float32) if state_std is None
+                          else np.maximum(np.asarray(state_std, np.float32), 1e-3))
         self.residual_std = max(float(residual_std), 1e-3)
         self.latent_residual_std = max(float(latent_residual_std), 1e-3)
         self.latent_std = max(float(latent_std), 1e-3)
