@@ -5,8 +5,10 @@ the pipeline's report gives it) and the exact two-sided McNemar p-value of the d
 
     python results/grounding/paired.py
 
-Two sets: the 40 init states of the runs' own evaluations, and all 45 held-out states of the
-task, every arm evaluated again under GT termination (``heldout45/<arm>/eval.json``).
+Three sets: the 40 init states of the runs' own evaluations; all 45 held-out saved states of the
+task, every arm evaluated again under GT termination (``heldout45/<arm>/eval.json``); and 150
+drawn init states (ids 50-199, ``evaluate --init_state_source drawn``) for SFT, the arm-physics
+run and the control arm (``drawn150/<arm>/eval.json``).
 """
 
 import json
@@ -27,6 +29,9 @@ SETS = {
          "libero12": HERE / "loop_libero" / "eval.json", "libero24": HERE / "loop_libero_24" / "eval.json"}),
     "all 45 held-out init states (heldout45/)": (
         HERE / "heldout45" / "sft" / "eval.json", {name: HERE / "heldout45" / name / "eval.json" for name in NAMES}),
+    "150 drawn init states (drawn150/)": (
+        HERE / "drawn150" / "sft" / "eval.json",
+        {name: HERE / "drawn150" / name / "eval.json" for name in ("physics", "libero12")}),
 }
 
 
