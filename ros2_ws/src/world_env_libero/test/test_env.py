@@ -129,6 +129,11 @@ def test_drawn_init_states(env):
     # Within the saved states' range: arm joints near the saved ones' mean (0.02 rad noise).
     assert np.abs(drawn[0]["joint_positions"] - states[:, :7].mean(0)).max() < 0.1
     assert np.abs(drawn[0]["joint_positions"] - saved["joint_positions"]).max() > 1e-4
+    # The controller's nullspace posture is the standard reset's, as for a saved state (a policy
+    # fine-tuned on saved states fails on every drawn one when it is the drawn joints instead).
+    nullspace = [env.reset(i, settle_steps=0) and env.raw.env.robots[0].controller.initial_joint.copy()
+                 for i in (0, 50)]
+    np.testing.assert_array_equal(nullspace[0], nullspace[1])
 
 
 def test_reset_is_deterministic(env, first):

@@ -38,7 +38,8 @@ states: after the seeded hard reset (the standard fixtures), LIBERO's own sample
 objects and robosuite's Gaussian joint noise (0.02 rad, the domain's default, which the saved
 states show: their arm joints spread by 0.017-0.021 rad) perturbs the arm, both from NumPy's RNG
 seeded by the suite, task and id. The same id gives the same scene on any machine; no saved
-state is among them, so they are held out from anything trained on the saved ones.
+state is among them, so they are held out from anything trained on the saved ones. The episode
+then starts like a saved state's: the standard reset, then the drawn state set into it.
 """
 
 from __future__ import annotations
@@ -186,22 +187,26 @@ class LiberoEnv:
                              f"LIBERO's saved states of {self.suite} task {self.task_id}, larger ids drawn ones")
         if settle_steps < 0:
             raise ValueError(f"settle_steps must be >= 0, got {settle_steps}")
-        self.raw.seed(self.seed)
-        if self._scene_built:
-            self._soft_reset()
-        else:
-            self.raw.reset()
-            self._scene_built = True
         if init_state_id < self.num_init_states:
             state = self._init_states[init_state_id]
         else:
             state = self._drawn_state(init_state_id)
+        self._reset_scene()
         self.raw_obs = self.raw.set_init_state(state)
         # A hard reset rebuilds the sim; addresses are the same, but read them from this one.
         self._arm_idx, self._finger_idx = self.robot.mujoco_qpos_indices(self.raw.sim.model)
         for _ in range(settle_steps):
             self.raw_obs, *_ = self.raw.step(SETTLE_ACTION)
         return self._observe()
+
+    def _reset_scene(self) -> None:
+        """LIBERO's seeded reset: a hard one the first time, then soft ones (module doc)."""
+        self.raw.seed(self.seed)
+        if self._scene_built:
+            self._soft_reset()
+        else:
+            self.raw.reset()
+            self._scene_built = True
 
     def _soft_reset(self) -> None:
         """LIBERO's reset without rebuilding the model (module doc): it places the objects and
@@ -217,7 +222,14 @@ class LiberoEnv:
             robot.gripper.current_action = np.zeros(robot.gripper.dof)
 
     def _drawn_state(self, init_state_id: int) -> np.ndarray:
-        """The flattened MuJoCo state of drawn init state ``init_state_id`` (after a reset)."""
+        """The flattened MuJoCo state of drawn init state ``init_state_id``.
+
+        Drawn before the episode's own reset: the robot's reset also sets the arm controller's
+        nullspace posture to the joints it finds, which must be the noise-free pose the standard
+        reset gives (as for saved states), not the drawn one.
+        """
+        if not self._scene_built:
+            self._reset_scene()
         np.random.seed(zlib.crc32(f"{self.suite}/{self.task_id}/{init_state_id}".encode()))
         robots = self.raw.env.robots
         noise = [robot.initialization_noise for robot in robots]
