@@ -55,13 +55,11 @@ from world_env_common.camera import CameraModel, depth_from_mujoco_zbuffer, upri
 from world_env_common.rig import Rig
 from world_env_common.robot import PandaModel
 
-__all__ = ["LiberoEnv", "MAX_STEPS", "SAVED_INIT_STATES", "SETTLE_ACTION", "SUITES"]
+__all__ = ["LiberoEnv", "MAX_STEPS", "SETTLE_ACTION", "SUITES"]
 
 #: Policy steps per episode in the standard evaluation (OpenVLA-OFT), settle steps not counted.
 MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520}
 SUITES = tuple(MAX_STEPS)
-#: LIBERO's saved init states per task; ids from this one on are drawn (module doc).
-SAVED_INIT_STATES = 50
 #: Upper end (exclusive) of the init state ids: a bound that only catches nonsense.
 MAX_INIT_STATE_ID = 2**31
 #: robosuite's default joint noise, which LIBERO's saved states were drawn with (rad).
