@@ -2,7 +2,8 @@
 the stages run in order as their own processes, the report is written from what they
 produced, a second run skips every stage, and a changed option reruns only the stages it
 reaches. Then the default start from the shipped pretrained artifacts: they are checked
-(sha256, what they are for), stand in for the training stages, and load into the later ones."""
+(sha256, what they are for), stand in for the training stages, and load into the later ones;
+a shipped control-arm policy stands in for post-train-libero only when its config is the run's."""
 
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ from world_env_training.pipeline import stage_configs
 SHIPPED = Path(__file__).resolve().parents[1] / pretrained.EMBEDDED_DEFAULT
 TRAINING = ["collect-demos", "train-sft", "explore", "train-autoencoder", "train-world-model", "train-reflector"]
 LATER = ["evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", "audit-reward-hacking"]
-# The later stages shrunk to a few steps.
+# The later stages shrunk to a few steps (the control arm trained for one update, as its shipped
+# policy was trained with the default options).
 SHORT = ["--loop_updates", "1", "--loop_batch_size", "1", "--rollouts_per_state", "2", "--loop_max_steps", "8",
-         "--eval_episodes_per_task", "1", "--workers", "2"]
+         "--eval_episodes_per_task", "1", "--control_updates", "1", "--audit_starts", "1", "--workers", "2"]
 TINY = ["--pretrained", "", "--suites", "libero_object", "--task_ids", "0", "--demos_per_task", "2", "--sft_steps", "2",
         "--explore_episodes_per_task", "1", "--autoencoder_steps", "2", "--world_model_steps", "2",
         "--reflector_steps", "2",
-        "--arm", "gains", *SHORT]
+        "--arm", "gains", "--control_arm", "false", *SHORT]
 
 
 def _pipeline(run_dir, *extra, timeout=1500, options=TINY):
@@ -86,15 +88,17 @@ def test_pipeline_runs_every_stage_then_caches_them(tmp_path, report):
 
 
 def test_stage_options_reach_their_stages(tmp_path):
-    cfg = configs.PipelineConfig(run_dir=str(tmp_path), arm="gains", loop_lr=3e-5, audit_rollouts_per_state=3)
+    cfg = configs.PipelineConfig(run_dir=str(tmp_path), arm="gains", loop_lr=3e-5, audit_rollouts_per_state=3,
+                                 audit_starts=7)
     stages = stage_configs(cfg)
     post, audit = stages["post-train"][1], stages["audit-reward-hacking"][1]
     assert (post.arm, audit.arm, post.lr_lora, post.lr_heads) == ("gains", "gains", 3e-5, 3e-5)
-    assert audit.rollouts_per_state == 3
+    assert (audit.rollouts_per_state, audit.starts) == (3, 7)
     assert post.policy == f"{cfg.pretrained}/sft" and post.world_model == f"{cfg.pretrained}/world_model"
     assert stages["evaluate-sft"][1].training_datasets == [f"{cfg.pretrained}/{d}"
                                                            for d in ("demos", "explore", "explore_more")]
-    assert stages["evaluate-sft"][1].init_state_source == "saved"
+    evaluate = stages["evaluate-sft"][1]
+    assert (evaluate.init_state_source, evaluate.episodes_per_task) == ("drawn", 50)
     scratch = stage_configs(configs.PipelineConfig(run_dir=str(tmp_path), pretrained=""))
     assert scratch["post-train"][1].policy == str(tmp_path / "sft") and scratch["post-train"][1].arm == "physics"
     assert scratch["evaluate-world-model"][1].holdout == ""
@@ -102,7 +106,7 @@ def test_stage_options_reach_their_stages(tmp_path):
 
 def test_control_arm_and_drawn_evaluation_options(tmp_path):
     cfg = configs.PipelineConfig(run_dir=str(tmp_path), control_arm=True, control_updates=5,
-                                 eval_init_state_source="drawn", eval_episodes_per_task=60)
+                                 eval_episodes_per_task=60)
     stages = stage_configs(cfg)
     control, post = stages["post-train-libero"][1], stages["post-train"][1]
     assert (control.env, control.updates, control.policy) == ("libero", 5, post.policy)
@@ -112,13 +116,65 @@ def test_control_arm_and_drawn_evaluation_options(tmp_path):
     assert evaluate.policy == control.output_dir and evaluate.init_state_source == "drawn"
     assert evaluate.episodes_per_task == 60 and stages["evaluate-sft"][1].init_state_source == "drawn"
     with pytest.raises(ValueError, match="eval_episodes_per_task.*at most 50 with eval_init_state_source saved"):
-        configs.PipelineConfig(eval_episodes_per_task=60)
+        configs.PipelineConfig(eval_episodes_per_task=60, eval_init_state_source="saved")
     # The plan: control stages listed, run only when asked for.
     for flag, state in (("false", "not used (control_arm false)"), ("true", "to run")):
         out = _pipeline(tmp_path / "plan", "--control_arm", flag, "--dry_run", "true", timeout=300, options=SHORT)
         assert out.returncode == 0, out.stderr[-3000:]
         plan = _plan(out.stdout)
         assert state in plan["post-train-libero"] and state in plan["evaluate-control"]
+
+
+def _with_control(folder: Path, config: dict, metrics: list[dict]) -> None:
+    """Add a control artifact to the pretrained ``folder``: the shipped SFT policy standing in for
+    a trained one, recorded as trained with ``config``."""
+    source = folder.parent / "control_run"
+    shutil.copytree(folder / "sft", source)
+    state = json.loads((source / "train_state.json").read_text())
+    (source / "train_state.json").write_text(json.dumps(dict(state, train_config=config)))
+    (source / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    pretrained.add({"artifacts": {"control": {"source": str(source), "stage": "post-train-libero", "command": "c",
+                                              "commit": "x", "half": False}}}, folder)
+
+
+def test_a_shipped_control_policy_stands_in_for_its_stage(tmp_path):
+    from world_env_training.pipeline import shipped_control
+    from world_env_training.report import write_report
+
+    folder = tmp_path / "pretrained"
+    shutil.copytree(SHIPPED, folder)
+    cfg = configs.PipelineConfig(run_dir=str(tmp_path / "run"), pretrained=str(folder))
+    trained = stage_configs(cfg)["post-train-libero"][1]
+    # As recorded by a run elsewhere: another output folder, worker count and device.
+    recorded = dict(trained.to_dict(), output_dir="runs/elsewhere/loop_libero", libero_workers=1, device="cuda")
+    _with_control(folder, recorded, [{"update": u, "return_mean": r} for u, r in ((1, 0.125), (2, 0.5))])
+    assert pretrained.verify(folder)["artifacts"]["control"]["config"] == recorded
+    stages = stage_configs(cfg)
+    assert stages["evaluate-control"][1].policy == str(folder / "control") == shipped_control(cfg, trained)
+    # Any LOOP option that changes what the control arm learns trains it here instead.
+    for option in ({"control_updates": 13}, {"loop_lr": 3e-5}, {"seed": 1}, {"rollouts_per_state": 4}):
+        changed = configs.PipelineConfig(run_dir=str(tmp_path / "run"), pretrained=str(folder), **option)
+        assert stage_configs(changed)["evaluate-control"][1].policy == str(tmp_path / "run" / "loop_libero"), option
+
+    out = _pipeline(cfg.run_dir, "--pretrained", str(folder), "--dry_run", "true", options=[], timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    plan = _plan(out.stdout)
+    assert f"pretrained (not run): {folder / 'control'}" in plan["post-train-libero"]
+    assert "to run" in plan["evaluate-control"]
+    out = _pipeline(cfg.run_dir, "--pretrained", str(folder), "--control_updates", "3", "--dry_run", "true",
+                    options=[], timeout=120)
+    assert "to run" in _plan(out.stdout)["post-train-libero"]
+
+    text = write_report(cfg, stages, {"autoencoder_eval": str(folder / "nothing.json"),
+                                      "reflector": str(folder / "reflector")}).read_text()
+    assert "Success share of its rollouts per update: 0.12, 0.50." in text
+    assert f"pretrained `{folder / 'control'}`" in text and "Only its evaluation ran here." in text
+    assert f"| post-train-libero | pretrained, `{folder / 'control'}` | - |" in text
+    again = {"source": str(tmp_path / "control_run"), "stage": "post-train-libero", "command": "c", "commit": "x"}
+    with pytest.raises(FileExistsError, match="already has an artifact 'control'"):
+        pretrained.add({"artifacts": {"control": again}}, folder)
+    with pytest.raises(pretrained.PretrainedError, match="'policy' .stage post-train.: not an artifact a folder"):
+        pretrained.add({"artifacts": {"policy": dict(again, stage="post-train")}}, folder)
 
 
 def test_shipped_artifacts_are_verified(tmp_path):
@@ -182,6 +238,10 @@ def test_pipeline_from_the_shipped_artifacts(tmp_path, report):
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
     plan = _plan(out.stdout)
     assert all("pretrained (not run)" in plan[name] for name in TRAINING)
+    # SHORT's LOOP options are not the shipped control arm's: it trains here, for one update.
+    assert "to run" in plan["post-train-libero"]
+    assert len((run / "loop_libero" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert json.loads((run / "eval_control" / "eval.json").read_text())["summary"]
     assert not any((run / name).exists() for name in ("demos", "sft", "explore", "world_model", "reflector"))
     seconds = {name: json.loads((run / "pipeline" / f"{name}.done.json").read_text())["seconds"] for name in LATER}
     report("pipeline from pretrained, short later stages (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))

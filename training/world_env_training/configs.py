@@ -1016,18 +1016,22 @@ class PipelineConfig(StageConfig):
         binary_reward: LOOP with 0/1 reward from the reflector's threshold (the ablation).
         audit_rollouts_per_state: Imagined rollouts of the post-trained policy per evaluated init
             state that the audit replays in LIBERO (each costs about 10 s on one core).
+        audit_starts: Evaluated init states the audit starts from (the first this many of
+            evaluate-loop's; 0: all of them).
         control_arm: Also run the control arm: the same LOOP from the same SFT policy with real
             LIBERO as the environment and its success as reward (post-train --env libero, stage
             post-train-libero), evaluated like the others (evaluate-control), as a third row of
             the report's table. It tells LOOP's ability to learn apart from imagination's
-            fidelity; about 27 minutes for 12 updates and 6 for its evaluation on two cores.
+            fidelity. Training it takes about 27 minutes for 12 updates on two cores; the
+            embedded default ships it (the pretrained folder's control artifact), so that only
+            its evaluation runs, unless a LOOP option here differs from the shipped run's.
         control_updates: LOOP updates of the control arm.
         eval_episodes_per_task: Real LIBERO episodes per task and protocol for each policy, each
-            from an init state no training dataset starts from (the default's 45: every saved
-            state of the task that the pretrained datasets, starting from states 0-4, leave).
+            from an init state no training dataset starts from.
         eval_init_state_source: Where evaluated init states come from (evaluate's
-            init_state_source): saved (LIBERO's 50 per task, at most 45 held out here) or drawn
-            (new scenes from LIBERO's own samplers, ids 50 on, as many as eval_episodes_per_task).
+            init_state_source): drawn (new scenes from LIBERO's own samplers, ids 50 on, as many
+            as eval_episodes_per_task; the default's 50 are ids 50-99) or saved (LIBERO's 50 per
+            task, of which the pretrained datasets, starting from states 0-4, leave 45).
         protocol: gt_termination, self_termination or both.
         workers: Simulator processes in the LIBERO stages.
         skip: Stages not to run (their outputs must already exist), e.g. [collect-demos].
@@ -1060,10 +1064,11 @@ class PipelineConfig(StageConfig):
     loop_max_steps: int = 0
     binary_reward: bool = False
     audit_rollouts_per_state: int = 1
-    control_arm: bool = False
+    audit_starts: int = 20
+    control_arm: bool = True
     control_updates: int = 12
-    eval_episodes_per_task: int = 45
-    eval_init_state_source: str = "saved"
+    eval_episodes_per_task: int = 50
+    eval_init_state_source: str = "drawn"
     protocol: str = "both"
     workers: int = 2
     skip: list[str] = field(default_factory=list)
@@ -1081,6 +1086,7 @@ class PipelineConfig(StageConfig):
                      "world_model_frame_stride", "eval_episodes_per_task", "audit_rollouts_per_state",
                      "control_updates", "workers"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
+        _check(self.audit_starts >= 0, "audit_starts", self.audit_starts, "a non-negative integer (0: all)")
         _check(self.loop_max_steps >= 0, "loop_max_steps", self.loop_max_steps,
                "a non-negative integer (0: the suite's step limit)")
         _check(self.rollouts_per_state >= 2, "rollouts_per_state", self.rollouts_per_state, "at least 2")

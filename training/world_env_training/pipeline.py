@@ -7,7 +7,10 @@ Stages (each one the ``world-env`` subcommand of the same name, run as its own p
     [-> evaluate-control] -> audit-reward-hacking -> report
 
 The bracketed stages are the control arm (``control_arm``): LOOP with real LIBERO as the
-environment, from the same SFT policy, evaluated like the others.
+environment, from the same SFT policy, evaluated like the others. A pretrained folder may ship
+the control arm's policy (its ``control`` artifact): when that policy's post-train config is the
+one post-train-libero would run here (``shipped_control``), the stage is not run and
+evaluate-control evaluates the shipped policy.
 
 Each stage's configuration is derived from the pipeline's options, written to
 ``RUN/pipeline/<stage>.yaml`` and run as ``world-env <command> --config RUN/pipeline/<stage>.yaml``
@@ -89,6 +92,24 @@ def artifacts(cfg: configs.PipelineConfig) -> dict[str, str | list[str]]:
             "training_datasets": [str(folder / name) for name in datasets]}
 
 
+#: post-train-libero options that change where and how fast the control arm trains, not what
+#: it learns: a shipped control policy stands in for the stage when all the others match.
+CONTROL_FREE = ("output_dir", "libero_workers", "device")
+
+
+def shipped_control(cfg: configs.PipelineConfig, train_cfg: configs.PostTrainConfig) -> str:
+    """The pretrained folder's control policy if post-train-libero would train the same here
+    (its recorded config equals ``train_cfg`` but for ``CONTROL_FREE``); else ''."""
+    if not cfg.pretrained:
+        return ""
+    art = json.loads((Path(cfg.pretrained) / pretrained.MANIFEST).read_text())["artifacts"].get("control")
+    if art is None or not art.get("config"):
+        return ""
+    mine = {k: v for k, v in train_cfg.to_dict().items() if k not in CONTROL_FREE}
+    theirs = {k: v for k, v in art["config"].items() if k not in CONTROL_FREE}
+    return str(Path(cfg.pretrained) / "control") if mine == theirs else ""
+
+
 def check_pretrained(cfg: configs.PipelineConfig) -> dict:
     """Verify the pretrained folder's files and that it was made for this run; its manifest."""
     manifest = pretrained.verify(cfg.pretrained)
@@ -120,6 +141,10 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
                     resolution=cfg.resolution, workers=cfg.workers, **common)
     loop = dict(world_model=made["world_model"], reflector=made["reflector"], demos=made["demos"],
                 max_steps=cfg.loop_max_steps, arm=cfg.arm, **common)
+    control = configs.PostTrainConfig(
+        policy=made["sft"], env="libero", output_dir=str(run / "loop_libero"),
+        rollouts_per_state=cfg.rollouts_per_state, batch_size=cfg.loop_batch_size, updates=cfg.control_updates,
+        lr_lora=cfg.loop_lr, lr_heads=cfg.loop_lr, libero_workers=cfg.workers, **loop)
     return {
         "collect-demos": ("collect-demos", configs.CollectDemosConfig(
             **tasks, demos_per_task=cfg.demos_per_task, resolution=cfg.resolution, output_dir=str(run / "demos"),
@@ -150,18 +175,16 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
             policy=made["sft"], output_dir=str(run / "loop"), rollouts_per_state=cfg.rollouts_per_state,
             batch_size=cfg.loop_batch_size, updates=cfg.loop_updates, lr_lora=cfg.loop_lr, lr_heads=cfg.loop_lr,
             binary_reward=cfg.binary_reward, **loop)),
-        "post-train-libero": ("post-train", configs.PostTrainConfig(
-            policy=made["sft"], env="libero", output_dir=str(run / "loop_libero"),
-            rollouts_per_state=cfg.rollouts_per_state, batch_size=cfg.loop_batch_size, updates=cfg.control_updates,
-            lr_lora=cfg.loop_lr, lr_heads=cfg.loop_lr, libero_workers=cfg.workers, **loop)),
+        "post-train-libero": ("post-train", control),
         "evaluate-sft": ("evaluate", configs.EvaluateConfig(
             policy=made["sft"], output_dir=str(run / "eval_sft"), **evaluate)),
         "evaluate-loop": ("evaluate", configs.EvaluateConfig(
             policy=str(run / "loop"), output_dir=str(run / "eval_loop"), **evaluate)),
         "evaluate-control": ("evaluate", configs.EvaluateConfig(
-            policy=str(run / "loop_libero"), output_dir=str(run / "eval_control"), **evaluate)),
+            policy=shipped_control(cfg, control) or control.output_dir, output_dir=str(run / "eval_control"),
+            **evaluate)),
         "audit-reward-hacking": ("audit-reward-hacking", configs.AuditConfig(
-            policy=str(run / "loop"), eval_json=str(run / "eval_loop" / "eval.json"), starts=0,
+            policy=str(run / "loop"), eval_json=str(run / "eval_loop" / "eval.json"), starts=cfg.audit_starts,
             rollouts_per_state=cfg.audit_rollouts_per_state,
             output_dir=str(run / "audit"), **loop)),
     }
@@ -192,6 +215,7 @@ def run_pipeline(cfg: configs.PipelineConfig) -> int:
               "sha256 verified); --pretrained '' trains every stage instead", flush=True)
     # A done-record names the pretrained manifest it ran against: new artifacts rerun every stage.
     source = pretrained.sha256(Path(cfg.pretrained) / pretrained.MANIFEST) if cfg.pretrained else ""
+    shipped = cfg.control_arm and shipped_control(cfg, stages["post-train-libero"][1])
     plan = []
     runs: set[str] = set()
     for i, name in enumerate(STAGE_ORDER, 1):
@@ -205,6 +229,8 @@ def run_pipeline(cfg: configs.PipelineConfig) -> int:
             state = "not used (latent_world_model false)"
         elif name in configs.CONTROL_STAGES and not cfg.control_arm:
             state = "not used (control_arm false)"
+        elif name == "post-train-libero" and shipped:
+            state = f"pretrained (not run): {shipped}"
         else:
             record = _done_record(run, name)
             changed = [s for s in INPUTS[name] if s in runs]

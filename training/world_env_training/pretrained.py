@@ -9,13 +9,18 @@ default) holds the outputs of the training stages as the stages themselves would
     world_model/      latent world-model folder, with its autoencoder/ and holdout.json
     reflector/        reflector model folder
     demos/ explore/ explore_more/   the datasets the models were trained on (DATASET.md)
+    control/          optional: the control arm's policy (post-train --env libero from sft/),
+                      with its run's metrics.jsonl; the pipeline evaluates it instead of training
+                      the control arm when its config is the one the pipeline would run
 
 Floating-point tensors are stored as float16 to keep the folder small; the models load them into
 their float32 parameters (``load_state_dict`` casts). ``verify`` checks every file against the
 manifest before a pipeline uses the folder, and fails naming the file that differs.
 
 ``python -m world_env_training.pretrained SPEC.json OUTPUT`` builds such a folder from training
-runs: SPEC names, per artifact, its source folder and provenance (see ``export``).
+runs: SPEC names, per artifact, its source folder and provenance (see ``export``);
+``python -m world_env_training.pretrained --add SPEC.json FOLDER`` adds SPEC's artifacts to an
+existing folder (``add``), leaving the others as they are.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ EMBEDDED_DEFAULT = "pretrained/embedded_default"
 #: Artifact name -> the pipeline stage whose output it replaces.
 STAGES = {"demos": "collect-demos", "sft": "train-sft", "explore": "explore",
           "world_model": "train-world-model", "reflector": "train-reflector"}
+#: Artifacts a folder may hold besides ``STAGES``: name -> the pipeline stage it may stand in for.
+OPTIONAL = {"control": "post-train-libero"}
 #: The pipeline stages a pretrained folder stands in for (the world model holds its autoencoder).
 PIPELINE_STAGES = ("collect-demos", "train-sft", "explore", "train-autoencoder", "train-world-model",
                    "train-reflector")
@@ -97,6 +104,42 @@ def _write_half(source: Path, target: Path) -> None:
     save_file(half, str(target), metadata={"converted_from": "float32"})
 
 
+def _copy_artifact(name: str, art: dict, output: Path) -> dict:
+    """Copy one artifact of a spec into ``output/name``; its manifest record."""
+    source, target = Path(art["source"]).resolve(), output / name
+    if target.exists():
+        raise FileExistsError(f"{target}: already exists; an artifact is written once")
+    half = art.get("half", True)
+    for path in sorted(source.rglob("*")):
+        rel = path.relative_to(source)
+        if path.is_dir() or rel.name in _SKIPPED or any(p.startswith(".") for p in rel.parts):
+            continue
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        if half and path.suffix == ".safetensors" and path.name != "processor.safetensors":
+            _write_half(path, target / rel)
+        else:
+            shutil.copyfile(path, target / rel)
+    if "dataset_names" in art and (target / "holdout.json").is_file():
+        holdout = json.loads((target / "holdout.json").read_text())
+        holdout["datasets"] = [str(output / d) for d in art["dataset_names"]]
+        (target / "holdout.json").write_text(json.dumps(holdout, indent=1))
+    train_state = target / "train_state.json"
+    config = json.loads(train_state.read_text())["train_config"] if train_state.is_file() else None
+    if config is None and (target / "manifest.json").is_file():  # a dataset: its stage's config
+        config = json.loads((target / "manifest.json").read_text())["info"].get("config")
+    return {"stage": art["stage"], "source": art["source"], "command": art["command"], "commit": art["commit"],
+            "config": config, "note": art.get("note", ""), "float16": half}
+
+
+def _write_manifest(output: Path, manifest: dict) -> dict:
+    manifest["files"] = {}
+    for path in sorted(output.rglob("*")):
+        if path.is_file() and path != output / MANIFEST:
+            manifest["files"][str(path.relative_to(output))] = {"sha256": sha256(path), "bytes": path.stat().st_size}
+    (output / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
 def export(spec: dict, output: str | Path) -> dict:
     """Build a pretrained folder at ``output`` from ``spec`` and return its manifest.
 
@@ -112,42 +155,35 @@ def export(spec: dict, output: str | Path) -> dict:
     if output.exists():
         raise FileExistsError(f"{output}: already exists; export writes a new folder")
     output.mkdir(parents=True)
-    manifest = {"format": FORMAT, "version": VERSION, "for": spec["for"], "artifacts": {}, "files": {}}
+    manifest = {"format": FORMAT, "version": VERSION, "for": spec["for"], "artifacts": {}}
     for name, art in spec["artifacts"].items():
-        source, target = Path(art["source"]).resolve(), output / name
-        half = art.get("half", True)
-        for path in sorted(source.rglob("*")):
-            rel = path.relative_to(source)
-            if path.is_dir() or rel.name in _SKIPPED or any(p.startswith(".") for p in rel.parts):
-                continue
-            (target / rel).parent.mkdir(parents=True, exist_ok=True)
-            if half and path.suffix == ".safetensors" and path.name != "processor.safetensors":
-                _write_half(path, target / rel)
-            else:
-                shutil.copyfile(path, target / rel)
-        if "dataset_names" in art and (target / "holdout.json").is_file():
-            holdout = json.loads((target / "holdout.json").read_text())
-            holdout["datasets"] = [str(output / d) for d in art["dataset_names"]]
-            (target / "holdout.json").write_text(json.dumps(holdout, indent=1))
-        train_state = target / "train_state.json"
-        config = json.loads(train_state.read_text())["train_config"] if train_state.is_file() else None
-        if config is None and (target / "manifest.json").is_file():  # a dataset: its stage's config
-            config = json.loads((target / "manifest.json").read_text())["info"].get("config")
-        manifest["artifacts"][name] = {"stage": art["stage"], "source": art["source"], "command": art["command"],
-                                       "commit": art["commit"], "config": config, "note": art.get("note", ""),
-                                       "float16": half}
-    for path in sorted(output.rglob("*")):
-        if path.is_file():
-            manifest["files"][str(path.relative_to(output))] = {"sha256": sha256(path), "bytes": path.stat().st_size}
-    (output / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest
+        manifest["artifacts"][name] = _copy_artifact(name, art, output)
+    return _write_manifest(output, manifest)
+
+
+def add(spec: dict, folder: str | Path) -> dict:
+    """Add ``spec["artifacts"]`` (as in ``export``) to the verified pretrained ``folder``; its new
+    manifest. The folder's other files are checked first and kept as they are."""
+    folder = Path(folder)
+    manifest = verify(folder)
+    for name, art in spec["artifacts"].items():
+        if name in manifest["artifacts"]:
+            raise FileExistsError(f"{folder}: already has an artifact {name!r}")
+        if OPTIONAL.get(name) != art["stage"]:
+            raise PretrainedError(f"{name!r} (stage {art['stage']}): not an artifact a folder may add "
+                                  f"({', '.join(f'{k}: {v}' for k, v in OPTIONAL.items())})")
+        manifest["artifacts"][name] = _copy_artifact(name, art, folder)
+    return _write_manifest(folder, manifest)
 
 
 def main(argv: list[str]) -> int:
+    adding = argv[:1] == ["--add"]
+    if adding:
+        argv = argv[1:]
     if len(argv) != 2:
-        print("usage: python -m world_env_training.pretrained SPEC.json OUTPUT_FOLDER", file=sys.stderr)
+        print("usage: python -m world_env_training.pretrained [--add] SPEC.json FOLDER", file=sys.stderr)
         return 2
-    manifest = export(json.loads(Path(argv[0]).read_text()), argv[1])
+    manifest = (add if adding else export)(json.loads(Path(argv[0]).read_text()), argv[1])
     total = sum(f["bytes"] for f in manifest["files"].values())
     print(f"{argv[1]}: {len(manifest['files'])} files, {total / 2**20:.1f} MiB")
     return 0

@@ -126,20 +126,21 @@ def _scalars(tb_dir: Path, prefix: str = "train/loss") -> tuple[list[int], list[
     return [e.step for e in events], [e.value for e in events]
 
 
-def _loop_metrics(run: Path, folder: str = "loop") -> list[dict]:
-    path = run / folder / "metrics.jsonl"
+def _loop_metrics(folder: Path) -> list[dict]:
+    path = folder / "metrics.jsonl"
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def training_curves(run: Path, out: Path, pretrained: bool) -> Path:
+def training_curves(run: Path, out: Path, pretrained: bool, control: list[dict]) -> Path:
+    """control: the control arm's LOOP metrics (empty: none)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    loop = _loop_metrics(run)
+    loop = _loop_metrics(run / "loop")
     trained = [("SFT loss (L1 + Laplace NLL)", run / "sft" / "tb"),
                ("world model loss (v-prediction MSE)", run / "world_model" / "tb"),
                ("reflector loss (BCE)", run / "reflector" / "tb")]
@@ -159,7 +160,6 @@ def training_curves(run: Path, out: Path, pretrained: bool) -> Path:
             ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("update" if title.startswith("LOOP") else "step")
         ax.grid(alpha=0.3)
-    control = _loop_metrics(run, "loop_libero")
     if control:  # the control arm's return is its real success share
         axes.flat[3].plot([m["update"] for m in control], [m["return_mean"] for m in control], marker="s", ms=3)
         axes.flat[3].legend(["in imagination", "control arm, in LIBERO"], fontsize=8)
@@ -230,7 +230,7 @@ def write_report(cfg: configs.PipelineConfig, stages: dict, made: dict) -> Path:
         lines += ["", "![success](report/success.png)"]
 
     lines += ["", "## Post-training (LOOP in imagination)", ""]
-    metrics = _loop_metrics(run)
+    metrics = _loop_metrics(run / "loop")
     if metrics:
         first, last = metrics[0], metrics[-1]
         lines += [f"{len(metrics)} updates; each {cfg.loop_batch_size} initial states x {cfg.rollouts_per_state} "
@@ -256,14 +256,20 @@ def write_report(cfg: configs.PipelineConfig, stages: dict, made: dict) -> Path:
     else:
         lines.append("No LOOP metrics (the post-train stage did not run).")
 
+    control_policy = Path(stages["evaluate-control"][1].policy)
+    control = _loop_metrics(control_policy) if cfg.control_arm else []
     if cfg.control_arm:
         lines += ["", "## Control arm: LOOP in LIBERO", ""]
-        control = _loop_metrics(run, "loop_libero")
         if control:
+            shipped = control_policy != Path(stages["post-train-libero"][1].output_dir)
             lines += [f"The same LOOP from the same SFT policy with LIBERO as the environment and its success as the "
                       f"reward: {len(control)} updates of {cfg.loop_batch_size} initial states x "
                       f"{cfg.rollouts_per_state} rollouts. Success share of its rollouts per update: "
                       + ", ".join(f"{m['return_mean']:.2f}" for m in control) + "."]
+            if shipped:
+                lines += ["", f"This policy was not trained in this run: it is the pretrained `{control_policy}` "
+                          "(the post-train-libero config it records is the one this run would use; its provenance is "
+                          "in the artifact table above). Only its evaluation ran here."]
         else:
             lines.append("No control-arm metrics (the post-train-libero stage did not run).")
 
@@ -294,7 +300,7 @@ def write_report(cfg: configs.PipelineConfig, stages: dict, made: dict) -> Path:
     lines += ([line for line in reflector_md.read_text().splitlines() if not line.startswith("#")]
               if reflector_md.is_file() else ["No reflector evaluation (the train-reflector stage did not run)."])
 
-    curves = training_curves(run, out, bool(cfg.pretrained))
+    curves = training_curves(run, out, bool(cfg.pretrained), control)
     lines += ["", "## Training curves", "", f"![curves](report/{curves.name})", "",
               "## Stages", "", "| stage | command | minutes |", "|---|---|---|"]
     total = 0.0
@@ -303,6 +309,9 @@ def write_report(cfg: configs.PipelineConfig, stages: dict, made: dict) -> Path:
             continue
         if cfg.pretrained and name in PRETRAINED_STAGES:
             lines.append(f"| {name} | pretrained, from `{cfg.pretrained}` | - |")
+            continue
+        if name == "post-train-libero" and control_policy != Path(stages[name][1].output_dir):
+            lines.append(f"| {name} | pretrained, `{control_policy}` | - |")
             continue
         record = _read_json(run / "pipeline" / f"{name}.done.json")
         minutes = record["seconds"] / 60 if record else None
