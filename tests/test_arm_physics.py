@@ -1,6 +1,7 @@
 """The imagined arm moved by the robot's physics (``ArmPhysics``): in free space it goes where
 LIBERO's arm goes under the same actions, each episode of a batch keeps its own state, movable
-objects no longer collide, and ``ImaginedEnv`` takes its states from it."""
+objects no longer collide, and ``ImaginedEnv`` takes its states from it. With the objects (the
+``scene`` oracle) it reproduces a recorded grasp that the object-free arm cannot."""
 
 from __future__ import annotations
 
@@ -99,6 +100,34 @@ def test_imagined_env_states_come_from_the_physics(physics, real):
         physical.step_commanded(real["state"][None])
 
 
+def test_the_scene_oracle_holds_the_grasped_object(physics):
+    from pathlib import Path
+
+    from world_env_training.data.dataset import Dataset
+    from world_env_training.rl.arm_physics import ArmPhysics
+
+    demo = Dataset(Path(__file__).resolve().parents[1] / "pretrained/embedded_default/demos")[0]
+    steps = demo.length // 8 * 8
+    chunks = demo.actions[:steps].reshape(1, -1, 8, 7)
+    closed = demo.actions[:steps, 6] > 0  # the expert's grasp and carry
+    recorded = demo.states[1:steps + 1]
+    assert closed.sum() > 20 and recorded[closed, 6].min() > 0.05  # LIBERO's fingers stop on the can
+
+    oracle = ArmPhysics("libero_object", 0, objects=True)
+    try:
+        with pytest.raises(ValueError, match="init_state_ids"):
+            oracle.reset(demo.joint_positions[:1], demo.states[:1, 6])
+        oracle.reset(demo.joint_positions[:1], demo.states[:1, 6], [demo.init_state_id])
+        held = np.concatenate([oracle.step(c[None])[0] for c in chunks[0]], 1)[0]
+    finally:
+        oracle.close()
+    physics.reset(demo.joint_positions[:1], demo.states[:1, 6])
+    free = np.concatenate([physics.step(c[None])[0] for c in chunks[0]], 1)[0]
+    np.testing.assert_allclose(held[:, 6], recorded[:, 6], atol=1e-3)
+    assert np.linalg.norm(held[:, :3] - recorded[:, :3], axis=1).max() < 5e-3
+    assert np.median(free[closed, 6]) < 0.01  # without the can the fingers close on nothing
+
+
 def test_arm_option_is_checked_and_needs_one_task(tmp_path):
     from world_env_training.rl.arm_physics import ArmPhysics
     from world_env_training.rl.loop import StartState
@@ -106,7 +135,7 @@ def test_arm_option_is_checked_and_needs_one_task(tmp_path):
     from world_env_training.tiny import write_artifacts
 
     for config in (PostTrainConfig, AuditConfig):
-        assert config().arm == "gains" and config(arm="physics").arm == "physics"
+        assert config().arm == "gains" and config(arm="physics").arm == "physics" and config(arm="scene").arm == "scene"
         with pytest.raises(ValueError, match="arm"):
             config(arm="springs")
     starts = [StartState(frame=np.zeros((8, 8, 3), np.uint8), state=np.zeros(7, np.float32), instruction="x",

@@ -18,7 +18,7 @@ from world_env_training.config_base import StageConfig, _check
 
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 RESOLUTIONS = (64, 128, 256)
-ARMS = ("gains", "physics")  # how the imagined arm moves (PostTrainConfig.arm)
+ARMS = ("gains", "physics", "scene")  # how the imagined arm moves (PostTrainConfig.arm)
 TASKS_PER_SUITE = 10  # each of the four standard suites
 #: The pipeline's stages in the order they run (``pipeline`` runs them; ``--skip`` names them).
 STAGE_ORDER = ("collect-demos", "train-sft", "explore", "train-autoencoder", "train-world-model", "train-reflector",
@@ -710,7 +710,10 @@ class PostTrainConfig(StageConfig):
             model's fitted tracking gains, a first-order fit of LIBERO's controller) or physics
             (``ArmPhysics``: LIBERO's robot and controller stepped in the task's scene without its
             movable objects; exact in free space, blind to contact; about 7 ms per step on one
-            core). physics needs start states of one LIBERO task.
+            core) or scene (an oracle, not a method: the same with the objects, each episode's
+            scene from its LIBERO init state, so the robot state is LIBERO's under contact too;
+            frames and reward are still imagined). physics and scene need start states of one
+            LIBERO task.
         precision: fp32, or bf16 autocast of the world model and the reflector in rollouts (AMX
             on CPU; 1.74x faster imagined frames measured, frames within 1 grey level of fp32).
             The policy, whose log-probabilities PPO's ratios compare, stays in fp32.
@@ -799,8 +802,8 @@ class AuditConfig(StageConfig):
             policy chunk, as post-train's reflector_every (the default, 8, judges chunk ends
             only, as LOOP does; 1: every step).
         sampler_steps: World-model denoising steps per frame (0: the model's own setting).
-        arm: How the imagined arm moves under the actions: gains or physics, as post-train's
-            arm option (the audit should imagine as the audited LOOP run did).
+        arm: How the imagined arm moves under the actions: gains, physics or scene, as
+            post-train's arm option (the audit should imagine as the audited LOOP run did).
         output_dir: Folder audit.json and audit.md are written to.
         seed: Seed of action sampling and world-model noise.
         device: Torch device: cpu, cuda, cuda:N or auto.
@@ -1010,7 +1013,8 @@ class PipelineConfig(StageConfig):
             lr_lora and lr_heads; 1e-5, the setting of the LOOP runs README reports).
         arm: How the imagined arm moves in post-train and the audit: physics (LIBERO's robot and
             controller without the objects, ``ArmPhysics``) or gains (the world model's fitted
-            tracking gains; faster, drifts more). See post-train's arm option.
+            tracking gains; faster, drifts more), or scene (the oracle with the objects). See
+            post-train's arm option.
         loop_max_steps: Imagined steps per LOOP episode at most (0: the suite's LIBERO step
             limit, as long as a real episode).
         binary_reward: LOOP with 0/1 reward from the reflector's threshold (the ablation).

@@ -84,10 +84,10 @@ def audit(cfg: AuditConfig) -> dict:
     reflector = Reflector.from_pretrained(cfg.reflector, device)
     robot = PandaModel()
     physics = None
-    if cfg.arm == "physics":
+    if cfg.arm in ("physics", "scene"):
         from world_env_training.rl.arm_physics import ArmPhysics
 
-        physics = ArmPhysics.for_start_states(starts, cfg.eval_json or cfg.demos, env_seed)
+        physics = ArmPhysics.for_start_states(starts, cfg.eval_json or cfg.demos, env_seed, objects=cfg.arm == "scene")
 
     def make_env(camera: dict) -> ImaginedEnv:
         return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), device,

@@ -16,6 +16,12 @@ of a grasped object (README, "Grounding imagination", measures what that costs).
 One MuJoCo scene serves all episodes of a batch: each episode keeps its own robot state (arm and
 finger joint positions and velocities, the gripper controller's ramp), written into the scene
 before its chunk and read back after.
+
+``objects=True`` is an oracle, not a method: the objects stay collidable, and each episode's
+whole scene (every object's pose and velocity too) starts from its LIBERO init state and evolves
+under MuJoCo. The imagined robot state is then LIBERO's, contact included; what is still imagined
+is every frame and the reward. It measures what LOOP in imagination could gain with a state model
+that knew contact (post-train ``--arm scene``); a real robot has no such simulator of its scene.
 """
 
 from __future__ import annotations
@@ -44,9 +50,11 @@ class ArmPhysics:
     Args:
         suite, task_id: the LIBERO task whose robot, mount and table the episodes share.
         seed: LIBERO's seed (fixture placements), as ``LiberoEnv``.
+        objects: keep the movable objects, each episode's from its init state (the oracle of
+            the module docstring); ``reset`` then needs the episodes' init state ids.
     """
 
-    def __init__(self, suite: str, task_id: int, seed: int = 0):
+    def __init__(self, suite: str, task_id: int, seed: int = 0, objects: bool = False):
         from world_env_libero.env import LiberoEnv
 
         self.env = LiberoEnv(suite, task_id, resolution=8, seed=seed)
@@ -55,33 +63,39 @@ class ArmPhysics:
         self.sim, self.robot_sim = raw.sim, raw.robots[0]
         self.substeps = int(round(raw.control_timestep / raw.model_timestep))
         model = self.sim.model
-        off = movable_object_geoms(model)
-        model.geom_contype[off] = 0
-        model.geom_conaffinity[off] = 0
+        self.objects = objects
+        if not objects:
+            off = movable_object_geoms(model)
+            model.geom_contype[off] = 0
+            model.geom_conaffinity[off] = 0
         self._pre_action = raw._pre_action
         self.robot = self.env.robot
         self.arm_q, self.finger_q = self.robot.mujoco_qpos_indices(model)
         self.arm_v, self.finger_v = self.robot.mujoco_dof_indices(model)
-        # Objects are restored to this each chunk, so they never fall away through the floor.
+        # Without objects' contacts, objects are restored to this each chunk, so they never fall
+        # away through the floor; with them, each episode's scene is its own (``scene_qpos``).
         self.base_qpos, self.base_qvel = self.sim.data.qpos.copy(), self.sim.data.qvel.copy()
         self.q = self.dq = self.fingers = self.dfingers = self.ramp = None
+        self.scene_qpos = self.scene_qvel = None  # objects: (B, nq), (B, nv)
 
     @classmethod
-    def for_start_states(cls, starts, source: str, seed: int = 0) -> "ArmPhysics":
+    def for_start_states(cls, starts, source: str, seed: int = 0, objects: bool = False) -> "ArmPhysics":
         """The scene of the (one) LIBERO task the start states (``StartState``) come from."""
         tasks = {(s.suite, s.task_id) for s in starts}
         if len(tasks) != 1:
             raise ValueError(f"arm physics steps one LIBERO task's scene, but the start states in {source} come from "
                              f"{sorted(tasks)}; use arm gains, or start states of one task")
         suite, task_id = tasks.pop()
-        return cls(suite, task_id, seed)
+        return cls(suite, task_id, seed, objects)
 
     @property
     def batch_size(self) -> int:
         return 0 if self.q is None else len(self.q)
 
-    def reset(self, joints0: np.ndarray, widths0: np.ndarray) -> None:
-        """Start B arms at rest: joints0 (B, 7) rad, widths0 (B,) finger opening (m).
+    def reset(self, joints0: np.ndarray, widths0: np.ndarray, init_state_ids=None) -> None:
+        """Start B arms at rest: joints0 (B, 7) rad, widths0 (B,) finger opening (m);
+        init_state_ids (B,): the LIBERO init states the episodes began from (needed with objects,
+        whose scenes start as LIBERO's after its 10 settling steps, as recorded episodes do).
 
         Episodes recorded after LIBERO's standard 10 settling steps begin with the arm still
         moving slightly (up to 0.05 rad/s, not recorded); starting those at rest leaves about
@@ -98,10 +112,20 @@ class ArmPhysics:
         # finger; a gripper more than half open is taken to be commanded open.
         is_open = widths0 > self.robot.gripper_open_width / 2
         self.ramp = np.where(is_open[:, None], [1.0, -1.0], [-1.0, 1.0])
+        if self.objects:
+            if init_state_ids is None or len(init_state_ids) != b or min(init_state_ids) < 0:
+                raise ValueError(f"init_state_ids {init_state_ids}: arm physics with objects starts each of the {b} "
+                                 "episodes' scenes from its LIBERO init state")
+            scenes = {}
+            for i in sorted(set(int(i) for i in init_state_ids)):
+                self.env.reset(i)
+                scenes[i] = self.sim.data.qpos.copy(), self.sim.data.qvel.copy()
+            self.scene_qpos = np.stack([scenes[int(i)][0] for i in init_state_ids])
+            self.scene_qvel = np.stack([scenes[int(i)][1] for i in init_state_ids])
 
     def keep(self, indices) -> None:
         """Go on with only the episodes ``indices`` (as ``ImaginedEnv.keep``)."""
-        for name in ("q", "dq", "fingers", "dfingers", "ramp"):
+        for name in ("q", "dq", "fingers", "dfingers", "ramp") + (("scene_qpos", "scene_qvel") if self.objects else ()):
             setattr(self, name, getattr(self, name)[indices])
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +139,10 @@ class ArmPhysics:
         data, gripper = self.sim.data, self.robot_sim.gripper
         states = np.zeros(actions.shape[:2] + (7,), np.float32)
         for b in range(self.batch_size):
-            data.qpos[:], data.qvel[:] = self.base_qpos, self.base_qvel
+            if self.objects:
+                data.qpos[:], data.qvel[:] = self.scene_qpos[b], self.scene_qvel[b]
+            else:
+                data.qpos[:], data.qvel[:] = self.base_qpos, self.base_qvel
             data.qpos[self.arm_q], data.qvel[self.arm_v] = self.q[b], self.dq[b]
             data.qpos[self.finger_q], data.qvel[self.finger_v] = self.fingers[b], self.dfingers[b]
             gripper.current_action = self.ramp[b].copy()
@@ -130,6 +157,8 @@ class ArmPhysics:
             self.q[b], self.dq[b] = data.qpos[self.arm_q], data.qvel[self.arm_v]
             self.fingers[b], self.dfingers[b] = data.qpos[self.finger_q], data.qvel[self.finger_v]
             self.ramp[b] = gripper.current_action
+            if self.objects:
+                self.scene_qpos[b], self.scene_qvel[b] = data.qpos, data.qvel
         return states, self.q.astype(np.float32)
 
     def close(self) -> None:

@@ -115,9 +115,12 @@ class ImaginedEnv:
     def batch_size(self) -> int:
         return 0 if self.states is None else len(self.states)
 
-    def reset(self, frames0: np.ndarray, states0: np.ndarray, instructions, joints0: np.ndarray | None = None) -> dict:
+    def reset(self, frames0: np.ndarray, states0: np.ndarray, instructions, joints0: np.ndarray | None = None,
+              init_state_ids=None) -> dict:
         """Start B episodes: frames0 (B, H, W, 3) uint8, states0 (B, 7), instructions (B strings
-        or one for all); joints0 (B, 7) arm joint angles (needed by an arm action map)."""
+        or one for all); joints0 (B, 7) arm joint angles (needed by an arm action map);
+        init_state_ids (B,) the LIBERO init states they began from (needed by arm physics with
+        objects, ``ArmPhysics(objects=True)``)."""
         frames0, states0 = np.asarray(frames0), np.asarray(states0, np.float32)
         size = self.model.config.resolution
         if frames0.dtype != np.uint8 or frames0.ndim != 4 or frames0.shape[1:] != (size, size, 3):
@@ -136,7 +139,7 @@ class ImaginedEnv:
             if joints0.shape != (len(frames0), 7):
                 raise ValueError(f"joints0: shape {joints0.shape}, expected ({len(frames0)}, 7)")
         if self.physics is not None:
-            self.physics.reset(joints0, states0[:, 6])
+            self.physics.reset(joints0, states0[:, 6], init_state_ids)
         if self.arm:
             self.joints = joints0.copy()
             self.offsets = np.stack([arm_offset(self.robot, s, q) for s, q in zip(states0, joints0)])

@@ -152,7 +152,8 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
             joints0 = None
             if all(starts[s].joints is not None for s in members):
                 joints0 = np.stack([starts[s].joints for s in members for _ in range(n)])
-            obs = env.reset(frames0, states0, instructions, joints0=joints0)
+            obs = env.reset(frames0, states0, instructions, joints0=joints0,
+                            init_state_ids=[starts[s].init_state_id for s in members for _ in range(n)])
         session = reflector.session(len(ids)) if reflector is not None else None
         if session is not None:
             session.reset(instructions)

@@ -170,10 +170,10 @@ def train(cfg: PostTrainConfig):
             raise ValueError(f"{cfg.demos}: frames are {starts[0].frame.shape[1]}x{starts[0].frame.shape[0]}, "
                              f"the world model predicts {size}x{size}")
         robot = PandaModel()
-        if cfg.arm == "physics":
+        if cfg.arm in ("physics", "scene"):
             from world_env_training.rl.arm_physics import ArmPhysics
 
-            physics = ArmPhysics.for_start_states(starts, cfg.demos)
+            physics = ArmPhysics.for_start_states(starts, cfg.demos, objects=cfg.arm == "scene")
 
         def make_env(camera: dict) -> ImaginedEnv:
             return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), device,
