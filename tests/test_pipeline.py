@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from world_env_training import configs, pretrained
-from world_env_training.pipeline import stage_configs
+from world_env_training.pipeline import shipped_control, stage_configs
 
 SHIPPED = Path(__file__).resolve().parents[1] / pretrained.EMBEDDED_DEFAULT
 TRAINING = ["collect-demos", "train-sft", "explore", "train-autoencoder", "train-world-model", "train-reflector"]
@@ -138,12 +138,16 @@ def _with_control(folder: Path, config: dict, metrics: list[dict]) -> None:
 
 
 def test_a_shipped_control_policy_stands_in_for_its_stage(tmp_path):
-    from world_env_training.pipeline import shipped_control
     from world_env_training.report import write_report
 
     folder = tmp_path / "pretrained"
-    shutil.copytree(SHIPPED, folder)
+    shutil.copytree(SHIPPED, folder, ignore=lambda path, names: ["control"] if Path(path) == SHIPPED else [])
+    manifest = json.loads((folder / pretrained.MANIFEST).read_text())
+    del manifest["artifacts"]["control"]
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("control/")}
+    (folder / pretrained.MANIFEST).write_text(json.dumps(manifest))
     cfg = configs.PipelineConfig(run_dir=str(tmp_path / "run"), pretrained=str(folder))
+    assert stage_configs(cfg)["evaluate-control"][1].policy == str(tmp_path / "run" / "loop_libero")
     trained = stage_configs(cfg)["post-train-libero"][1]
     # As recorded by a run elsewhere: another output folder, worker count and device.
     recorded = dict(trained.to_dict(), output_dir="runs/elsewhere/loop_libero", libero_workers=1, device="cuda")
@@ -177,12 +181,16 @@ def test_a_shipped_control_policy_stands_in_for_its_stage(tmp_path):
         pretrained.add({"artifacts": {"policy": dict(again, stage="post-train")}}, folder)
 
 
-def test_shipped_artifacts_are_verified(tmp_path):
+def test_shipped_artifacts_are_verified(tmp_path, monkeypatch):
     manifest = pretrained.verify(SHIPPED)
     total = sum(f["bytes"] for f in manifest["files"].values())
     assert total < 60 * 2**20 and set(pretrained.STAGES) <= set(manifest["artifacts"])
     for art in manifest["artifacts"].values():
         assert art["command"] and art["commit"] and art["config"]
+    # The default's control arm is the shipped one: evaluated, not trained again.
+    monkeypatch.chdir(SHIPPED.parents[1])
+    cfg = configs.PipelineConfig()
+    assert shipped_control(cfg, stage_configs(cfg)["post-train-libero"][1]) == f"{pretrained.EMBEDDED_DEFAULT}/control"
 
     copy = tmp_path / "copy"
     shutil.copytree(SHIPPED, copy)

@@ -265,6 +265,14 @@ def test_bf16_and_channels_last_agree_with_fp32():
         assert diff.max() <= 1 and diff.mean() < 0.1
     with pytest.raises(ValueError, match="precision='fp16'"):
         predict_next_frames(model, batch, sched, 1, precision="fp16")
+    # auto is this machine's native one: bf16 only with bf16 instructions, which an AVX2-only CPU
+    # lacks (there bf16 is emulated, far slower than fp32).
+    from world_env_training.models.precision import resolve_precision
+
+    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    assert resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert (resolve_precision("bf16", "cpu"), resolve_precision("fp32", "cpu")) == ("bf16", "fp32")
+    assert torch.equal(sample("auto", False), sample(resolve_precision("auto", "cpu"), False))
 
 
 # --- metrics and baseline ---------------------------------------------------------------------

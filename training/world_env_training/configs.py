@@ -714,9 +714,12 @@ class PostTrainConfig(StageConfig):
             scene from its LIBERO init state, so the robot state is LIBERO's under contact too;
             frames and reward are still imagined). physics and scene need start states of one
             LIBERO task.
-        precision: fp32, or bf16 autocast of the world model and the reflector in rollouts (AMX
-            on CPU; 1.74x faster imagined frames measured, frames within 1 grey level of fp32).
-            The policy, whose log-probabilities PPO's ratios compare, stays in fp32.
+        precision: Arithmetic of the world model and the reflector in rollouts: fp32, bf16
+            (autocast; with AMX 1.74x faster imagined frames measured, frames within 1 grey level
+            of fp32), or auto: bf16 where the device computes it natively (a CUDA GPU with bf16,
+            a CPU with AMX or AVX512-BF16), else fp32, since a CPU without them emulates bf16
+            ~150x slower than fp32 (``world_env_training.models.precision``). The policy, whose
+            log-probabilities PPO's ratios compare, stays in fp32.
         binary_reward: Return 1 if the reflector fired and 0 if not, instead of its continuous
             reward (the paper's ablation without the reward head's graded signal).
         save_every: Write a checkpoint every this many updates (and always after the last).
@@ -748,7 +751,7 @@ class PostTrainConfig(StageConfig):
     reflector_every: int = 8
     sampler_steps: int = 0
     arm: str = "gains"
-    precision: str = "bf16"
+    precision: str = "auto"
     binary_reward: bool = False
     save_every: int = 1
     keep_checkpoints: int = 3
@@ -767,7 +770,7 @@ class PostTrainConfig(StageConfig):
         _check(self.libero_reward in ("success", "reflector"), "libero_reward", self.libero_reward,
                "success or reflector")
         _check(self.libero_workers > 0, "libero_workers", self.libero_workers, "a positive integer")
-        _check(self.precision in ("fp32", "bf16"), "precision", self.precision, "fp32 or bf16")
+        _check(self.precision in ("auto", "fp32", "bf16"), "precision", self.precision, "auto, fp32 or bf16")
         _check(self.arm in ARMS, "arm", self.arm, " or ".join(ARMS))
         _check(self.max_steps >= 0, "max_steps", self.max_steps, "a non-negative integer (0: the suite's step limit)")
         _check(self.ppo_epochs > 0, "ppo_epochs", self.ppo_epochs, "a positive integer")
@@ -1127,7 +1130,8 @@ class BenchConfig(StageConfig):
         batch_sizes: imagination: rollouts B run together, each measured.
         imagination_steps: imagination: imagined steps per rollout.
         sampler_steps: imagination: denoising steps per frame (0: the world model's own).
-        precision: imagination: fp32 or bf16 (autocast) for the world model and reflector.
+        precision: imagination: fp32, bf16 (autocast) or auto (bf16 where native, as
+            post-train's) for the world model and reflector.
         channels_last: imagination: the world model's U-Net in channels_last memory format.
         reflector_every: imagination: the reflector judges every this-many-th frame and every
             chunk's last (``loop.collect_rollouts(score_every=...)``; 1: every frame; 8, the
@@ -1147,7 +1151,7 @@ class BenchConfig(StageConfig):
     batch_sizes: list[int] = field(default_factory=lambda: [8, 16, 32, 64])
     imagination_steps: int = 16
     sampler_steps: int = 0
-    precision: str = "bf16"
+    precision: str = "auto"
     channels_last: bool = False
     reflector_every: int = 8
     quick: bool = False
@@ -1164,6 +1168,6 @@ class BenchConfig(StageConfig):
                "one or more positive integers")
         _check(self.imagination_steps > 0, "imagination_steps", self.imagination_steps, "a positive integer")
         _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer (0: the model's)")
-        _check(self.precision in ("fp32", "bf16"), "precision", self.precision, "fp32 or bf16")
+        _check(self.precision in ("auto", "fp32", "bf16"), "precision", self.precision, "auto, fp32 or bf16")
         _check(self.reflector_every > 0, "reflector_every", self.reflector_every, "a positive integer")
         _check_common(self)

@@ -68,13 +68,14 @@ def _loop(cfg: BenchConfig):
 def _imagination(cfg: BenchConfig):
     from world_env_training.models.backbones import resolve_device
     from world_env_training.bench.imagination import bench_imagination, format_report
+    from world_env_training.models.precision import resolve_precision
 
+    device = resolve_device(cfg.device)
     budget = (dict(batch_sizes=(2, 4), steps=0, libero_steps=5, matmul_size=512) if cfg.quick
               else dict(batch_sizes=tuple(cfg.batch_sizes), steps=cfg.imagination_steps))
     result = bench_imagination(cfg.policy, cfg.reflector, cfg.world_model, sampler_steps=cfg.sampler_steps,
-                               precision=cfg.precision, channels_last=cfg.channels_last,
-                               reflector_every=cfg.reflector_every, seed=cfg.seed,
-                               device=resolve_device(cfg.device), **budget)
+                               precision=resolve_precision(cfg.precision, device), channels_last=cfg.channels_last,
+                               reflector_every=cfg.reflector_every, seed=cfg.seed, device=device, **budget)
     return result, format_report(result)
 
 

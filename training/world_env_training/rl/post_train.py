@@ -132,6 +132,7 @@ def train(cfg: PostTrainConfig):
 
     from world_env_common.camera import CameraModel
     from world_env_training.rl.imagined_env import ImaginedEnv
+    from world_env_training.models.precision import resolve_precision
     from world_env_training.models.reflector import Reflector
     from world_env_common.robot import PandaModel
     from world_env_training.models.world_model import WorldModel
@@ -150,8 +151,9 @@ def train(cfg: PostTrainConfig):
     max_steps = cfg.max_steps or suite_step_limit(starts, cfg.demos)
     judged_by_reflector = cfg.env == "imagined" or cfg.libero_reward == "reflector"
     reflector = Reflector.from_pretrained(cfg.reflector, device) if judged_by_reflector else None
+    precision = resolve_precision(cfg.precision, device)
     if reflector is not None:
-        reflector.set_precision(cfg.precision)
+        reflector.set_precision(precision)
     physics = None  # ArmPhysics of an imagined run with arm physics
     if cfg.env == "libero":
         from world_env_training.rl.libero_rollouts import LiberoRolloutEnv
@@ -178,7 +180,7 @@ def train(cfg: PostTrainConfig):
         def make_env(camera: dict) -> ImaginedEnv:
             return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), device,
                                sampler_steps=cfg.sampler_steps or None, seed=seed_of(cfg.seed, update, rank, 1),
-                               precision=cfg.precision, arm_physics=physics)
+                               precision=precision, arm_physics=physics)
 
     # --- policy: resume from the newest checkpoint, or start from the given one ----------------
     learner = LoopLearner(cfg, device, writer=rank == 0)
@@ -202,7 +204,7 @@ def train(cfg: PostTrainConfig):
                  f"LIBERO ({'reflector' if judged_by_reflector else 'success'} reward)")
         print(f"post-train: {len(starts)} initial states from {cfg.demos}; {cfg.batch_size} per update x "
               f"{cfg.rollouts_per_state} rollouts, up to {max_steps} {where} steps; {world} process(es) on "
-              f"{device}; "
+              f"{device}" + (f" ({precision}, precision {cfg.precision})" if judged_by_reflector else "") + "; "
               + (f"resuming at update {start} from {resume}" if resume else f"starting from {cfg.policy}"),
               flush=True)
 
