@@ -70,7 +70,8 @@ class ImaginedEnv:
         sampler_steps: denoising steps per frame (default: the model's config).
         gripper_steps: steps the gripper takes from closed to open (0: instantaneous).
         seed: seed of the sampling noise.
-        precision: fp32, or bf16 autocast of the world model (``world_env_training.models.precision``).
+        precision: fp32, bf16 autocast of the world model, or auto: bf16 where the device has
+            bf16 instructions (``world_env_training.models.precision``).
         channels_last: run the U-Net in channels_last memory format (``WorldModel.use_channels_last``;
             this changes the model object, which may be shared).
         arm_physics: ``ArmPhysics`` that moves the imagined arm (and fingers) under the actions,
@@ -82,7 +83,7 @@ class ImaginedEnv:
     def __init__(self, world_model, robot, camera, device="cpu", sampler: str | None = None,
                  sampler_steps: int | None = None, gripper_steps: int = GRIPPER_STEPS, seed: int = 0,
                  precision: str = "fp32", channels_last: bool = False, arm_physics=None):
-        from world_env_training.models.precision import check_precision
+        from world_env_training.models.precision import resolve_precision
 
         config = world_model.config
         if (camera.height, camera.width) != (config.resolution, config.resolution):
@@ -91,7 +92,7 @@ class ImaginedEnv:
         self.model = world_model.to(device).eval()
         if channels_last:
             self.model.use_channels_last()
-        self.precision = check_precision(precision)
+        self.precision = resolve_precision(precision, device)
         self.seconds = {"world_model": 0.0, "conditions": 0.0}
         self.frames = 0
         self.robot, self.camera, self.device = robot, camera, torch.device(device)

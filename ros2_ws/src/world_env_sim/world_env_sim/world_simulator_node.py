@@ -38,8 +38,9 @@ Parameters:
     autostart (bool): start the first episode from start_dataset at once, default false.
     control_rate_hz (float): simulated control steps per second, default 20 (LIBERO's).
     sampler_steps (int): denoising steps per frame (0: the model's own), default 0.
-    precision (str): bf16 (default: autocast, AMX on CPU, frames within a grey level or so of
-        fp32, README "World simulator") or fp32.
+    precision (str): auto (default: bf16 where the device has bf16 instructions, else fp32),
+        bf16 (autocast, AMX on CPU, frames within a grey level or so of fp32, README "World
+        simulator"; emulated and far slower on a CPU without them) or fp32.
     publish_clock (bool): publish /clock, default true.
     encoding (str): camera image encoding, bgr8 (default) or rgb8.
     frame_id (str): camera frame_id, default the rig camera's name + ``_optical`` (REP 103's
@@ -105,7 +106,7 @@ class WorldSimulatorNode(Node):
         start_dataset = declare("start_dataset", "", "dataset that empty-frame resets start from")
         rate = declare("control_rate_hz", 20.0, "simulated control steps per second", number=True)
         sampler_steps = declare("sampler_steps", 0, "denoising steps per frame (0: the model's own)")
-        precision = declare("precision", "bf16", "world-model arithmetic: bf16 (autocast) or fp32")
+        precision = declare("precision", "auto", "world-model arithmetic: auto (bf16 where native), bf16 or fp32")
         self.publish_clock = declare("publish_clock", True, "publish /clock (sim time)")
         autostart = declare("autostart", False, "start the first episode from start_dataset at once")
         self.encoding = declare("encoding", "bgr8", "camera image encoding: bgr8 or rgb8")
@@ -125,8 +126,8 @@ class WorldSimulatorNode(Node):
             raise ConfigError(f"control_rate_hz must be > 0, got {rate}")
         if sampler_steps < 0:
             raise ConfigError(f"sampler_steps must be >= 0, got {sampler_steps}")
-        if precision not in ("bf16", "fp32"):
-            raise ConfigError(f"precision must be bf16 or fp32, got '{precision}'")
+        if precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"precision must be auto, bf16 or fp32, got '{precision}'")
         self.period = 1.0 / float(rate)
 
         self.dataset = None

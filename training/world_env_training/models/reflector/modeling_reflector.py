@@ -103,11 +103,12 @@ class Reflector(nn.Module):
 
     def set_precision(self, precision: str) -> "Reflector":
         """fp32, or bf16 autocast of the frozen encoder and LLM when scoring (``encode_frames``,
-        ``reward_from_features``; ``world_env_training.models.precision``). Training's ``logits``
-        calls with gradients are not affected; features and rewards are returned in fp32."""
-        from world_env_training.models.precision import check_precision
+        ``reward_from_features``; ``world_env_training.models.precision``), or auto (bf16 where
+        the device computes it natively). Training's ``logits`` calls with gradients are not
+        affected; features and rewards are returned in fp32."""
+        from world_env_training.models.precision import resolve_precision
 
-        self.precision = check_precision(precision)
+        self.precision = resolve_precision(precision, self.device)
         return self
 
     def train(self, mode: bool = True):
