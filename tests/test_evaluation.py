@@ -159,6 +159,32 @@ def test_drawn_init_states_give_more_episodes_than_the_saved_ones():
 
 
 @pytest.mark.libero
+def test_one_episode_serves_both_protocols_as_separate_runs_would(tmp_path):
+    """protocol both simulates each init state once and cuts each protocol's record where it
+    ended: the records equal those of a run per protocol (the frames rendered aside)."""
+    import json
+    from pathlib import Path
+
+    from world_env_training.configs import EvaluateConfig
+    from world_env_training.eval.evaluation import evaluate
+
+    shipped = Path(__file__).resolve().parents[1] / "pretrained" / "embedded_default"
+    # The shipped SFT policy succeeds from init state 8 (near step 105) and fails from 5; the
+    # shipped reflector fires near success, and falsely on some failures; zero never succeeds.
+    runs = {}
+    for policy in (str(shipped / "sft"), "zero"):
+        for protocol in ("both", "gt_termination", "self_termination"):
+            out = tmp_path / f"{Path(policy).name}_{protocol}"
+            evaluate(EvaluateConfig(policy=policy, task_ids=[0], init_state_ids=[5, 8], protocol=protocol,
+                                    reflector=str(shipped / "reflector"), workers=1, output_dir=str(out)))
+            runs[policy, protocol] = [{k: v for k, v in e.items() if k != "renders"}
+                                      for e in json.loads((out / "eval.json").read_text())["episodes"]]
+        assert runs[policy, "both"] == runs[policy, "gt_termination"] + runs[policy, "self_termination"], policy
+    ends = {(e["protocol"], e["ended"]) for e in runs[str(shipped / "sft"), "both"]}
+    assert {("gt_termination", "success"), ("gt_termination", "step_limit"), ("self_termination", "reflector")} <= ends
+
+
+@pytest.mark.libero
 def test_reflector_ends_self_termination_and_frames_render_only_when_read(tmp_path):
     import json
     import math

@@ -18,6 +18,14 @@ explicitly with ``init_state_ids``. ``eval.json`` records both sets.
 Frames are rendered only when something reads them (the policy at chunk boundaries, the
 reflector when it scores); rendering costs several times a physics step on the CPU renderer.
 
+With ``protocol both`` and a deterministic policy (a checkpoint acting on its chunks' means; the
+zero policy), one simulated episode per init state serves both protocols: the simulator is
+seeded, so the two protocols' episodes are the same trajectory up to where each ends (the
+reflector only reads frames). The episode runs until both have ended, and each protocol's record
+is cut where it ended; the records equal those of separate runs (tested), for the cost of the
+longer of the two instead of their sum. A policy whose draws carry over between episodes (the
+scripted expert's noise) runs each protocol's episodes apart, as before.
+
 Work is spread over worker processes, one simulator each, sharing the cores among them (torch
 threads). A worker keeps its policy, reflector and simulator from one job to the next: loading
 the policy's LLM alone takes longer than a LIBERO episode. Results: ``eval.json`` (every episode
@@ -52,7 +60,7 @@ INIT_STATES_PER_TASK = 50  # LIBERO's saved init states per task; ids from here 
 class Job:
     suite: str
     task_id: int
-    protocol: str
+    protocols: tuple[str, ...]
     init_state_ids: tuple[int, ...]
     policy: str
     resolution: int
@@ -62,45 +70,55 @@ class Job:
     reflector_every: int = 8
 
 
-def run_episode(env, policy, init_state_id: int, protocol: str, judge=None, judge_every: int = 1) -> dict:
-    """One episode under ``protocol``; returns its record.
+def run_episode(env, policy, init_state_id: int, protocols, judge=None, judge_every: int = 1) -> dict[str, dict]:
+    """One simulated episode, recorded under each of ``protocols`` (a name or a tuple of them);
+    returns {protocol: record}, each record cut where that protocol ended the episode.
 
     judge: a ``ReflectorSession`` of one episode (self-termination only); it scores o_0, the
     frame of every ``judge_every``-th step and of the last step, and ends the episode when it
     fires. ``ended``: success (GT termination), reflector, policy or step_limit; ``steps``:
-    actions taken; ``renders``: frames rendered after the reset.
+    actions taken; ``renders``: frames rendered after the reset until that protocol's end (with
+    both protocols, the reflector's frames count in the GT record too).
     """
+    protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
     obs = env.reset(init_state_id)
     policy.reset(env)
-    success, steps, renders, ended, reward = False, 0, 0, "step_limit", None
-    if judge is not None:
+    records: dict[str, dict] = {}
+    success, renders, reward = False, 0, None
+
+    def end(protocol: str, steps: int, ended: str) -> None:
+        records[protocol] = {"init_state_id": int(init_state_id), "success": bool(success), "steps": steps,
+                             "ended": ended, "renders": renders}
+        if protocol == "self_termination" and reward is not None:
+            records[protocol]["reward"] = float(reward)
+
+    selfish = "self_termination" in protocols
+    if judge is not None and selfish:
         judge.reset(env.instruction)
         reward, fired = judge.score(obs["image"])
         if fired:
-            return {"init_state_id": int(init_state_id), "success": False, "steps": 0, "ended": "reflector",
-                    "renders": 0, "reward": reward}
+            end("self_termination", 0, "reflector")
     for steps in range(1, env.max_steps + 1):
+        if len(records) == len(protocols):
+            break
+        judging = judge is not None and selfish and "self_termination" not in records
         action = policy.act(obs)
-        judged = judge is not None and (steps % judge_every == 0 or steps == env.max_steps)
+        judged = judging and (steps % judge_every == 0 or steps == env.max_steps)
         render = judged or getattr(policy, "wants_frame", True)
         obs, success = env.step(action, render=render)
         renders += int(render)
-        if protocol == "gt_termination" and success:
-            ended = "success"
-            break
+        if "gt_termination" in protocols and "gt_termination" not in records and success:
+            end("gt_termination", steps, "success")
         if judged:
             reward, fired = judge.score(obs["image"])
             if fired:
-                ended = "reflector"
-                break
-        if protocol == "self_termination" and policy.done:
-            ended = "policy"
-            break
-    record = {"init_state_id": int(init_state_id), "success": bool(success), "steps": steps, "ended": ended,
-              "renders": renders}
-    if reward is not None:
-        record["reward"] = float(reward)
-    return record
+                end("self_termination", steps, "reflector")
+        if selfish and "self_termination" not in records and policy.done:
+            end("self_termination", steps, "policy")
+    for protocol in protocols:
+        if protocol not in records:
+            end(protocol, steps, "step_limit")
+    return records
 
 
 _KEPT: dict = {}  # a worker's policy, reflector and simulator, kept from one job to the next
@@ -125,18 +143,20 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_job(job: Job) -> tuple[Job, str, list[dict]]:
+def _run_job(job: Job) -> tuple[Job, str, list[tuple[str, dict]]]:
     from world_env_libero.env import LiberoEnv
 
-    # Evaluation acts on the chunks' means, so a kept policy acts as a fresh one would; built-in
-    # policies are cheap and some carry a seeded state, so they are made anew.
-    if Path(job.policy).is_dir():
-        policy = _kept(("policy", job.policy, job.seed, job.device),
-                       lambda: make_policy(job.policy, seed=job.seed, device=job.device))
-    else:
-        policy = make_policy(job.policy, seed=job.seed, device=job.device)
+    def new_policy():
+        # Evaluation acts on the chunks' means, so a kept policy acts as a fresh one would;
+        # built-in policies are cheap and some carry a seeded state, so they are made anew.
+        if Path(job.policy).is_dir():
+            return _kept(("policy", job.policy, job.seed, job.device),
+                         lambda: make_policy(job.policy, seed=job.seed, device=job.device))
+        return make_policy(job.policy, seed=job.seed, device=job.device)
+
+    policy = new_policy()
     judge = None
-    if job.reflector and job.protocol == "self_termination":
+    if job.reflector and "self_termination" in job.protocols:
         from world_env_training.models.backbones import resolve_device
         from world_env_training.models.reflector import Reflector
 
@@ -145,7 +165,15 @@ def _run_job(job: Job) -> tuple[Job, str, list[dict]]:
         judge = reflector.session(1)
     env = _kept(("env", job.suite, job.task_id, job.resolution, job.seed),
                 lambda: LiberoEnv(job.suite, job.task_id, resolution=job.resolution, seed=job.seed))
-    records = [run_episode(env, policy, i, job.protocol, judge, job.reflector_every) for i in job.init_state_ids]
+    if getattr(policy, "deterministic", False):  # one episode serves every protocol (module doc)
+        records = [record for i in job.init_state_ids
+                   for record in run_episode(env, policy, i, job.protocols, judge, job.reflector_every).items()]
+    else:
+        records = []
+        for n, protocol in enumerate(job.protocols):
+            policy = policy if n == 0 else new_policy()
+            records += [(protocol, run_episode(env, policy, i, protocol, judge, job.reflector_every)[protocol])
+                        for i in job.init_state_ids]
     return job, env.instruction, records
 
 
@@ -183,10 +211,9 @@ def _jobs(cfg: EvaluateConfig, init_states: dict[tuple[str, int], list[int]]) ->
     protocols = PROTOCOLS if cfg.protocol == "both" else (cfg.protocol,)
     jobs = []
     for (suite, task), ids in init_states.items():
-        for protocol in protocols:
-            for i in range(0, len(ids), EPISODES_PER_JOB):
-                jobs.append(Job(suite, task, protocol, tuple(ids[i:i + EPISODES_PER_JOB]), cfg.policy,
-                                cfg.resolution, cfg.seed, cfg.device, cfg.reflector, cfg.reflector_every))
+        for i in range(0, len(ids), EPISODES_PER_JOB):
+            jobs.append(Job(suite, task, protocols, tuple(ids[i:i + EPISODES_PER_JOB]), cfg.policy,
+                            cfg.resolution, cfg.seed, cfg.device, cfg.reflector, cfg.reflector_every))
     return jobs
 
 
@@ -263,15 +290,15 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     training = {key: training.get(key, []) for key in init_states}  # the evaluated tasks
     jobs = _jobs(cfg, init_states)
     records = []
-    total = sum(len(j.init_state_ids) for j in jobs)
+    total = sum(len(j.init_state_ids) * len(j.protocols) for j in jobs)
     ctx = mp.get_context("spawn")  # simulators and torch do not survive fork well
     workers = min(cfg.workers, len(jobs))
     threads = max(1, (os.cpu_count() or 1) // workers)
     with tqdm(total=total, desc=f"evaluate {cfg.policy}", unit="episode") as bar, \
             ctx.Pool(workers, initializer=_init_worker, initargs=(threads,)) as pool:
         for job, instruction, recs in pool.imap_unordered(_run_job, jobs):
-            for rec in recs:
-                records.append({"suite": job.suite, "task_id": job.task_id, "protocol": job.protocol,
+            for protocol, rec in recs:
+                records.append({"suite": job.suite, "task_id": job.task_id, "protocol": protocol,
                                 "instruction": instruction, **rec})
             bar.update(len(recs))
     records.sort(key=lambda r: (r["suite"], r["task_id"], r["protocol"], r["init_state_id"]))

@@ -29,6 +29,7 @@ class ZeroPolicy:
     done = False
     chunk_size = 1
     wants_frame = False  # reads no camera frame
+    deterministic = True  # the same episode from the same state (evaluation relies on it)
 
     def reset(self, env) -> None:
         pass
@@ -44,6 +45,7 @@ class ExpertPolicy:
     """The scripted expert, reading the simulator's privileged state (object poses)."""
 
     wants_frame = False  # reads object poses, not the camera
+    deterministic = False  # its noise draws carry over from one episode to the next
 
     def __init__(self, seed: int = 0):
         self.rng = np.random.default_rng(seed)
@@ -84,6 +86,7 @@ class VLAChunkPolicy:
         self.queue: list[np.ndarray] = []
         self.replans = 0
         self.last = None
+        self.deterministic = not sample  # chunk means: the same episode from the same state
 
     @property
     def wants_frame(self) -> bool:
