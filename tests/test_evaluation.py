@@ -158,30 +158,44 @@ def test_drawn_init_states_give_more_episodes_than_the_saved_ones():
         EvaluateConfig(init_state_source="fixed")
 
 
+def _release_kept() -> None:
+    """Close what jobs run in this process kept (a worker's simulator and models)."""
+    from world_env_training.eval import evaluation
+
+    for _, kept in evaluation._KEPT.values():
+        if hasattr(kept, "close"):
+            kept.close()
+    evaluation._KEPT.clear()
+
+
 @pytest.mark.libero
-def test_one_episode_serves_both_protocols_as_separate_runs_would(tmp_path):
+def test_one_episode_serves_both_protocols_as_separate_runs_would():
     """protocol both simulates each init state once and cuts each protocol's record where it
-    ended: the records equal those of a run per protocol (the frames rendered aside)."""
-    import json
+    ended: the records equal those of a job per protocol (the frames rendered aside). The jobs
+    run in this process, as a worker runs them, so that the simulator and models load once."""
     from pathlib import Path
 
-    from world_env_training.configs import EvaluateConfig
-    from world_env_training.eval.evaluation import evaluate
+    from world_env_training.eval.evaluation import Job, _run_job
 
     shipped = Path(__file__).resolve().parents[1] / "pretrained" / "embedded_default"
     # The shipped SFT policy succeeds from init state 8 (near step 105) and fails from 5; the
     # shipped reflector fires near success, and falsely on some failures; zero never succeeds.
-    runs = {}
-    for policy in (str(shipped / "sft"), "zero"):
-        for protocol in ("both", "gt_termination", "self_termination"):
-            out = tmp_path / f"{Path(policy).name}_{protocol}"
-            evaluate(EvaluateConfig(policy=policy, task_ids=[0], init_state_ids=[5, 8], protocol=protocol,
-                                    reflector=str(shipped / "reflector"), workers=1, output_dir=str(out)))
-            runs[policy, protocol] = [{k: v for k, v in e.items() if k != "renders"}
-                                      for e in json.loads((out / "eval.json").read_text())["episodes"]]
-        assert runs[policy, "both"] == runs[policy, "gt_termination"] + runs[policy, "self_termination"], policy
-    ends = {(e["protocol"], e["ended"]) for e in runs[str(shipped / "sft"), "both"]}
-    assert {("gt_termination", "success"), ("gt_termination", "step_limit"), ("self_termination", "reflector")} <= ends
+    both = ("gt_termination", "self_termination")
+    ends = {}
+    try:
+        for policy, states in ((str(shipped / "sft"), (5, 8)), ("zero", (5,))):
+            runs = {}
+            for protocols in (both, both[:1], both[1:]):
+                job = Job("libero_object", 0, protocols, states, policy, 64, 0, "cpu", str(shipped / "reflector"))
+                runs[protocols] = [(p, {k: v for k, v in r.items() if k != "renders"}) for p, r in _run_job(job)[2]]
+            in_order = sorted(runs[both], key=lambda pair: (pair[0], pair[1]["init_state_id"]))
+            assert in_order == runs[both[:1]] + runs[both[1:]], policy
+            ends[policy] = {(p, r["ended"]) for p, r in in_order}
+    finally:
+        _release_kept()
+    assert {("gt_termination", "success"), ("gt_termination", "step_limit"),
+            ("self_termination", "reflector")} <= ends[str(shipped / "sft")]
+    assert ("gt_termination", "step_limit") in ends["zero"]
 
 
 @pytest.mark.libero
@@ -191,7 +205,7 @@ def test_reflector_ends_self_termination_and_frames_render_only_when_read(tmp_pa
 
     import torch
 
-    from world_env_training.eval.evaluation import evaluate
+    from world_env_training.eval.evaluation import Job, _run_job, evaluate
     from world_env_training.models.reflector import Reflector, ReflectorConfig
     from world_env_training.tiny import write_start_states
     from world_env_training.models.vla import VLAConfig, VLAPolicy
@@ -220,13 +234,19 @@ def test_reflector_ends_self_termination_and_frames_render_only_when_read(tmp_pa
     assert self_term["ended"] == "step_limit" and self_term["steps"] == 280 and self_term["renders"] == gt["renders"]
     assert 0.0 < self_term["reward"] < 0.99
     assert "training used [0]" in (tmp_path / "never" / "eval.md").read_text()
-    # reflector_every 1: it reads (and scores) every frame.
-    evaluate(EvaluateConfig(reflector=str(tmp_path / "reflector_0.99"), protocol="self_termination", reflector_every=1,
-                            output_dir=str(tmp_path / "every"), **common))
-    episode, = json.loads((tmp_path / "every" / "eval.json").read_text())["episodes"]
-    assert episode["ended"] == "step_limit" and episode["renders"] == episode["steps"] == 280
 
-    evaluate(EvaluateConfig(reflector=str(tmp_path / "reflector_0.01"), protocol="self_termination",
-                            output_dir=str(tmp_path / "first"), **common))
-    episode, = json.loads((tmp_path / "first" / "eval.json").read_text())["episodes"]
-    assert episode["ended"] == "reflector" and episode["steps"] == 0 and episode["success"] is False
+    # The other cases run as a worker runs its jobs, in this process (one simulator build).
+    def episode(reflector: str, every: int = 8) -> dict:
+        job = Job("libero_object", 0, ("self_termination",), tuple(evaluated), str(tmp_path / "policy"), 64, 0, "cpu",
+                  str(tmp_path / reflector), every)
+        (_, record), = _run_job(job)[2]
+        return record
+
+    try:
+        # reflector_every 1: it reads (and scores) every frame.
+        every = episode("reflector_0.99", every=1)
+        assert every["ended"] == "step_limit" and every["renders"] == every["steps"] == 280
+        first = episode("reflector_0.01")
+        assert first["ended"] == "reflector" and first["steps"] == 0 and first["success"] is False
+    finally:
+        _release_kept()
