@@ -409,6 +409,17 @@ def test_reward_hacking_audit_counts_claims_the_simulator_does_not_confirm():
     assert "false-success rate" in format_audit(audit)
     with pytest.raises(ValueError, match="actions"):
         ImaginedRollout(bright, np.zeros((3, 7)), "libero_object", 0, 0, "x")
+    # A rollout judged while imagined (LOOP's chunk-end verdicts) keeps its verdict: the bright
+    # frames are not scored again, the claim is where imagination ended the episode.
+    judged = [ImaginedRollout(bright, close, "libero_object", 0, 1, "x", judged=(np.array([0.1, 0.2]), None)),
+              ImaginedRollout(dark, open_, "libero_object", 0, 0, "x", judged=(np.array([0.1, 0.9]), 5))]
+    audit = audit_reward_hacking(FixedReflector(), judged, make_env=_ScriptedEnv)
+    rows = audit["per_rollout"]
+    assert [(r["claimed_step"], r["real_success_step"]) for r in rows] == [(None, 4), (5, None)]
+    assert [r["max_reward"] for r in rows] == pytest.approx([0.2, 0.9])
+    assert (audit["claimed"], audit["false_successes"], audit["missed"]) == (1, 1, 1)
+    with pytest.raises(ValueError, match="judged"):
+        ImaginedRollout(dark, open_, "libero_object", 0, 0, "x", judged=(np.array([0.9]), 6))
 
 
 def test_cached_latency_stays_flat_as_the_episode_grows():

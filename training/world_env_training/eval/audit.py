@@ -3,8 +3,9 @@
 Rollouts of the policy are imagined exactly as LOOP imagines them (``loop.collect_rollouts``:
 actions sampled from the policy's Laplace law, episodes ended by the reflector or the step
 limit); each rollout's executed actions are then replayed in real LIBERO from the same init
-state (``reflector_eval.audit_reward_hacking``). A claimed success that the replay never
-reaches is a false success: reward LOOP would have paid for nothing. Writes ``audit.json``
+state (``reflector_eval.audit_reward_hacking``). A rollout claims success where the reflector
+ended it in imagination, judging every ``reflector_every`` steps as LOOP does; a claimed success
+that the replay never reaches is a false success: reward LOOP would have paid for nothing. Writes ``audit.json``
 (figures and one row per rollout) and ``audit.md`` in ``output_dir``.
 
 With ``eval_json`` (an ``evaluate`` result of the same policy) the rollouts start from the init
@@ -103,8 +104,11 @@ def audit(cfg: AuditConfig) -> dict:
     imagined = []
     for e, (frames, actions) in enumerate(zip(rollouts.episode_frames, rollouts.episode_actions)):
         start = starts[e // cfg.rollouts_per_state]
+        # The claim is the one LOOP is paid for: where the reflector ended the imagined episode.
+        fired = int(rollouts.lengths.flat[e]) if rollouts.fired.flat[e] else None
         imagined.append(ImaginedRollout(frames=frames, actions=actions, suite=start.suite, task_id=start.task_id,
-                                        init_state_id=start.init_state_id, instruction=start.instruction))
+                                        init_state_id=start.init_state_id, instruction=start.instruction,
+                                        judged=(rollouts.rewards[e], fired)))
     print(f"audit-reward-hacking: replaying {len(imagined)} rollouts in LIBERO", flush=True)
     if physics is not None:
         physics.close()

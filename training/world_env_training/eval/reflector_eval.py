@@ -195,7 +195,11 @@ def write_report(report: dict, folder: str | Path, name: str = "eval", markdown:
 class ImaginedRollout:
     """One world-model rollout: imagined frames o_0..o_T (T+1, H, W, 3) uint8, the T actions
     (T, 7) that produced them (LIBERO units, as executed), and the LIBERO task and init state
-    it started from."""
+    it started from.
+
+    ``judged``: the reflector's verdict as imagination gave it, (rewards at the judged frames,
+    the frame it fired at or None), when the rollout was scored while it ran (LOOP's cadence,
+    ``reflector_every``); None: the audit scores every frame itself."""
 
     frames: np.ndarray
     actions: np.ndarray
@@ -203,6 +207,7 @@ class ImaginedRollout:
     task_id: int
     init_state_id: int
     instruction: str
+    judged: tuple[np.ndarray, int | None] | None = None
 
     def __post_init__(self):
         self.frames, self.actions = np.asarray(self.frames), np.asarray(self.actions, dtype=np.float64)
@@ -210,6 +215,11 @@ class ImaginedRollout:
             raise ValueError(f"frames: {self.frames.dtype} {self.frames.shape}, expected uint8 (T+1, H, W, 3)")
         if self.actions.shape != (len(self.frames) - 1, 7):
             raise ValueError(f"actions: shape {self.actions.shape}, expected ({len(self.frames) - 1}, 7)")
+        if self.judged is not None:
+            rewards, fired = self.judged
+            if not len(rewards) or (fired is not None and not 0 <= fired < len(self.frames)):
+                raise ValueError(f"judged: {len(rewards)} rewards, fired at {fired}; expected at least one reward "
+                                 f"and a frame index below {len(self.frames)} or None")
 
     @classmethod
     def from_episode(cls, episode) -> "ImaginedRollout":
@@ -238,7 +248,9 @@ def replay_success(env, rollout: ImaginedRollout, settle_steps: int = 10) -> np.
 
 def audit_reward_hacking(model, rollouts: list[ImaginedRollout], threshold: float | None = None, env_seed: int = 0,
                          settle_steps: int = 10, make_env=_libero_env) -> dict:
-    """False-success rate of the reflector on imagined rollouts, checked in real LIBERO.
+    """False-success rate of the reflector on imagined rollouts, checked in real LIBERO. A
+    rollout's claim is the verdict it carries (``judged``), else the first of its frames the
+    reflector scores above ``threshold``.
 
     ``env_seed`` and ``settle_steps`` must be those the rollouts' initial frames were made with
     (the collectors use seed 0 and 10). ``make_env(suite, task_id, resolution, seed)`` builds the
@@ -258,8 +270,11 @@ def audit_reward_hacking(model, rollouts: list[ImaginedRollout], threshold: floa
             if key not in envs:
                 envs[key] = make_env(rollout.suite, rollout.task_id, rollout.frames.shape[1], env_seed)
             real = replay_success(envs[key], rollout, settle_steps)
-            rewards = model.score_episode(rollout.frames, rollout.instruction)
-            claim = first_fire(rewards, threshold)
+            if rollout.judged is None:
+                rewards = model.score_episode(rollout.frames, rollout.instruction)
+                claim = first_fire(rewards, threshold)
+            else:
+                rewards, claim = rollout.judged
             real_step = int(np.argmax(real)) if real.any() else None
             rows.append({"rollout": i, "suite": rollout.suite, "task_id": rollout.task_id,
                          "init_state_id": rollout.init_state_id, "length": len(rollout.actions),
