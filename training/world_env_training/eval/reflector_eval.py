@@ -11,8 +11,9 @@ steps (mean over those that fire; the signed mean says early (<0) or late (>0)) 
 never fire; for failed episodes, how many fire at all (a false termination with reward).
 
 Reward-hacking audit (``audit_reward_hacking``): imagined rollouts (world-model frames, the
-actions that produced them and the LIBERO init state they started from) are scored by the
-reflector and their actions are replayed open-loop in real LIBERO from the same init state.
+actions that produced them and the LIBERO init state they started from) carry the reflector's
+verdict from imagination, or are scored by it here, and their actions are replayed open-loop in
+real LIBERO from the same init state.
 A false success is a rollout the reflector ends as a success (it fires) while the replay
 never achieves the task. The replay is open loop: what counts is whether the actions the
 policy chose in imagination achieve the task in the real simulator. Contact-rich outcomes are
