@@ -5,8 +5,8 @@ actions sampled from the policy's Laplace law, episodes ended by the reflector o
 limit); each rollout's executed actions are then replayed in real LIBERO from the same init
 state (``reflector_eval.audit_reward_hacking``). A rollout claims success where the reflector
 ended it in imagination, judging every ``reflector_every`` steps as LOOP does; a claimed success
-that the replay never reaches is a false success: reward LOOP would have paid for nothing. Writes ``audit.json``
-(figures and one row per rollout) and ``audit.md`` in ``output_dir``.
+that the replay never reaches is a false success: reward LOOP would have paid for nothing.
+Writes ``audit.json`` (figures and one row per rollout) and ``audit.md`` in ``output_dir``.
 
 With ``eval_json`` (an ``evaluate`` result of the same policy) the rollouts start from the init
 states that evaluation used (held out from training; their first frames rendered in LIBERO),
