@@ -143,6 +143,26 @@ def test_default_config_builds_and_runs(report):
            f"parameters, {counts['trainable'] / 1e6:.2f} M trainable ({counts['lora'] / 1e6:.2f} M LoRA)")
 
 
+def test_smollm2_is_converted_once_then_loaded_from_the_disk_cache(tmp_path, monkeypatch):
+    from world_env_training.models import backbones
+
+    monkeypatch.setenv("WORLD_ENV_CACHE", str(tmp_path))
+    converted_model, converted_tokenizer = backbones._smollm2()  # from the GGUF file
+    [saved] = list((tmp_path / "llm").iterdir())  # nothing else left, no staging folder
+    assert (saved / "model.safetensors").is_file()
+    cached_model, cached_tokenizer = backbones._smollm2()
+    assert cached_model.config._name_or_path == str(saved)  # read from the cache, not the GGUF file
+    a, b = converted_model.state_dict(), cached_model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for text in ("pick up the alphabet soup and place it in the basket", "Put both pots on the stove, é 42"):
+        assert converted_tokenizer.encode(text) == cached_tokenizer.encode(text)
+
+    (saved / "model.safetensors").write_bytes(b"damaged")  # a damaged cache is rebuilt, not fatal
+    rebuilt_model, _ = backbones._smollm2()
+    assert torch.equal(rebuilt_model.embed_tokens.weight, converted_model.embed_tokens.weight)
+    assert (saved / "model.safetensors").stat().st_size > 100_000_000
+
+
 def test_batch_padding_does_not_change_a_sample():
     model = _tiny().eval()
     images, states, instructions = _obs(3)

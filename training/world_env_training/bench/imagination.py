@@ -137,10 +137,12 @@ def measure_imagination(policy, reflector, world_model, batch_sizes=(8, 16, 32, 
     res = world_model.config.resolution
     camera = CameraModel.from_fovy(45.0, res, res, look_at((0.6, 0.0, 1.4), (-0.1, 0.0, 0.9)))
     rng = np.random.default_rng(seed)
-    start = StartState(frame=rng.integers(0, 256, (res, res, 3), dtype=np.uint8),
-                       state=np.array([-0.2, 0.0, 1.1, np.pi, 0.0, 0.0, 0.08], np.float32),
-                       instruction=INSTRUCTION, camera=camera.to_dict(), key="bench")
     robot = PandaModel()
+    # robosuite's Panda home posture: world models with an arm action map or arm physics need joints
+    joints = np.array([0.0, 0.196, 0.0, -2.617, 0.0, 2.94, 0.785])
+    start = StartState(frame=rng.integers(0, 256, (res, res, 3), dtype=np.uint8),
+                       state=robot.state_from_joints(joints, [0.04, -0.04]).astype(np.float32),
+                       instruction=INSTRUCTION, camera=camera.to_dict(), key="bench", joints=joints)
     reflector.set_precision(precision)
     envs = []
 

