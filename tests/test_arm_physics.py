@@ -74,6 +74,34 @@ def test_episodes_keep_their_own_state_and_objects_do_not_collide(physics, real)
         physics.step(np.zeros((3, 8, 7)))
 
 
+def test_parallel_scenes_give_the_states_of_one(physics, real):
+    """physics_workers: the batch is shared among scenes in spawned processes, and every state,
+    after episodes end (keep) too, is bit-identical to one scene's."""
+    from world_env_training.rl.arm_physics import ArmPhysics
+
+    rng = np.random.default_rng(0)
+    joints = real["joints"] + rng.normal(0.0, 0.02, (5, 7))
+    chunks = np.concatenate([np.tile(UP, (5, 4, 1)), np.tile(CLOSE, (5, 4, 1))], 1) + rng.normal(0.0, 0.1, (5, 8, 7))
+    shared = ArmPhysics("libero_object", 0, workers=3)
+    try:
+        assert shared.workers == 3 and all(p.is_alive() for p, _ in shared._peers)
+        runs = []
+        for arm in (physics, shared):
+            arm.reset(joints, np.full(5, real["state"][6]))
+            first, _ = arm.step(chunks)
+            arm.keep([0, 2, 3])
+            second, q = arm.step(chunks[[0, 2, 3]])
+            runs.append((first, second, q))
+        for one, three in zip(*runs):
+            np.testing.assert_array_equal(one, three)
+        peers = [p for p, _ in shared._peers]
+    finally:
+        shared.close()
+    assert not any(p.is_alive() for p in peers)
+    with pytest.raises(ValueError, match="workers"):
+        PostTrainConfig(physics_workers=-1)
+
+
 def test_imagined_env_states_come_from_the_physics(physics, real):
     from world_env_common.robot import PandaModel
     from world_env_training.models.world_model import WorldModel, WorldModelConfig

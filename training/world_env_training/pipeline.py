@@ -94,9 +94,9 @@ def artifacts(cfg: configs.PipelineConfig) -> dict[str, str | list[str]]:
 
 #: post-train-libero options that change where and how fast the control arm trains, not what
 #: it learns: a shipped control policy stands in for the stage when all the others match.
-#: (precision is that of the world model and the reflector, which the pipeline's control arm,
-#: rewarded by LIBERO's success, does not run.)
-CONTROL_FREE = ("output_dir", "libero_workers", "device", "precision")
+#: (precision and physics_workers concern the world model, the reflector and the imagined arm,
+#: which the pipeline's control arm, rewarded by LIBERO's success, does not run.)
+CONTROL_FREE = ("output_dir", "libero_workers", "device", "precision", "physics_workers")
 
 
 def shipped_control(cfg: configs.PipelineConfig, train_cfg: configs.PostTrainConfig) -> str:

@@ -79,8 +79,17 @@ def _imagination(cfg: BenchConfig):
     return result, format_report(result)
 
 
+def _physics(cfg: BenchConfig):
+    from world_env_training.bench.physics import bench_physics, format_report
+    from world_env_training.rl.arm_physics import resolve_workers
+
+    result = bench_physics(workers=sorted({1, resolve_workers(0)}), batch_size=4 if cfg.quick else 16,
+                           chunks=1 if cfg.quick else 4, seed=cfg.seed)
+    return result, format_report(result)
+
+
 BENCHES = {"loop": _loop, "robot": _robot, "camera": _camera, "libero": _libero, "policy": _policy,
-           "reflector": _reflector, "world_model": _world_model, "imagination": _imagination}
+           "reflector": _reflector, "world_model": _world_model, "imagination": _imagination, "physics": _physics}
 NOT_BUILT: dict[str, int] = {}  # benchmark -> issue that builds it, while unbuilt
 
 

@@ -86,9 +86,10 @@ def audit(cfg: AuditConfig) -> dict:
     robot = PandaModel()
     physics = None
     if cfg.arm in ("physics", "scene"):
-        from world_env_training.rl.arm_physics import ArmPhysics
+        from world_env_training.rl.arm_physics import ArmPhysics, resolve_workers
 
-        physics = ArmPhysics.for_start_states(starts, cfg.eval_json or cfg.demos, env_seed, objects=cfg.arm == "scene")
+        physics = ArmPhysics.for_start_states(starts, cfg.eval_json or cfg.demos, env_seed, objects=cfg.arm == "scene",
+                                              workers=resolve_workers(cfg.physics_workers))
 
     def make_env(camera: dict) -> ImaginedEnv:
         return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), device,

@@ -173,9 +173,10 @@ def train(cfg: PostTrainConfig):
                              f"the world model predicts {size}x{size}")
         robot = PandaModel()
         if cfg.arm in ("physics", "scene"):
-            from world_env_training.rl.arm_physics import ArmPhysics
+            from world_env_training.rl.arm_physics import ArmPhysics, resolve_workers
 
-            physics = ArmPhysics.for_start_states(starts, cfg.demos, objects=cfg.arm == "scene")
+            physics = ArmPhysics.for_start_states(starts, cfg.demos, objects=cfg.arm == "scene",
+                                                  workers=resolve_workers(cfg.physics_workers))
 
         def make_env(camera: dict) -> ImaginedEnv:
             return ImaginedEnv(world_model, robot, CameraModel.from_dict(camera), device,
