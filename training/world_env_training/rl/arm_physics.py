@@ -57,10 +57,6 @@ def movable_object_geoms(model) -> np.ndarray:
     return np.asarray(geoms, dtype=np.int64)
 
 
-_ARM = ("q", "dq", "fingers", "dfingers", "ramp", "warm")  # an episode's state, by field
-_SCENE = ("scene_qpos", "scene_qvel")  # and with the objects, the rest of its scene
-
-
 class _Scene:
     """One process's MuJoCo scene of the task; ``advance`` steps episodes through it."""
 
@@ -87,9 +83,10 @@ class _Scene:
         self.base_qpos, self.base_qvel = self.sim.data.qpos.copy(), self.sim.data.qvel.copy()
 
     def advance(self, episodes: dict, actions: np.ndarray) -> tuple[np.ndarray, dict]:
-        """Execute (b, k, 7) actions from the b episodes' states (``_ARM`` fields, plus ``_SCENE``
-        with objects); returns the states after each action (b, k, 7) and the episodes' new
-        states. Nothing of one episode reaches the next one's."""
+        """Execute (b, k, 7) actions from the b episodes' states (fields q, dq, fingers, dfingers,
+        ramp and warm, plus scene_qpos and scene_qvel with objects; ``ArmPhysics.reset`` makes
+        them); returns the states after each action (b, k, 7) and the episodes' new states.
+        Nothing of one episode reaches the next one's."""
         data, gripper = self.sim.data, self.robot_sim.gripper
         episodes = {name: np.array(value, copy=True) for name, value in episodes.items()}
         states = np.zeros(actions.shape[:2] + (7,), np.float32)
