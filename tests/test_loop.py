@@ -270,3 +270,41 @@ def test_two_gloo_ranks_keep_identical_parameters(tmp_path, artifacts):
     assert _param_digest(start) != ranks[0]["digest"]  # and training moved it
     first = ranks[0]["first"]
     assert first["stepped"] and first["chunks"] == 2 * 2 * 2  # both ranks' rollouts counted: 2 states x 2 x 2 chunks
+
+
+def test_one_step_at_the_default_step_size_stays_inside_the_kl_limit_where_1e_5_leaves_it():
+    # The shipped SFT policy's Laplace scale is small (b ~ 0.02), so chunk likelihoods react
+    # strongly to its weights (results/ppo_step_size: on real rollouts one Adam step at 1e-5
+    # reached KL 1.8, at 2e-6 0.09). Here: chunks it samples on the 5 demonstrations' frames,
+    # each demonstration an episode of one initial state, one of them a success (RLOO
+    # advantages); one PPO step on all of them, then the KL over all of them.
+    from world_env_training.data.dataset import Dataset
+    from world_env_training.models.vla import VLAPolicy
+    from world_env_training.models.vla.sampling import ChunkSampler
+
+    shipped = TESTS.parent / "pretrained" / "embedded_default"
+    demos = Dataset(shipped / "demos")
+    episodes = [demos[i] for i in range(5)]
+    times = range(0, 112, 7)
+    images = np.stack([e.frames[t] for e in episodes for t in times])
+    states = np.stack([e.states[t] for e in episodes for t in times]).astype(np.float32)
+    instructions = [e.instruction for e in episodes for _ in times]
+    defaults = PostTrainConfig()
+    policy = VLAPolicy.from_pretrained(str(shipped / "sft"))
+    drawn = ChunkSampler(policy, sample=True, seed=0)(images, states, instructions)
+    samples = {"images": images, "states": states, "instructions": instructions, "actions": drawn.actions.numpy()}
+    advantages = rloo_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0]])).reshape(-1).repeat_interleave(len(times))
+    weights = {k: v.clone() for k, v in policy.state_dict().items()}
+    kl = {}
+    for lr in (defaults.lr_lora, 1e-5):
+        policy.load_state_dict(weights)
+        trainable = policy.lora_parameters() + policy.head_parameters()
+        optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+        ppo_update(policy, policy.action_distribution, optimizer, trainable, samples, drawn.log_prob, advantages,
+                   defaults.clip_eps, epochs=1, minibatches=1, grad_clip=defaults.grad_clip, seed=0)
+        with torch.no_grad():
+            new, _ = chunk_log_probs(policy.action_distribution, policy.eval(), images, states, instructions,
+                                     samples["actions"])
+        log_ratio = new - drawn.log_prob
+        kl[lr] = float((log_ratio.exp() - 1 - log_ratio).mean())
+    assert kl[defaults.lr_lora] < defaults.target_kl < kl[1e-5], kl

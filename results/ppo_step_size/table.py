@@ -1,0 +1,50 @@
+"""Print the arm table of results/ppo_step_size/README.md from the committed eval.json files:
+real success under GT termination on drawn init states 50-99, and each arm's paired
+difference from the shipped SFT policy.
+
+    python results/ppo_step_size/table.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from world_env_training.eval import stats
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent
+SFT = RESULTS / "pipeline_default/eval_sft/eval.json"
+ARMS = {"LOOP in imagination (physics arm), lr 1e-5, 8 updates": RESULTS / "pipeline_default/eval_loop/eval.json",
+        "LOOP in imagination (physics arm), lr 2e-6, 16 updates": HERE / "loop_imagined/eval/eval.json",
+        "LOOP in imagination (scene oracle), lr 1e-5, 8 updates": RESULTS / "oracle_scene/eval_loop/eval.json",
+        "LOOP in imagination (scene oracle), lr 2e-6, 16 updates": HERE / "loop_scene/eval/eval.json",
+        "control arm, LOOP in LIBERO, lr 1e-5, 12 updates": RESULTS / "pipeline_default/eval_control/eval.json",
+        "control arm, LOOP in LIBERO, lr 2e-6, 12 updates": HERE / "loop_libero/eval/eval.json"}
+
+
+def outcomes(path: Path) -> dict:
+    return {e["init_state_id"]: bool(e["success"]) for e in json.loads(path.read_text())["episodes"]
+            if e["protocol"] == "gt_termination"}
+
+
+def main() -> None:
+    sft = outcomes(SFT)
+    lo, hi = stats.wilson_interval(sum(sft.values()), len(sft))
+    print(f"SFT: {sum(sft.values())}/{len(sft)} [{100 * lo:.1f}, {100 * hi:.1f}]")
+    for name, path in ARMS.items():
+        if not path.is_file():
+            print(f"{name}: {path.relative_to(RESULTS)} missing")
+            continue
+        arm = outcomes(path)
+        assert arm.keys() == sft.keys(), f"{path}: other init states than SFT's"
+        table = stats.paired_table(arm, sft)
+        diff, low, high = stats.paired_newcombe_interval(*table)
+        lo, hi = stats.wilson_interval(sum(arm.values()), len(arm))
+        print(f"{name}: {sum(arm.values())}/{len(arm)} [{100 * lo:.1f}, {100 * hi:.1f}]; minus SFT, paired "
+              f"{100 * diff:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] (both {table[0]}, only this arm {table[1]}, "
+              f"only SFT {table[2]}, neither {table[3]})")
+
+
+if __name__ == "__main__":
+    main()
