@@ -162,6 +162,29 @@ def test_the_kl_limit_stops_an_update_that_drifts(artifacts):
     assert runs[1e-3]["kl_stopped"] and 1 <= runs[1e-3]["minibatches"] < 6  # ... with it, it stops
 
 
+def test_an_update_without_advantage_leaves_the_policy_as_it_was(tmp_path, artifacts):
+    from world_env_training.rl.loop_runner import LoopLearner
+
+    policy, reflector, make_env, starts = _load(artifacts)
+    ro = collect_rollouts(policy, reflector, make_env, starts[:1], 2, 8, torch.Generator().manual_seed(3))
+    samples = {"images": ro.images, "states": ro.states, "instructions": ro.instructions, "actions": ro.actions}
+    old = torch.from_numpy(ro.log_probs)
+    cfg = PostTrainConfig(policy=artifacts["policy"], output_dir=str(tmp_path / "run"), lr_lora=1e-3, lr_heads=1e-3,
+                          target_kl=0.0)
+    learner = LoopLearner(cfg, torch.device("cpu"))
+    assert learner.update(samples, old, np.array([[1.0, 0.0]]), ro.episode)["minibatches"] > 0
+    after_signal = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    for returns in ([[0.0, 0.0]], [[1.0, 1.0]]):  # every rollout of the state scored alike
+        sums = learner.update(samples, old, np.array(returns), ro.episode)
+        assert sums["minibatches"] == 0 and sums["adv_abs"] == 0.0
+        for key, value in learner.model.state_dict().items():
+            torch.testing.assert_close(value, after_signal[key], rtol=0, atol=0, msg=key)
+    # What the skip prevents: PPO steps on zero advantages still move the policy (Adam's momentum).
+    ppo_update(learner.model, learner.model.action_distribution, learner.optimizer, learner.trainable, samples, old,
+               torch.zeros(len(old)), 0.1, 1, 1, 1.0, seed=0)
+    assert any(not torch.equal(v, after_signal[k]) for k, v in learner.model.state_dict().items())
+
+
 def _post_train_script(paths: dict, run_dir: Path, **overrides) -> str:
     cfg = dict(paths, output_dir=str(run_dir), batch_size=2, rollouts_per_state=2, max_steps=6, minibatches=2,
                save_every=1, keep_checkpoints=0, **overrides)

@@ -128,12 +128,16 @@ class LoopLearner:
         states, instructions, actions of the chunks) against ``old_log_probs``.
         distribution: what computes the policy's law (its DDP wrapper under several processes).
         step: False skips PPO (a process with no chunks when its peers have none either).
+        PPO is also skipped when no process has a nonzero advantage (every state's rollouts
+        scored alike, e.g. all failed): the gradient is then zero, but Adam's momentum from
+        earlier updates would still move the policy, with no signal behind the move.
         Returns the sums of the PPO figures and ``adv_abs``, the sum of |advantage| per episode."""
         cfg = self.cfg
         advantages = rloo_advantages(torch.from_numpy(np.asarray(returns, np.float32))).numpy().reshape(-1)
         sums = {"loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "minibatches": 0.0, "kl_stopped": 0.0,
                 "stop_kl": 0.0}
-        if step and len(old_log_probs):
+        signal = agree(float(np.abs(advantages).sum())) > 0  # agreed, so that all processes skip together
+        if step and len(old_log_probs) and signal:
             sums.update(ppo_update(self.model, distribution or self.model.action_distribution, self.optimizer,
                                    self.trainable, samples, old_log_probs,
                                    torch.from_numpy(advantages[chunk_episode]).to(self.device), cfg.clip_eps,
