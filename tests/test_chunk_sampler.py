@@ -91,3 +91,31 @@ def test_means_are_scored_and_clipped_by_the_sampler(loaded):
     torch.testing.assert_close(drawn.log_prob, expected, rtol=0, atol=1e-4)
     assert drawn.executed(3).shape == (1, 3, 7)
     np.testing.assert_array_equal(clip_actions([[-2.0, 0.5, 3.0]]), [[-1.0, 0.5, 1.0]])
+
+
+def test_a_tempered_sampler_draws_closer_to_the_mean_and_ppo_rescores_it_at_that_temperature(loaded):
+    from world_env_training.models.vla import ChunkSampler
+    from world_env_training.rl.loop import chunk_log_probs
+
+    policy, _, _, start = loaded
+    images, states = np.repeat(start.frame[None], 64, 0), np.repeat(start.state[None], 64, 0)
+    instructions = [start.instruction] * 64
+    spread, scored = {}, {}
+    for temperature in (1.0, 0.25):
+        drawn = ChunkSampler(policy, sample=True, seed=0, temperature=temperature)(images, states, instructions)
+        _, own = policy.predict_action_chunk(images, states, instructions)
+        torch.testing.assert_close(drawn.log_scale, own + np.log(temperature), rtol=0, atol=1e-5)
+        spread[temperature] = float((drawn.actions - drawn.mu).abs().mean())
+        with torch.no_grad():
+            new, _ = chunk_log_probs(policy.action_distribution, policy, images, states, instructions,
+                                     drawn.actions.numpy(), temperature)
+            at_one, _ = chunk_log_probs(policy.action_distribution, policy, images, states, instructions,
+                                        drawn.actions.numpy())
+        torch.testing.assert_close(new, drawn.log_prob, rtol=0, atol=1e-3)  # PPO's ratio starts at 1
+        scored[temperature] = (new, at_one)
+    # Laplace(mu, t b): mean |a - mu| is t b, so a quarter of the spread ...
+    assert spread[0.25] == pytest.approx(0.25 * spread[1.0], rel=0.2), spread
+    # ... and its draws are scored differently at temperature 1 (the policy's own law).
+    assert not torch.allclose(*scored[0.25], atol=1e-2)
+    with pytest.raises(ValueError, match="temperature"):
+        ChunkSampler(policy, temperature=0.0)

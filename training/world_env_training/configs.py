@@ -699,6 +699,11 @@ class PostTrainConfig(StageConfig):
         ppo_epochs: Passes of PPO over each update's rollouts.
         minibatches: Minibatches per PPO pass (each process splits its own chunks into this many).
         grad_clip: Gradient norm clipping threshold (0: off).
+        temperature: Rollouts draw each chunk from Laplace(mu, temperature x b) instead of the
+            policy's own Laplace(mu, b), and PPO scores them under that same law, so the ratios
+            stay exact (1: the policy's law). Below 1 the rollouts are closer to what the
+            policy's mean does, the chunks evaluation and deployment run. Post-train only (the
+            ROS trainer's policy node samples at 1).
         target_kl: Stop an update's PPO steps once a minibatch's approximate KL from the rollout
             policy exceeds this (0: never). The KL is of whole chunks (summed over 8 x 7 action
             dimensions), hence larger than per-token figures.
@@ -756,6 +761,7 @@ class PostTrainConfig(StageConfig):
     minibatches: int = 4
     grad_clip: float = 1.0
     target_kl: float = 0.5
+    temperature: float = 1.0
     reflector_every: int = 8
     sampler_steps: int = 0
     arm: str = "gains"
@@ -788,6 +794,7 @@ class PostTrainConfig(StageConfig):
         _check(self.minibatches > 0, "minibatches", self.minibatches, "a positive integer")
         _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "a non-negative number (0: off)")
         _check(self.target_kl >= 0, "target_kl", self.target_kl, "a non-negative number (0: no limit)")
+        _check(self.temperature > 0, "temperature", self.temperature, "a positive number (1: the policy's law)")
         _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer (0: the model's)")
         _check(self.reflector_every > 0, "reflector_every", self.reflector_every, "a positive integer (1: every step)")
         _check(self.save_every > 0, "save_every", self.save_every, "a positive integer")

@@ -108,7 +108,9 @@ def shipped_control(cfg: configs.PipelineConfig, train_cfg: configs.PostTrainCon
     if art is None or not art.get("config"):
         return ""
     mine = {k: v for k, v in train_cfg.to_dict().items() if k not in CONTROL_FREE}
-    theirs = {k: v for k, v in art["config"].items() if k not in CONTROL_FREE}
+    # Options added after the policy was made are compared at their defaults, which is what it ran with.
+    recorded = {k: v for k, v in art["config"].items() if k in configs.PostTrainConfig.__dataclass_fields__}
+    theirs = {k: v for k, v in configs.PostTrainConfig(**recorded).to_dict().items() if k not in CONTROL_FREE}
     return str(Path(cfg.pretrained) / "control") if mine == theirs else ""
 
 

@@ -84,7 +84,7 @@ class LoopLearner:
     """The policy LOOP trains, its optimiser and its run folder (module docstring).
 
     cfg: ``PostTrainConfig`` (policy, output_dir, lr_lora, lr_heads, clip_eps, ppo_epochs,
-    minibatches, grad_clip, target_kl, binary_reward, keep_checkpoints, seed). ``writer``: only
+    minibatches, grad_clip, target_kl, temperature, binary_reward, keep_checkpoints, seed). ``writer``: only
     the process that writes files (rank 0) passes True.
     """
 
@@ -142,7 +142,8 @@ class LoopLearner:
                                    self.trainable, samples, old_log_probs,
                                    torch.from_numpy(advantages[chunk_episode]).to(self.device), cfg.clip_eps,
                                    cfg.ppo_epochs, cfg.minibatches, cfg.grad_clip,
-                                   seed if seed is not None else [cfg.seed, self.update_count], cfg.target_kl, agree))
+                                   seed if seed is not None else [cfg.seed, self.update_count], cfg.target_kl, agree,
+                                   cfg.temperature))
         sums["adv_abs"] = float(np.abs(advantages).sum())
         return sums
 

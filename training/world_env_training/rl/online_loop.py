@@ -57,6 +57,9 @@ class OnlineLOOP:
     def __init__(self, cfg: PostTrainConfig):
         from world_env_training.models.backbones import resolve_device
 
+        if cfg.temperature != 1.0:
+            raise ValueError(f"temperature={cfg.temperature}: the policy node samples the policy's own law "
+                             "(temperature 1), which the trainer must score; tempered rollouts are post-train's")
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.learner = LoopLearner(cfg, self.device)

@@ -11,6 +11,7 @@ leaves unexecuted): clipping changes what runs, not what the policy chose.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,11 @@ def clip_actions(actions) -> np.ndarray:
 def chunk_log_prob(actions: torch.Tensor, mu: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
     """(B, K, 7) chunks -> (B,) joint Laplace log-likelihood of each whole chunk (differentiable)."""
     return laplace_log_prob(actions, mu, log_scale).sum(-1)
+
+
+def tempered(log_scale: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log of temperature * b: the Laplace law LOOP samples from and scores at ``temperature``."""
+    return log_scale if temperature == 1.0 else log_scale + math.log(temperature)
 
 
 @dataclass
@@ -60,10 +66,15 @@ class ChunkSampler:
         False executes the means (log_prob is then the means' own likelihood).
     generator: the torch generator the draws use (so callers control the noise); with none, one
         seeded by ``seed`` on the model's device.
+    temperature: the law is Laplace(mu, temperature * b), for drawing and for scoring alike
+        (``tempered``); 1 is the policy's own law.
     """
 
-    def __init__(self, model, sample: bool = False, generator: torch.Generator | None = None, seed: int = 0):
-        self.model, self.sample = model, bool(sample)
+    def __init__(self, model, sample: bool = False, generator: torch.Generator | None = None, seed: int = 0,
+                 temperature: float = 1.0):
+        if not temperature > 0:
+            raise ValueError(f"temperature={temperature}: expected a positive number")
+        self.model, self.sample, self.temperature = model, bool(sample), float(temperature)
         self.generator = generator if generator is not None else torch.Generator(device=model.device).manual_seed(seed)
 
     @property
@@ -74,6 +85,7 @@ class ChunkSampler:
     def __call__(self, images, states, instructions: list[str]) -> ChunkSample:
         """images (B, H, W, 3) uint8, states (B, 7), B instructions -> a ``ChunkSample``."""
         mu, log_scale = self.model.predict_action_chunk(images, np.asarray(states, dtype=np.float32), instructions)
+        log_scale = tempered(log_scale, self.temperature)
         actions = self.model.sample(mu, log_scale, self.generator) if self.sample else mu
         return ChunkSample(actions=actions, log_prob=chunk_log_prob(actions, mu, log_scale),
                            scale=log_scale.exp().mean(dim=(1, 2)), mu=mu, log_scale=log_scale)
