@@ -19,7 +19,8 @@ ARMS = {"LOOP in imagination (physics arm), lr 1e-5, 8 updates": RESULTS / "pipe
         "LOOP in imagination (physics arm), lr 2e-6, 16 updates": HERE / "loop_imagined/eval/eval.json",
         "LOOP in imagination (scene oracle), lr 1e-5, 8 updates": RESULTS / "oracle_scene/eval_loop/eval.json",
         "control arm, LOOP in LIBERO, lr 1e-5, 12 updates": RESULTS / "pipeline_default/eval_control/eval.json",
-        "control arm, LOOP in LIBERO, lr 2e-6, 12 updates": HERE / "loop_libero/eval/eval.json"}
+        "control arm, LOOP in LIBERO, lr 2e-6, 12 updates": HERE / "loop_libero/eval/eval.json",
+        "control arm, LOOP in LIBERO, lr 2e-6, temperature 0.5, 12 updates": HERE / "loop_libero_t05/eval/eval.json"}
 
 
 def outcomes(path: Path) -> dict:
