@@ -18,8 +18,7 @@ ARMS = {"seed 0 (the default's run)": DEFAULT / "eval_loop/eval.json",
 
 
 def outcomes(path: Path, protocol: str) -> dict:
-    return {e["init_state_id"]: bool(e["success"]) for e in json.loads(path.read_text())["episodes"]
-            if e["protocol"] == protocol}
+    return stats.episode_outcomes(json.loads(path.read_text()), protocol)
 
 
 def main() -> None:
@@ -33,14 +32,11 @@ def main() -> None:
                 print(f"  {name}: {path} missing")
                 continue
             loop = outcomes(path, protocol)
-            assert loop.keys() == sft.keys(), f"{path}: other init states than SFT's"
-            table = stats.paired_table(loop, sft)
-            diff, low, high = stats.paired_newcombe_interval(*table)
-            lo, hi = stats.wilson_interval(sum(loop.values()), len(loop))
+            try:
+                print(f"  LOOP {name}: {stats.paired_summary(loop, sft)}")
+            except ValueError as err:  # evaluated other init states than SFT's
+                raise SystemExit(f"{path}: {err}") from None
             totals.append(sum(loop.values()))
-            print(f"  LOOP {name}: {sum(loop.values())}/{len(loop)} [{100 * lo:.1f}, {100 * hi:.1f}]; minus SFT, "
-                  f"paired {100 * diff:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
-                  f"(both {table[0]}, only LOOP {table[1]}, only SFT {table[2]}, neither {table[3]})")
         mean = sum(totals) / len(totals)
         print(f"  LOOP over {len(totals)} seeds: {min(totals)}-{max(totals)} successes, mean {mean:.2f}")
 

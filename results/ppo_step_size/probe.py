@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from world_env_training.models.vla import VLAPolicy
-from world_env_training.rl.loop import chunk_log_probs, collect_rollouts, ppo_loss, rloo_advantages
+from world_env_training.rl.loop import chunk_log_probs, collect_rollouts, ppo_update, rloo_advantages
 from world_env_training.rl.loop_runner import load_start_states, suite_step_limit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,14 +82,11 @@ def main() -> None:
         rng = np.random.default_rng(0)
         for step in range(1, args.steps + 1):
             part = rng.permutation(count)[: count // 4]
-            model.train()
-            new, _ = chunk_log_probs(model.action_distribution, model, d["images"][part], d["states"][part],
-                                     [instructions[i] for i in part], d["actions"][part])
-            loss, _ = ppo_loss(new, old[part], adv[part], 0.1)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
+            minibatch = {"images": d["images"][part], "states": d["states"][part],
+                         "instructions": [instructions[i] for i in part], "actions": d["actions"][part]}
+            # one PPO step on the whole minibatch, without a KL stop
+            ppo_update(model, model.action_distribution, optimizer, trainable, minibatch, old[part], adv[part],
+                       clip_eps=0.1, epochs=1, minibatches=1, grad_clip=1.0, seed=step)
             s = score(model.eval())
             print(f"| {lr:g} | {step} | {s['kl']:.3f} | {s['dlogp_pos']:+.3f} | {s['dlogp_neg']:+.3f} |", flush=True)
 

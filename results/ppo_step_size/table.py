@@ -24,8 +24,7 @@ ARMS = {"LOOP in imagination (physics arm), lr 1e-5, 8 updates": RESULTS / "pipe
 
 
 def outcomes(path: Path) -> dict:
-    return {e["init_state_id"]: bool(e["success"]) for e in json.loads(path.read_text())["episodes"]
-            if e["protocol"] == "gt_termination"}
+    return stats.episode_outcomes(json.loads(path.read_text()), "gt_termination")
 
 
 def main() -> None:
@@ -36,14 +35,10 @@ def main() -> None:
         if not path.is_file():
             print(f"{name}: {path.relative_to(RESULTS)} missing")
             continue
-        arm = outcomes(path)
-        assert arm.keys() == sft.keys(), f"{path}: other init states than SFT's"
-        table = stats.paired_table(arm, sft)
-        diff, low, high = stats.paired_newcombe_interval(*table)
-        lo, hi = stats.wilson_interval(sum(arm.values()), len(arm))
-        print(f"{name}: {sum(arm.values())}/{len(arm)} [{100 * lo:.1f}, {100 * hi:.1f}]; minus SFT, paired "
-              f"{100 * diff:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] (both {table[0]}, only this arm {table[1]}, "
-              f"only SFT {table[2]}, neither {table[3]})")
+        try:
+            print(f"{name}: {stats.paired_summary(outcomes(path), sft)}")
+        except ValueError as err:  # evaluated other init states than SFT's
+            raise SystemExit(f"{path}: {err}") from None
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 
 from world_env_training import configs
 from world_env_training.eval.evaluation import PROTOCOLS, split_note
-from world_env_training.eval.stats import newcombe_interval, paired_newcombe_interval, paired_table
+from world_env_training.eval.stats import episode_outcomes, newcombe_interval, paired_newcombe_interval, paired_table
 from world_env_training.pretrained import MANIFEST as PRETRAINED_MANIFEST
 from world_env_training.pretrained import PIPELINE_STAGES as PRETRAINED_STAGES
 
@@ -44,12 +44,6 @@ def _cell(rate: dict | None) -> str:
         return "-"
     low, high = rate["ci95"]
     return f"{100 * rate['rate']:.1f} [{100 * low:.0f}, {100 * high:.0f}] ({rate['successes']}/{rate['episodes']})"
-
-
-def _outcomes(result: dict, protocol: str) -> dict:
-    """{(suite, task, init state): success} of one protocol's episodes."""
-    return {(e["suite"], e["task_id"], e["init_state_id"]): bool(e["success"])
-            for e in result["episodes"] if e["protocol"] == protocol}
 
 
 SFT_ROW = "SFT"
@@ -95,7 +89,8 @@ def success_table(arms: dict[str, dict | None]) -> list[str]:
             line = (f"- {PROTOCOL_NAMES[p]}: {100 * b['rate']:.1f}% vs SFT {100 * a['rate']:.1f}%, "
                     f"{100 * d:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]; the interval {verdict}.")
             try:  # both evaluated the same init states: the paired interval uses that
-                both, only_arm, only_sft, neither = paired_table(_outcomes(result, p), _outcomes(sft, p))
+                both, only_arm, only_sft, neither = paired_table(episode_outcomes(result, p),
+                                                                 episode_outcomes(sft, p))
             except ValueError:
                 lines.append(line)
                 continue

@@ -82,3 +82,22 @@ def paired_table(a: dict, b: dict) -> tuple[int, int, int, int]:
     only_a = sum(1 for u in a if a[u] and not b[u])
     only_b = sum(1 for u in a if b[u] and not a[u])
     return both, only_a, only_b, len(a) - both - only_a - only_b
+
+
+def episode_outcomes(result: dict, protocol: str) -> dict:
+    """{(suite, task, init state): success} of one protocol's episodes in an eval.json result."""
+    return {(e["suite"], e["task_id"], e["init_state_id"]): bool(e["success"])
+            for e in result["episodes"] if e["protocol"] == protocol}
+
+
+def paired_summary(arm: dict, base: dict, base_name: str = "SFT") -> str:
+    """One line for an arm against a baseline measured on the same units ({unit: success} maps):
+    the arm's successes with their Wilson interval, and the paired difference (``paired_table``,
+    ``paired_newcombe_interval``) in points with its table."""
+    table = paired_table(arm, base)
+    diff, low, high = paired_newcombe_interval(*table)
+    k = sum(arm.values())
+    lo, hi = wilson_interval(k, len(arm))
+    return (f"{k}/{len(arm)} [{100 * lo:.1f}, {100 * hi:.1f}]; minus {base_name}, paired {100 * diff:+.1f} "
+            f"[{100 * low:+.1f}, {100 * high:+.1f}] (both {table[0]}, only this arm {table[1]}, "
+            f"only {base_name} {table[2]}, neither {table[3]})")

@@ -136,7 +136,8 @@ class LoopLearner:
         advantages = rloo_advantages(torch.from_numpy(np.asarray(returns, np.float32))).numpy().reshape(-1)
         sums = {"loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "minibatches": 0.0, "kl_stopped": 0.0,
                 "stop_kl": 0.0}
-        signal = agree(float(np.abs(advantages).sum())) > 0  # agreed, so that all processes skip together
+        adv_abs = float(np.abs(advantages).sum())
+        signal = agree(adv_abs) > 0  # agreed, so that all processes skip together
         if step and len(old_log_probs) and signal:
             sums.update(ppo_update(self.model, distribution or self.model.action_distribution, self.optimizer,
                                    self.trainable, samples, old_log_probs,
@@ -144,7 +145,7 @@ class LoopLearner:
                                    cfg.ppo_epochs, cfg.minibatches, cfg.grad_clip,
                                    seed if seed is not None else [cfg.seed, self.update_count], cfg.target_kl, agree,
                                    cfg.temperature))
-        sums["adv_abs"] = float(np.abs(advantages).sum())
+        sums["adv_abs"] = adv_abs
         return sums
 
     def finish_update(self, record: dict, save: bool = True) -> Path | None:
