@@ -47,6 +47,21 @@ def test_explore_keeps_noisy_episodes_with_their_sampling_distribution(tmp_path)
         assert np.abs(ep.actions - mean).mean() > 0.05 and np.abs(ep.actions).max() <= 1.0
 
 
+def test_explore_max_steps_cuts_episodes_to_start_states_post_train_reads(tmp_path):
+    from world_env_training.rl.loop_runner import load_start_states
+
+    cfg = ExploreConfig(policy="zero", task_ids=[0], episodes_per_task=2, max_steps=3,
+                        output_dir=str(tmp_path / "starts"), workers=1, init_state_ids=[12, 13])
+    explore(cfg)
+    ds = Dataset(cfg.output_dir)
+    assert [ds[i].length for i in range(2)] == [3, 3]  # the zero policy alone would run to the step limit
+    starts = load_start_states(cfg.output_dir)
+    assert [s.init_state_id for s in starts] == [12, 13]
+    assert not np.array_equal(starts[0].frame, starts[1].frame)  # two scenes, two first frames
+    with pytest.raises(ValueError, match="max_steps"):
+        ExploreConfig(max_steps=-1)
+
+
 def test_explore_rejects_bad_init_state_ids():
     with pytest.raises(ValueError, match="init_state_ids=.*distinct non-negative init state ids"):
         ExploreConfig(init_state_ids=[3, 3])

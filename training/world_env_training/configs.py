@@ -121,6 +121,10 @@ class ExploreConfig(StageConfig):
         noise_scale: Fixed Laplace scale used when the policy has no scale head.
         resolution: Agent-view image size in pixels (square): 64, 128 or 256.
         post_success_steps: Steps recorded after the task is achieved.
+        max_steps: Steps per episode at most (0: the suite's LIBERO step limit). A few steps
+            are enough for a dataset of start states: post-train's ``demos`` reads only each
+            episode's first frame, state and camera, so LOOP can start from scenes nobody
+            demonstrated at a fraction of a full episode's cost.
         output_dir: Folder the exploration dataset is written to.
         workers: Simulator processes run in parallel.
         seed: Seed for init states and action noise.
@@ -137,6 +141,7 @@ class ExploreConfig(StageConfig):
     noise_scale: float = 0.05
     resolution: int = 64
     post_success_steps: int = 10
+    max_steps: int = 0
     output_dir: str = "runs/default/explore"
     workers: int = 2
     seed: int = 0
@@ -149,6 +154,7 @@ class ExploreConfig(StageConfig):
         _check(self.episodes_per_task > 0, "episodes_per_task", self.episodes_per_task, "a positive integer")
         _check(self.noise_scale >= 0, "noise_scale", self.noise_scale, "a non-negative number")
         _check(self.post_success_steps >= 0, "post_success_steps", self.post_success_steps, "a non-negative integer")
+        _check(self.max_steps >= 0, "max_steps", self.max_steps, "a non-negative integer (0: the suite's step limit)")
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
         _check(self.workers > 0, "workers", self.workers, "a positive integer")
         _check_init_state_ids(self.init_state_ids)

@@ -40,6 +40,7 @@ class TaskJob:
     noise_scale: float = 0.0
     post_success_steps: int = 0
     init_states: tuple = ()  # exploration: the init states episodes cycle through (empty: all, in order)
+    max_steps: int = 0  # exploration: steps per episode at most (0: the suite's limit)
 
 
 def _demo_worker(job: TaskJob, queue) -> None:
@@ -79,7 +80,8 @@ def _explore_worker(job: TaskJob, queue) -> None:
             policy = LaplaceExploration(base, job.noise_scale, np.random.default_rng(ep_seed))
             states = job.init_states or range(env.num_init_states)
             episode = record_episode(env, policy, states[index % len(states)], source=SOURCE_EXPLORE,
-                                     seed=ep_seed, post_success_steps=job.post_success_steps)
+                                     seed=ep_seed, post_success_steps=job.post_success_steps,
+                                     max_steps=job.max_steps)
             queue.put(("episode", job, (f"{SOURCE_EXPLORE}/{job.suite}/{job.task_id}/{index}", episode)))
     queue.put(("done", job, job.wanted))
 
@@ -158,7 +160,7 @@ def explore(cfg: ExploreConfig) -> dict:
                 jobs.append(TaskJob(suite, task, cfg.resolution, cfg.seed, cfg.device,
                                     cfg.episodes_per_task - len(have), frozenset(have), policy=cfg.policy,
                                     noise_scale=cfg.noise_scale, post_success_steps=cfg.post_success_steps,
-                                    init_states=tuple(cfg.init_state_ids)))
+                                    init_states=tuple(cfg.init_state_ids), max_steps=cfg.max_steps))
     with writer:
         stats = _run("explore", jobs, writer, cfg.workers, "explore")
     return {"dataset": cfg.output_dir, "collected_now": stats}

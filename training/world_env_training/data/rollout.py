@@ -43,18 +43,19 @@ class LaplaceExploration:
 
 
 def record_episode(env, policy, init_state_id: int, *, source: str, seed: int,
-                   post_success_steps: int = 0) -> Episode:
+                   post_success_steps: int = 0, max_steps: int = 0) -> Episode:
     """Run ``policy`` from LIBERO init state ``init_state_id`` and record everything.
 
     The episode ends ``post_success_steps`` steps after the task is first achieved (frames
-    after success are positive examples for the reflector), or at the suite's step limit.
+    after success are positive examples for the reflector), or at the suite's step limit
+    (``max_steps``, if positive, shortens it).
     Per-frame labels are 0 before the task is achieved and 1 from then on.
     """
     obs = env.reset(init_state_id)
     policy.reset(env)
     frames, states, joints, actions, labels = [obs["image"]], [obs["state"]], [obs["joint_positions"]], [], [0]
     achieved_at = None
-    for t in range(env.max_steps):
+    for t in range(min(max_steps or env.max_steps, env.max_steps)):
         action = np.asarray(policy.act(obs), dtype=float)
         obs, success = env.step(action)
         actions.append(action)
