@@ -1,4 +1,7 @@
-"""LiberoEnv / VecLiberoEnv against LIBERO itself. Kept lean: one env, one 2-worker vector env."""
+"""LiberoEnv / VecLiberoEnv against LIBERO itself. Kept lean: one env, a 2-worker and a 1-worker vector env."""
+
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -164,6 +167,19 @@ def test_vec_env_matches_single_env_and_reports_errors(env):
         with pytest.raises(LiberoWorkerError, match=r"(?s)env 1 .*libero_object.*init_state_id -1"):
             venv.reset([0, -1])
         assert not any(p.is_alive() for p in venv._procs)  # the error closed the workers
+    finally:
+        venv.close()
+
+
+def test_vec_env_names_a_killed_worker_and_the_likely_cause():
+    venv = VecLiberoEnv([SPEC, dict(SPEC)], num_workers=1)
+    try:
+        venv.reset([0, 1])
+        os.kill(venv._procs[0].pid, signal.SIGKILL)  # what the kernel's OOM killer does
+        venv._procs[0].join(timeout=10)
+        with pytest.raises(LiberoWorkerError, match=r"(?s)envs 0, 1, each .*libero_object.*"
+                                                    r"code -9 \(SIGKILL.*out-of-memory.*held 2 environments"):
+            venv.step(np.zeros((2, 7)))
     finally:
         venv.close()
 

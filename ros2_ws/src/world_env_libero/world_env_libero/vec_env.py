@@ -17,6 +17,7 @@ with the worker's traceback text: after it the envs' states are unknown.
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import traceback
 from typing import Sequence
 
@@ -29,6 +30,17 @@ __all__ = ["LiberoWorkerError", "VecLiberoEnv"]
 
 class LiberoWorkerError(RuntimeError):
     """An environment in a worker process failed (message: spec and worker traceback)."""
+
+
+def _death(exitcode: int | None, envs: int) -> str:
+    """Why a worker that held ``envs`` environments is gone, as far as its exit code tells."""
+    text = f"worker exited with code {exitcode}"
+    if exitcode == -signal.SIGKILL:
+        # The kernel's OOM killer sends SIGKILL; measured here: 16 envs of libero_object at 64 px
+        # took 11.8 GB in one worker.
+        text += (f" (SIGKILL, most often the kernel's out-of-memory killer: the worker held {envs} environments, "
+                 "each a MuJoCo scene with its renderer; run fewer at once)")
+    return text
 
 
 def _run_chunk(env, actions: np.ndarray, render: str, stop_on_success: bool) -> dict:
@@ -208,7 +220,7 @@ class VecLiberoEnv:
                 status, *payload = conn.recv()
             except (OSError, EOFError):
                 self._procs[w].join(timeout=5)
-                status, payload = "died", [None, f"worker exited with code {self._procs[w].exitcode}"]
+                status, payload = "died", [None, _death(self._procs[w].exitcode, self._owner.count(w))]
             if status == "ok":
                 replies.append(payload[0])
             elif error is None:
@@ -218,7 +230,10 @@ class VecLiberoEnv:
             w, index, text = error
             if index is None:
                 owned = [i for i in range(self.num_envs) if self._owner[i] == w]
-                where = "; ".join(f"env {i} {self.specs[i]}" for i in owned)
+                if len(owned) > 1 and all(self.specs[i] == self.specs[owned[0]] for i in owned):
+                    where = f"envs {', '.join(map(str, owned))}, each {self.specs[owned[0]]}"
+                else:
+                    where = "; ".join(f"env {i} {self.specs[i]}" for i in owned)
             else:
                 where = f"env {index} {self.specs[index]}"
             raise LiberoWorkerError(f"LIBERO worker {w} failed ({where}):\n{text}")
