@@ -682,7 +682,8 @@ class PostTrainConfig(StageConfig):
             the real frames and ends episodes, as in imagination).
         libero_workers: With env libero: simulator processes. Every episode of an update has its
             own simulator (batch_size x rollouts_per_state of them, shared among the processes),
-            about 0.74 GB each at 64 px: 32 took 23 GB and the kernel killed a worker.
+            about 0.74 GB each at 64 px: 32 needed more than this 23 GB machine has, and the kernel
+            killed a worker.
         world_model: World simulator checkpoint (train-world-model run or model folder).
         reflector: Instant Reflector checkpoint (train-reflector run or model folder).
         demos: Dataset whose episodes' first frames, states, instructions and cameras are the
