@@ -24,8 +24,7 @@ def outcomes(path: Path, protocol: str) -> dict:
 def main() -> None:
     for protocol in ("gt_termination", "self_termination"):
         sft = outcomes(DEFAULT / "eval_sft/eval.json", protocol)
-        lo, hi = stats.wilson_interval(sum(sft.values()), len(sft))
-        print(f"{protocol}: SFT {sum(sft.values())}/{len(sft)} [{100 * lo:.1f}, {100 * hi:.1f}]")
+        print(f"{protocol}: SFT {stats.rate_summary(sft)}")
         totals = []
         for name, path in ARMS.items():
             if not path.is_file():

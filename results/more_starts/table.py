@@ -40,8 +40,7 @@ def returns(folder: Path) -> str:
 
 def main() -> None:
     sft = outcomes(SFT)
-    lo, hi = stats.wilson_interval(sum(sft.values()), len(sft))
-    print(f"SFT: {sum(sft.values())}/{len(sft)} [{100 * lo:.1f}, {100 * hi:.1f}]")
+    print(f"SFT: {stats.rate_summary(sft)}")
     for name, folder, evaluation in ARMS:
         path = folder / evaluation / "eval.json"
         if not path.is_file():

@@ -29,8 +29,7 @@ def outcomes(path: Path) -> dict:
 
 def main() -> None:
     sft = outcomes(SFT)
-    lo, hi = stats.wilson_interval(sum(sft.values()), len(sft))
-    print(f"SFT: {sum(sft.values())}/{len(sft)} [{100 * lo:.1f}, {100 * hi:.1f}]")
+    print(f"SFT: {stats.rate_summary(sft)}")
     for name, path in ARMS.items():
         if not path.is_file():
             print(f"{name}: {path.relative_to(RESULTS)} missing")

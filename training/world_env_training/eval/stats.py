@@ -90,14 +90,19 @@ def episode_outcomes(result: dict, protocol: str) -> dict:
             for e in result["episodes"] if e["protocol"] == protocol}
 
 
+def rate_summary(outcomes: dict) -> str:
+    """Successes of a {unit: success} map over its size, with the Wilson interval in percent."""
+    k = sum(outcomes.values())
+    lo, hi = wilson_interval(k, len(outcomes))
+    return f"{k}/{len(outcomes)} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
 def paired_summary(arm: dict, base: dict, base_name: str = "SFT") -> str:
     """One line for an arm against a baseline measured on the same units ({unit: success} maps):
     the arm's successes with their Wilson interval, and the paired difference (``paired_table``,
     ``paired_newcombe_interval``) in points with its table."""
     table = paired_table(arm, base)
     diff, low, high = paired_newcombe_interval(*table)
-    k = sum(arm.values())
-    lo, hi = wilson_interval(k, len(arm))
-    return (f"{k}/{len(arm)} [{100 * lo:.1f}, {100 * hi:.1f}]; minus {base_name}, paired {100 * diff:+.1f} "
+    return (f"{rate_summary(arm)}; minus {base_name}, paired {100 * diff:+.1f} "
             f"[{100 * low:+.1f}, {100 * high:+.1f}] (both {table[0]}, only this arm {table[1]}, "
             f"only {base_name} {table[2]}, neither {table[3]})")
