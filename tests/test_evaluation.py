@@ -250,3 +250,44 @@ def test_reflector_ends_self_termination_and_frames_render_only_when_read(tmp_pa
         assert first["ended"] == "reflector" and first["steps"] == 0 and first["success"] is False
     finally:
         _release_kept()
+
+
+@pytest.mark.libero
+def test_sampled_chunks_change_the_episode_and_repeat_from_the_same_state():
+    """sample=true draws each chunk from the Laplace law: the actions differ from the means',
+    and the draws restart in every episode from (seed, init state), so a state gives the same
+    episode whatever ran before it, and another seed another one. Episodes cut to 24 steps."""
+    from pathlib import Path
+
+    import numpy as np
+    from world_env_libero.env import LiberoEnv
+
+    from world_env_training.eval.evaluation import evaluate, run_episode
+    from world_env_training.policies import make_policy
+
+    sft = str(Path(__file__).resolve().parents[1] / "pretrained" / "embedded_default" / "sft")
+    env = LiberoEnv("libero_object", 0, resolution=64, seed=0)
+    env.max_steps = 24
+    means, drawn = make_policy(sft), make_policy(sft, sample=True)
+
+    def actions(policy, state: int, seed: int = 0) -> np.ndarray:
+        taken, act = [], policy.act
+        policy.act = lambda obs: taken.append(act(obs)) or taken[-1]
+        try:
+            run_episode(env, policy, state, "gt_termination", seed=seed)
+        finally:
+            del policy.act
+        return np.array(taken)
+
+    try:
+        first = actions(drawn, 8)
+        actions(drawn, 5)
+        again, other_seed, mean = actions(drawn, 8), actions(drawn, 8, seed=1), actions(means, 8)
+    finally:
+        env.close()
+    assert first.shape == (24, 7) and np.array_equal(first, again)
+    assert not np.allclose(first, mean, atol=1e-3) and not np.allclose(first, other_seed, atol=1e-3)
+    with pytest.raises(ValueError, match="sample=true"):
+        evaluate(EvaluateConfig(policy="expert", sample=True))
+    with pytest.raises(ValueError, match="temperature"):
+        EvaluateConfig(sample=True, temperature=0.0)

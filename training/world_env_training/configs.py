@@ -189,6 +189,12 @@ class EvaluateConfig(StageConfig):
             saved states hold.
         init_state_ids: Init states to evaluate in every task instead of the above (each must be
             absent from training_datasets; ids 50 and above are drawn states).
+        sample: A checkpoint policy draws each chunk from its Laplace law instead of running
+            its means (false, what deployment runs): the success of the exploring policy whose
+            rollouts LOOP learns from. The draws restart from a seed of (seed, init state) in
+            every episode, so an episode repeats exactly and serves both protocols.
+        temperature: With sample, chunks are drawn from Laplace(mu, temperature x b), as
+            post-train's temperature (1: the policy's own law).
         resolution: Agent-view image size in pixels (square): 64, 128 or 256.
         output_dir: Folder the JSON and markdown tables are written to.
         workers: Simulator processes run in parallel.
@@ -206,6 +212,8 @@ class EvaluateConfig(StageConfig):
     training_datasets: list[str] = field(default_factory=list)
     init_state_source: str = "saved"
     init_state_ids: list[int] = field(default_factory=list)
+    sample: bool = False
+    temperature: float = 1.0
     resolution: int = 64
     output_dir: str = "runs/default/eval"
     workers: int = 2
@@ -226,6 +234,7 @@ class EvaluateConfig(StageConfig):
                self.protocol, "gt_termination, self_termination or both")
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
         _check(self.workers > 0, "workers", self.workers, "a positive integer")
+        _check(self.temperature > 0, "temperature", self.temperature, "a positive number (1: the policy's law)")
         _check_common(self)
 
 

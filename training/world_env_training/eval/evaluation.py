@@ -23,8 +23,10 @@ zero policy), one simulated episode per init state serves both protocols: the si
 seeded, so the two protocols' episodes are the same trajectory up to where each ends (the
 reflector only reads frames). The episode runs until both have ended, and each protocol's record
 is cut where it ended; the records equal those of separate runs (tested), for the cost of the
-longer of the two instead of their sum. A policy whose draws carry over between episodes (the
-scripted expert's noise) runs each protocol's episodes apart, as before.
+longer of the two instead of their sum. A checkpoint that samples its chunks (``sample``) is
+deterministic in the same way: its draws restart from a seed of (seed, init state) in every
+episode. A policy whose draws carry over between episodes (the scripted expert's noise) runs
+each protocol's episodes apart, as before.
 
 Work is spread over worker processes, one simulator each, sharing the cores among them (torch
 threads). A worker keeps its policy, reflector and simulator from one job to the next: loading
@@ -68,11 +70,21 @@ class Job:
     device: str
     reflector: str = ""
     reflector_every: int = 8
+    sample: bool = False
+    temperature: float = 1.0
 
 
-def run_episode(env, policy, init_state_id: int, protocols, judge=None, judge_every: int = 1) -> dict[str, dict]:
+def episode_seed(seed: int, init_state_id: int) -> int:
+    """The seed a sampling policy's draws restart from in the episode from ``init_state_id``."""
+    return int(np.random.SeedSequence([seed, init_state_id]).generate_state(1)[0])
+
+
+def run_episode(env, policy, init_state_id: int, protocols, judge=None, judge_every: int = 1,
+                seed: int = 0) -> dict[str, dict]:
     """One simulated episode, recorded under each of ``protocols`` (a name or a tuple of them);
     returns {protocol: record}, each record cut where that protocol ended the episode.
+    A policy with ``reseed`` (a checkpoint's chunk sampler) restarts its draws from
+    ``episode_seed(seed, init_state_id)``.
 
     judge: a ``ReflectorSession`` of one episode (self-termination only); it scores o_0, the
     frame of every ``judge_every``-th step and of the last step, and ends the episode when it
@@ -83,6 +95,8 @@ def run_episode(env, policy, init_state_id: int, protocols, judge=None, judge_ev
     protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
     obs = env.reset(init_state_id)
     policy.reset(env)
+    if hasattr(policy, "reseed"):
+        policy.reseed(episode_seed(seed, init_state_id))
     records: dict[str, dict] = {}
     success, renders, reward = False, 0, None
 
@@ -147,11 +161,13 @@ def _run_job(job: Job) -> tuple[Job, str, list[tuple[str, dict]]]:
     from world_env_libero.env import LiberoEnv
 
     def new_policy():
-        # Evaluation acts on the chunks' means, so a kept policy acts as a fresh one would;
-        # built-in policies are cheap and some carry a seeded state, so they are made anew.
+        # A checkpoint acts on its chunks' means, or reseeds its draws every episode, so a kept
+        # one acts as a fresh one would; built-in policies are cheap and some carry a seeded
+        # state, so they are made anew.
         if Path(job.policy).is_dir():
-            return _kept(("policy", job.policy, job.seed, job.device),
-                         lambda: make_policy(job.policy, seed=job.seed, device=job.device))
+            return _kept(("policy", job.policy, job.seed, job.device, job.sample, job.temperature),
+                         lambda: make_policy(job.policy, seed=job.seed, device=job.device, sample=job.sample,
+                                             temperature=job.temperature))
         return make_policy(job.policy, seed=job.seed, device=job.device)
 
     policy = new_policy()
@@ -165,14 +181,16 @@ def _run_job(job: Job) -> tuple[Job, str, list[tuple[str, dict]]]:
         judge = reflector.session(1)
     env = _kept(("env", job.suite, job.task_id, job.resolution, job.seed),
                 lambda: LiberoEnv(job.suite, job.task_id, resolution=job.resolution, seed=job.seed))
-    if getattr(policy, "deterministic", False):  # one episode serves every protocol (module doc)
+    if getattr(policy, "deterministic", False) or hasattr(policy, "reseed"):  # one episode serves every protocol
         records = [record for i in job.init_state_ids
-                   for record in run_episode(env, policy, i, job.protocols, judge, job.reflector_every).items()]
+                   for record in run_episode(env, policy, i, job.protocols, judge, job.reflector_every,
+                                             job.seed).items()]
     else:
         records = []
         for n, protocol in enumerate(job.protocols):
             policy = policy if n == 0 else new_policy()
-            records += [(protocol, run_episode(env, policy, i, protocol, judge, job.reflector_every)[protocol])
+            records += [(protocol,
+                         run_episode(env, policy, i, protocol, judge, job.reflector_every, job.seed)[protocol])
                         for i in job.init_state_ids]
     return job, env.instruction, records
 
@@ -213,7 +231,8 @@ def _jobs(cfg: EvaluateConfig, init_states: dict[tuple[str, int], list[int]]) ->
     for (suite, task), ids in init_states.items():
         for i in range(0, len(ids), EPISODES_PER_JOB):
             jobs.append(Job(suite, task, protocols, tuple(ids[i:i + EPISODES_PER_JOB]), cfg.policy,
-                            cfg.resolution, cfg.seed, cfg.device, cfg.reflector, cfg.reflector_every))
+                            cfg.resolution, cfg.seed, cfg.device, cfg.reflector, cfg.reflector_every,
+                            cfg.sample, cfg.temperature))
     return jobs
 
 
@@ -281,10 +300,18 @@ def markdown_table(summary: dict, policy: str, init_states: dict | None = None, 
     return "\n".join(lines) + "\n"
 
 
+def policy_label(cfg: EvaluateConfig) -> str:
+    """The policy as the tables name it, with how its chunks were drawn when sampled."""
+    return cfg.policy + (f" (chunks sampled at temperature {cfg.temperature:g})" if cfg.sample else "")
+
+
 def evaluate(cfg: EvaluateConfig) -> dict:
     """Run every episode the config asks for; returns the summary (and writes the files)."""
     if cfg.reflector and not Path(cfg.reflector).is_dir():
         raise FileNotFoundError(f"reflector={cfg.reflector!r}: no such reflector folder")
+    if cfg.sample and not Path(cfg.policy).is_dir():
+        raise ValueError(f"sample=true draws from a checkpoint's Laplace law; policy={cfg.policy!r} is not a "
+                         "checkpoint folder")
     training = init_states_used(cfg.training_datasets)
     init_states = choose_init_states(cfg, training)
     training = {key: training.get(key, []) for key in init_states}  # the evaluated tasks
@@ -311,7 +338,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         "init_states": {key(k): v for k, v in init_states.items()},
         "training_init_states": {key(k): v for k, v in training.items()},
         "episodes": records}, indent=1))
-    (out / "eval.md").write_text(markdown_table(summary, cfg.policy, init_states, training))
+    (out / "eval.md").write_text(markdown_table(summary, policy_label(cfg), init_states, training))
     return summary
 
 
@@ -321,6 +348,6 @@ def run(cfg: EvaluateConfig) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"world-env evaluate: {err}", file=sys.stderr)
         return 2
-    print(markdown_table(summary, cfg.policy))
+    print(markdown_table(summary, policy_label(cfg)))
     print(f"written: {Path(cfg.output_dir) / 'eval.json'}, {Path(cfg.output_dir) / 'eval.md'}")
     return 0

@@ -70,18 +70,19 @@ class VLAChunkPolicy:
     from the current frame, state and the env's instruction, then executes it open-loop.
 
     Chunks come from ``ChunkSampler``: the means, or with ``sample=True`` draws from the policy's
-    Laplace law (seeded by ``seed``), clipped to LIBERO's [-1, 1] when executed. ``last`` is the
+    Laplace law at ``temperature`` (seeded by ``seed``; ``reseed`` restarts them), clipped to
+    LIBERO's [-1, 1] when executed. ``last`` is the
     newest ``ChunkSample`` (its log-probability is the one LOOP would record). ``done`` is always
     False: the policy has no stop signal (a reflector supplies one).
     """
 
     done = False
 
-    def __init__(self, model, sample: bool = False, seed: int = 0):
+    def __init__(self, model, sample: bool = False, seed: int = 0, temperature: float = 1.0):
         from world_env_training.models.vla import ChunkSampler
 
         self.model = model
-        self.sampler = ChunkSampler(model, sample=sample, seed=seed)
+        self.sampler = ChunkSampler(model, sample=sample, seed=seed, temperature=temperature)
         self.instruction = ""
         self.queue: list[np.ndarray] = []
         self.replans = 0
@@ -97,6 +98,10 @@ class VLAChunkPolicy:
         self.instruction = env.instruction
         self.queue = []
 
+    def reseed(self, seed: int) -> None:
+        """Restart the draws from ``seed``: the episode that follows no longer depends on earlier ones."""
+        self.sampler.generator.manual_seed(int(seed))
+
     def act(self, obs: dict) -> np.ndarray:
         if not self.queue:
             self.last = self.sampler(obs["image"][None], obs["state"][None], [self.instruction])
@@ -105,9 +110,10 @@ class VLAChunkPolicy:
         return self.queue.pop(0)
 
 
-def make_policy(spec: str, seed: int = 0, device: str = "cpu", sample: bool = False):
+def make_policy(spec: str, seed: int = 0, device: str = "cpu", sample: bool = False, temperature: float = 1.0):
     """``expert``, ``zero``, or a policy checkpoint folder (VLA model or ``train-sft`` run).
-    ``sample``: a checkpoint policy draws its chunks from its Laplace law instead of the means."""
+    ``sample``: a checkpoint policy draws its chunks from its Laplace law instead of the means,
+    at ``temperature`` (``ChunkSampler``)."""
     if spec == "zero":
         return ZeroPolicy()
     if spec == "expert":
@@ -118,4 +124,5 @@ def make_policy(spec: str, seed: int = 0, device: str = "cpu", sample: bool = Fa
     from world_env_training.models.backbones import resolve_device
     from world_env_training.models.vla import VLAPolicy
 
-    return VLAChunkPolicy(VLAPolicy.from_pretrained(spec, device=resolve_device(device)), sample=sample, seed=seed)
+    return VLAChunkPolicy(VLAPolicy.from_pretrained(spec, device=resolve_device(device)), sample=sample, seed=seed,
+                          temperature=temperature)
