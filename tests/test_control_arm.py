@@ -82,3 +82,15 @@ def test_post_train_in_libero_makes_an_update_judged_by_success(tmp_path):
     assert record["episode_length"] == 8 and record["return_mean"] == 0.0 and record["fired_rate"] == 0.0
     assert record["chunks"] == 2 * 2  # 2 rollouts x ceil(8 / chunk_size 4)
     assert newest is not None and (newest / "config.json").is_file()
+
+
+def test_memory_shortfall_warns_only_past_the_available_memory():
+    """The control arm's pre-flight check: 32 simulators (the 4 x 8 batch the OOM killer
+    stopped) do not fit in 23 GB, 16 fit in their own estimate, and one fits on this machine
+    (its real MemAvailable)."""
+    from world_env_training.rl.libero_rollouts import SIMULATOR_BYTES, memory_shortfall
+
+    warning = memory_shortfall(32, 23 * 2 ** 30)
+    assert "32 LIBERO simulators" in warning and "23.0 GB is available" in warning
+    assert memory_shortfall(16, 16 * SIMULATOR_BYTES) is None
+    assert memory_shortfall(1) is None

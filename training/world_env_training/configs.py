@@ -692,7 +692,7 @@ class PostTrainConfig(StageConfig):
         libero_workers: With env libero: simulator processes. Every episode of an update has its
             own simulator (batch_size x rollouts_per_state of them, shared among the processes),
             about 0.74 GB each at 64 px: 32 needed more than this 23 GB machine has, and the kernel
-            killed a worker.
+            killed a worker. post-train warns before it starts when they would not fit.
         world_model: World simulator checkpoint (train-world-model run or model folder).
         reflector: Instant Reflector checkpoint (train-reflector run or model folder).
         demos: Dataset whose episodes' first frames, states, instructions and cameras are the

@@ -156,8 +156,13 @@ def train(cfg: PostTrainConfig):
         reflector.set_precision(precision)
     physics = None  # ArmPhysics of an imagined run with arm physics
     if cfg.env == "libero":
-        from world_env_training.rl.libero_rollouts import LiberoRolloutEnv
+        from world_env_training.rl.libero_rollouts import LiberoRolloutEnv, memory_shortfall
 
+        # every process on this machine holds its own share of the simulators
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        shortfall = memory_shortfall(cfg.batch_size // world * cfg.rollouts_per_state * local)
+        if shortfall and rank == 0:
+            print(f"post-train: warning: {shortfall}", file=sys.stderr, flush=True)
         libero = LiberoRolloutEnv(cfg.batch_size // world * cfg.rollouts_per_state, starts[0].frame.shape[0],
                                   cfg.libero_workers, render_every_step=judged_by_reflector,
                                   stop_on_success=not judged_by_reflector, seed=cfg.seed)
