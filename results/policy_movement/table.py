@@ -1,8 +1,8 @@
 """Print the tables of results/policy_movement/README.md from the committed files: the control
-arm after 42 and 60 updates, and the SFT policy drawing its chunks (evaluate --sample true),
-each paired against the SFT policy's means on the same drawn init states 50-99 (GT
-termination); where the drawn chunks succeed (states the means solve, states they fail); and
-the control arm's rollout success per 12 updates from metrics.jsonl.
+arm after 42 and 60 updates, the control arm at temperature 0.25, and the SFT policy drawing its
+chunks (evaluate --sample true), each paired against the SFT policy's means on the same drawn
+init states 50-99 (GT termination); where the drawn chunks succeed (states the means solve,
+states they fail); and the control arms' rollout success per 12 updates from metrics.jsonl.
 
     python results/policy_movement/table.py
 """
@@ -21,6 +21,8 @@ ARMS = [("control arm, 45 scene starts, after update 24 (../more_starts)",
          HERE.parent / "more_starts/loop_libero_24/eval/eval.json"),
         ("control arm, after update 42", RUN / "eval_update42/eval.json"),
         ("control arm, after update 60", RUN / "eval/eval.json"),
+        ("control arm at temperature 0.25, after update 12", HERE / "loop_libero_t025/eval_update12/eval.json"),
+        ("control arm at temperature 0.25, after update 24", HERE / "loop_libero_t025/eval/eval.json"),
         ("SFT drawing its chunks (temperature 1), seed 0", HERE / "sft_sampled/seed0/eval.json"),
         ("SFT drawing its chunks (temperature 1), seed 1", HERE / "sft_sampled/seed1/eval.json"),
         ("SFT drawing its chunks (temperature 0.5), seed 0", HERE / "sft_sampled/t0.5/eval.json"),
@@ -49,15 +51,18 @@ def main() -> None:
             drawn = outcomes(path)
             print(f"  {name}: {sum(drawn[k] for k in solved)}/{len(solved)} / "
                   f"{sum(drawn[k] for k in sft if k not in solved)}/{len(sft) - len(solved)}")
-    lines = [json.loads(line) for line in (RUN / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    print("\ncontrol arm rollouts (LIBERO success of sampled chunks), per 12 updates:")
-    for first in range(1, len(lines) + 1, 12):
-        block = [r for r in lines if first <= r["update"] < first + 12]
-        won = round(sum(r["return_mean"] * r["episodes"] for r in block))
-        episodes = sum(r["episodes"] for r in block)
-        idle = sum(not r["stepped"] for r in block)
-        print(f"  updates {first}-{first + len(block) - 1}: {won}/{episodes} "
-              f"({100 * won / episodes:.0f} %), {idle} updates without a PPO step (no success)")
+    for run in (RUN, HERE / "loop_libero_t025"):
+        if not (run / "metrics.jsonl").is_file():
+            continue
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        print(f"\n{run.name} rollouts (LIBERO success of sampled chunks), per 12 updates:")
+        for first in range(1, len(lines) + 1, 12):
+            block = [r for r in lines if first <= r["update"] < first + 12]
+            won = round(sum(r["return_mean"] * r["episodes"] for r in block))
+            episodes = sum(r["episodes"] for r in block)
+            idle = sum(not r["stepped"] for r in block)
+            print(f"  updates {first}-{first + len(block) - 1}: {won}/{episodes} "
+                  f"({100 * won / episodes:.0f} %), {idle} updates without a PPO step (no signal)")
 
 
 if __name__ == "__main__":
