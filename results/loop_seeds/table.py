@@ -6,7 +6,6 @@ each LOOP seed's real success on drawn init states 50-99 and its paired differen
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from world_env_training.eval import stats
@@ -17,20 +16,16 @@ ARMS = {"seed 0 (the default's run)": DEFAULT / "eval_loop/eval.json",
         **{f"seed {s}": HERE / f"eval_loop_seed{s}/eval.json" for s in (1, 2, 3)}}
 
 
-def outcomes(path: Path, protocol: str) -> dict:
-    return stats.episode_outcomes(json.loads(path.read_text()), protocol)
-
-
 def main() -> None:
     for protocol in ("gt_termination", "self_termination"):
-        sft = outcomes(DEFAULT / "eval_sft/eval.json", protocol)
+        sft = stats.file_outcomes(DEFAULT / "eval_sft/eval.json", protocol)
         print(f"{protocol}: SFT {stats.rate_summary(sft)}")
         totals = []
         for name, path in ARMS.items():
             if not path.is_file():
                 print(f"  {name}: {path} missing")
                 continue
-            loop = outcomes(path, protocol)
+            loop = stats.file_outcomes(path, protocol)
             try:
                 print(f"  LOOP {name}: {stats.paired_summary(loop, sft)}")
             except ValueError as err:  # evaluated other init states than SFT's

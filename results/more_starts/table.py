@@ -28,10 +28,6 @@ ARMS = [("LOOP in imagination (physics arm), 16 updates, 5 demo starts", STEP / 
         ("control arm (LOOP in LIBERO), 45 scene starts, after update 24", HERE / "loop_libero_24", "eval")]
 
 
-def outcomes(path: Path) -> dict:
-    return stats.episode_outcomes(json.loads(path.read_text()), "gt_termination")
-
-
 def returns(folder: Path) -> str:
     """Mean rollout return per update (LIBERO: the share of rollouts that succeeded)."""
     lines = (folder / "metrics.jsonl").read_text().splitlines()
@@ -39,20 +35,17 @@ def returns(folder: Path) -> str:
 
 
 def main() -> None:
-    sft = outcomes(SFT)
+    sft = stats.file_outcomes(SFT)
     print(f"SFT: {stats.rate_summary(sft)}")
     for name, folder, evaluation in ARMS:
         path = folder / evaluation / "eval.json"
-        if not path.is_file():
-            print(f"{name}: {path.relative_to(RESULTS)} missing")
-            continue
-        try:
-            print(f"{name}: {stats.paired_summary(outcomes(path), sft)}")
-        except ValueError as err:  # evaluated other init states than SFT's
-            raise SystemExit(f"{path}: {err}") from None
-        if evaluation == "eval":
+        print(stats.arm_line(name, path, sft, RESULTS))
+        if evaluation == "eval" and path.is_file():
             print(f"    rollout return per update: {returns(folder)}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as err:  # an arm evaluated other init states than SFT's
+        raise SystemExit(str(err)) from None

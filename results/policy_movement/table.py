@@ -29,26 +29,16 @@ ARMS = [("control arm, 45 scene starts, after update 24 (../more_starts)",
         ("SFT drawing its chunks (temperature 0.25), seed 0", HERE / "sft_sampled/t0.25/eval.json")]
 
 
-def outcomes(path: Path) -> dict:
-    return stats.episode_outcomes(json.loads(path.read_text()), "gt_termination")
-
-
 def main() -> None:
-    sft = outcomes(SFT)
+    sft = stats.file_outcomes(SFT)
     print(f"SFT (means): {stats.rate_summary(sft)}")
     for name, path in ARMS:
-        if not path.is_file():
-            print(f"{name}: {path.relative_to(HERE.parent)} missing")
-            continue
-        try:
-            print(f"{name}: {stats.paired_summary(outcomes(path), sft)}")
-        except ValueError as err:  # evaluated other init states than SFT's
-            raise SystemExit(f"{path}: {err}") from None
+        print(stats.arm_line(name, path, sft, HERE.parent))
     print("\nwhere drawn chunks succeed: on the states SFT's means solve / on those they fail")
     solved = [key for key, won in sft.items() if won]
     for name, path in ARMS:
         if "drawing" in name and path.is_file():
-            drawn = outcomes(path)
+            drawn = stats.file_outcomes(path)
             print(f"  {name}: {sum(drawn[k] for k in solved)}/{len(solved)} / "
                   f"{sum(drawn[k] for k in sft if k not in solved)}/{len(sft) - len(solved)}")
     for run in (RUN, HERE / "loop_libero_t025"):
@@ -66,4 +56,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as err:  # an arm evaluated other init states than SFT's
+        raise SystemExit(str(err)) from None

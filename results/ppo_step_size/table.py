@@ -7,7 +7,6 @@ difference from the shipped SFT policy.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from world_env_training.eval import stats
@@ -23,22 +22,15 @@ ARMS = {"LOOP in imagination (physics arm), lr 1e-5, 8 updates": RESULTS / "pipe
         "control arm, LOOP in LIBERO, lr 2e-6, temperature 0.5, 12 updates": HERE / "loop_libero_t05/eval/eval.json"}
 
 
-def outcomes(path: Path) -> dict:
-    return stats.episode_outcomes(json.loads(path.read_text()), "gt_termination")
-
-
 def main() -> None:
-    sft = outcomes(SFT)
+    sft = stats.file_outcomes(SFT)
     print(f"SFT: {stats.rate_summary(sft)}")
     for name, path in ARMS.items():
-        if not path.is_file():
-            print(f"{name}: {path.relative_to(RESULTS)} missing")
-            continue
-        try:
-            print(f"{name}: {stats.paired_summary(outcomes(path), sft)}")
-        except ValueError as err:  # evaluated other init states than SFT's
-            raise SystemExit(f"{path}: {err}") from None
+        print(stats.arm_line(name, path, sft, RESULTS))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as err:  # an arm evaluated other init states than SFT's
+        raise SystemExit(str(err)) from None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -106,3 +108,21 @@ def paired_summary(arm: dict, base: dict, base_name: str = "SFT") -> str:
     return (f"{rate_summary(arm)}; minus {base_name}, paired {100 * diff:+.1f} "
             f"[{100 * low:+.1f}, {100 * high:+.1f}] (both {table[0]}, only this arm {table[1]}, "
             f"only {base_name} {table[2]}, neither {table[3]})")
+
+
+def file_outcomes(path, protocol: str = "gt_termination") -> dict:
+    """``episode_outcomes`` of an eval.json file."""
+    return episode_outcomes(json.loads(Path(path).read_text()), protocol)
+
+
+def arm_line(name: str, path, base: dict, root, protocol: str = "gt_termination") -> str:
+    """A results table's line for the arm whose eval.json is ``path``: ``paired_summary``
+    against ``base``, or that the file (shown relative to ``root``) is missing. Raises
+    ValueError naming the file if it evaluated other units than ``base``."""
+    path = Path(path)
+    if not path.is_file():
+        return f"{name}: {path.relative_to(root)} missing"
+    try:
+        return f"{name}: {paired_summary(file_outcomes(path, protocol), base)}"
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
