@@ -119,3 +119,50 @@ def test_a_tempered_sampler_draws_closer_to_the_mean_and_ppo_rescores_it_at_that
     assert not torch.allclose(*scored[0.25], atol=1e-2)
     with pytest.raises(ValueError, match="temperature"):
         ChunkSampler(policy, temperature=0.0)
+
+
+def test_a_correlated_sampler_keeps_each_steps_spread_correlates_neighbours_and_ppo_rescores_it(loaded):
+    from world_env_training.models.vla import ChunkSampler
+    from world_env_training.rl.loop import chunk_log_probs
+
+    policy, _, _, start = loaded
+    images, states = np.repeat(start.frame[None], 256, 0), np.repeat(start.state[None], 256, 0)
+    instructions = [start.instruction] * 256
+    independent = ChunkSampler(policy, sample=True, seed=3)(images, states, instructions)
+    # correlation 0 is the policy's own law, draw for draw
+    same = ChunkSampler(policy, sample=True, seed=3, correlation=0.0)(images, states, instructions)
+    torch.testing.assert_close(same.actions, independent.actions, rtol=0, atol=0)
+    drawn = ChunkSampler(policy, sample=True, seed=3, correlation=0.9)(images, states, instructions)
+
+    def noise(sample):  # in units of the step's own scale, so that every step and dimension compare
+        return ((sample.actions - sample.mu) / sample.log_scale.exp()).numpy()
+
+    def neighbours(z):
+        return float(np.corrcoef(z[:, :-1].reshape(-1), z[:, 1:].reshape(-1))[0, 1])
+
+    assert abs(neighbours(noise(independent))) < 0.05
+    assert neighbours(noise(drawn)) == pytest.approx(0.9, abs=0.05)
+    # every step keeps Laplace's variance 2 b^2
+    assert noise(drawn).std(axis=(0, 2)) == pytest.approx(np.full(drawn.actions.shape[1], np.sqrt(2)), rel=0.15)
+    with torch.no_grad():
+        new, _ = chunk_log_probs(policy.action_distribution, policy, images, states, instructions,
+                                 drawn.actions.numpy(), correlation=0.9)
+        independently, _ = chunk_log_probs(policy.action_distribution, policy, images, states, instructions,
+                                           drawn.actions.numpy())
+    torch.testing.assert_close(new, drawn.log_prob, rtol=0, atol=1e-3)  # PPO's ratio starts at 1
+    assert not torch.allclose(new, independently, atol=1e-2)
+    with pytest.raises(ValueError, match="correlation"):
+        ChunkSampler(policy, correlation=1.0)
+
+
+@pytest.mark.parametrize("correlation", [0.0, 0.5, 0.9])
+def test_the_correlated_chunk_density_integrates_to_one(correlation):
+    from world_env_training.models.vla import chunk_log_prob
+
+    # two steps of one dimension, b = 1, on a grid wide enough to hold all but ~1e-6 of the mass
+    grid = torch.linspace(-16, 16, 801, dtype=torch.float64)
+    first, second = torch.meshgrid(grid, grid, indexing="ij")
+    actions = torch.stack([first.reshape(-1), second.reshape(-1)], dim=1)[:, :, None]
+    log_p = chunk_log_prob(actions, torch.zeros_like(actions), torch.zeros_like(actions), correlation)
+    cell = float(grid[1] - grid[0]) ** 2
+    assert float(log_p.exp().sum()) * cell == pytest.approx(1.0, abs=2e-3)

@@ -291,3 +291,5 @@ def test_sampled_chunks_change_the_episode_and_repeat_from_the_same_state():
         evaluate(EvaluateConfig(policy="expert", sample=True))
     with pytest.raises(ValueError, match="temperature"):
         EvaluateConfig(sample=True, temperature=0.0)
+    with pytest.raises(ValueError, match="correlation"):
+        EvaluateConfig(sample=True, correlation=1.0)

@@ -55,6 +55,10 @@ def test_online_loop_and_post_train_write_the_same_metric_keys_and_resume(tmp_pa
 
     resumed = OnlineLOOP(cfg)  # a restarted trainer continues from the checkpoint
     assert resumed.update_count == 1 and resumed.checkpoint == core.checkpoint
+    # The policy node draws the policy's own law; the trainer refuses to score another one.
+    for changed in ({"temperature": 0.5}, {"correlation": 0.9}):
+        with pytest.raises(ValueError, match=next(iter(changed))):
+            OnlineLOOP(PostTrainConfig(**{**cfg.to_dict(), **changed}))
 
     train(PostTrainConfig(**{**cfg.to_dict(), "output_dir": str(tmp_path / "offline"), "updates": 1}))
     online = [json.loads(line) for line in (tmp_path / "online" / "metrics.jsonl").read_text().splitlines()]

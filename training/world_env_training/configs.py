@@ -45,6 +45,11 @@ def _check_init_state_ids(ids: list[int]) -> None:
            "distinct non-negative init state ids (0-49: LIBERO's saved states, 50 on: drawn ones)")
 
 
+def _check_correlation(rho: float) -> None:
+    _check(0.0 <= rho < 1.0, "correlation", rho,
+           "a number in [0, 1) (0: independent steps; 1 would give a chunk no density to score)")
+
+
 def _check_common(cfg) -> None:
     _check(cfg.seed >= 0, "seed", cfg.seed, "a non-negative integer")
     _check(cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:"),
@@ -195,6 +200,8 @@ class EvaluateConfig(StageConfig):
             every episode, so an episode repeats exactly and serves both protocols.
         temperature: With sample, chunks are drawn from Laplace(mu, temperature x b), as
             post-train's temperature (1: the policy's own law).
+        correlation: With sample, the noise of a chunk's steps is correlated by this rho, as
+            post-train's correlation (0: independent steps, the policy's own law).
         resolution: Agent-view image size in pixels (square): 64, 128 or 256.
         output_dir: Folder the JSON and markdown tables are written to.
         workers: Simulator processes run in parallel.
@@ -214,6 +221,7 @@ class EvaluateConfig(StageConfig):
     init_state_ids: list[int] = field(default_factory=list)
     sample: bool = False
     temperature: float = 1.0
+    correlation: float = 0.0
     resolution: int = 64
     output_dir: str = "runs/default/eval"
     workers: int = 2
@@ -235,6 +243,7 @@ class EvaluateConfig(StageConfig):
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
         _check(self.workers > 0, "workers", self.workers, "a positive integer")
         _check(self.temperature > 0, "temperature", self.temperature, "a positive number (1: the policy's law)")
+        _check_correlation(self.correlation)
         _check_common(self)
 
 
@@ -722,6 +731,12 @@ class PostTrainConfig(StageConfig):
             stay exact (1: the policy's law). Below 1 the rollouts are closer to what the
             policy's mean does, the chunks evaluation and deployment run. Post-train only (the
             ROS trainer's policy node samples at 1).
+        correlation: Rollouts correlate the noise of a chunk's 8 steps: the offsets from the
+            means follow e_k = rho e_(k-1) + sqrt(1 - rho^2) i_k over independent Laplace
+            innovations i_k, and PPO scores that law (its density, exact). Each step keeps its
+            spread; with rho near 1 a chunk's offsets add up along it (the arm is pushed one
+            way for the whole chunk), where independent ones partly average out. 0: independent
+            steps (the policy's own law). Post-train only, like temperature.
         target_kl: Stop an update's PPO steps once a minibatch's approximate KL from the rollout
             policy exceeds this (0: never). The KL is of whole chunks (summed over 8 x 7 action
             dimensions), hence larger than per-token figures.
@@ -780,6 +795,7 @@ class PostTrainConfig(StageConfig):
     grad_clip: float = 1.0
     target_kl: float = 0.5
     temperature: float = 1.0
+    correlation: float = 0.0
     reflector_every: int = 8
     sampler_steps: int = 0
     arm: str = "gains"
@@ -813,6 +829,7 @@ class PostTrainConfig(StageConfig):
         _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "a non-negative number (0: off)")
         _check(self.target_kl >= 0, "target_kl", self.target_kl, "a non-negative number (0: no limit)")
         _check(self.temperature > 0, "temperature", self.temperature, "a positive number (1: the policy's law)")
+        _check_correlation(self.correlation)
         _check(self.sampler_steps >= 0, "sampler_steps", self.sampler_steps, "a non-negative integer (0: the model's)")
         _check(self.reflector_every > 0, "reflector_every", self.reflector_every, "a positive integer (1: every step)")
         _check(self.save_every > 0, "save_every", self.save_every, "a positive integer")

@@ -72,6 +72,7 @@ class Job:
     reflector_every: int = 8
     sample: bool = False
     temperature: float = 1.0
+    correlation: float = 0.0
 
 
 def episode_seed(seed: int, init_state_id: int) -> int:
@@ -165,9 +166,10 @@ def _run_job(job: Job) -> tuple[Job, str, list[tuple[str, dict]]]:
         # one acts as a fresh one would; built-in policies are cheap and some carry a seeded
         # state, so they are made anew.
         if Path(job.policy).is_dir():
-            return _kept(("policy", job.policy, job.seed, job.device, job.sample, job.temperature),
+            return _kept(("policy", job.policy, job.seed, job.device, job.sample, job.temperature,
+                          job.correlation),
                          lambda: make_policy(job.policy, seed=job.seed, device=job.device, sample=job.sample,
-                                             temperature=job.temperature))
+                                             temperature=job.temperature, correlation=job.correlation))
         return make_policy(job.policy, seed=job.seed, device=job.device)
 
     policy = new_policy()
@@ -232,7 +234,7 @@ def _jobs(cfg: EvaluateConfig, init_states: dict[tuple[str, int], list[int]]) ->
         for i in range(0, len(ids), EPISODES_PER_JOB):
             jobs.append(Job(suite, task, protocols, tuple(ids[i:i + EPISODES_PER_JOB]), cfg.policy,
                             cfg.resolution, cfg.seed, cfg.device, cfg.reflector, cfg.reflector_every,
-                            cfg.sample, cfg.temperature))
+                            cfg.sample, cfg.temperature, cfg.correlation))
     return jobs
 
 
@@ -302,7 +304,10 @@ def markdown_table(summary: dict, policy: str, init_states: dict | None = None, 
 
 def policy_label(cfg: EvaluateConfig) -> str:
     """The policy as the tables name it, with how its chunks were drawn when sampled."""
-    return cfg.policy + (f" (chunks sampled at temperature {cfg.temperature:g})" if cfg.sample else "")
+    if not cfg.sample:
+        return cfg.policy
+    correlated = f", steps correlated by {cfg.correlation:g}" if cfg.correlation else ""
+    return f"{cfg.policy} (chunks sampled at temperature {cfg.temperature:g}{correlated})"
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:

@@ -70,19 +70,21 @@ class VLAChunkPolicy:
     from the current frame, state and the env's instruction, then executes it open-loop.
 
     Chunks come from ``ChunkSampler``: the means, or with ``sample=True`` draws from the policy's
-    Laplace law at ``temperature`` (seeded by ``seed``; ``reseed`` restarts them), clipped to
-    LIBERO's [-1, 1] when executed. ``last`` is the newest ``ChunkSample`` (its log-probability
+    Laplace law at ``temperature`` and ``correlation`` (seeded by ``seed``; ``reseed`` restarts
+    them), clipped to LIBERO's [-1, 1] when executed. ``last`` is the newest ``ChunkSample`` (its log-probability
     is the one LOOP would record). ``done`` is always False: the policy has no stop signal (a
     reflector supplies one).
     """
 
     done = False
 
-    def __init__(self, model, sample: bool = False, seed: int = 0, temperature: float = 1.0):
+    def __init__(self, model, sample: bool = False, seed: int = 0, temperature: float = 1.0,
+                 correlation: float = 0.0):
         from world_env_training.models.vla import ChunkSampler
 
         self.model = model
-        self.sampler = ChunkSampler(model, sample=sample, seed=seed, temperature=temperature)
+        self.sampler = ChunkSampler(model, sample=sample, seed=seed, temperature=temperature,
+                                    correlation=correlation)
         self.instruction = ""
         self.queue: list[np.ndarray] = []
         self.replans = 0
@@ -110,10 +112,11 @@ class VLAChunkPolicy:
         return self.queue.pop(0)
 
 
-def make_policy(spec: str, seed: int = 0, device: str = "cpu", sample: bool = False, temperature: float = 1.0):
+def make_policy(spec: str, seed: int = 0, device: str = "cpu", sample: bool = False, temperature: float = 1.0,
+                correlation: float = 0.0):
     """``expert``, ``zero``, or a policy checkpoint folder (VLA model or ``train-sft`` run).
     ``sample``: a checkpoint policy draws its chunks from its Laplace law instead of the means,
-    at ``temperature`` (``ChunkSampler``)."""
+    at ``temperature`` and ``correlation`` (``ChunkSampler``)."""
     if spec == "zero":
         return ZeroPolicy()
     if spec == "expert":
@@ -125,4 +128,4 @@ def make_policy(spec: str, seed: int = 0, device: str = "cpu", sample: bool = Fa
     from world_env_training.models.vla import VLAPolicy
 
     return VLAChunkPolicy(VLAPolicy.from_pretrained(spec, device=resolve_device(device)), sample=sample, seed=seed,
-                          temperature=temperature)
+                          temperature=temperature, correlation=correlation)

@@ -106,7 +106,7 @@ class Rollouts:
 def collect_rollouts(policy, reflector, make_env, starts: list[StartState], rollouts_per_state: int,
                      max_steps: int, generator: torch.Generator, binary_reward: bool = False,
                      progress=None, keep_episodes: bool = False, score_every: int = 1,
-                     temperature: float = 1.0) -> Rollouts:
+                     temperature: float = 1.0, correlation: float = 0.0) -> Rollouts:
     """Roll the policy out N times from each start state in imagination (module docstring, 1-2).
 
     policy: ``VLAPolicy``; reflector: ``Reflector``, or None when the environment itself judges
@@ -121,12 +121,14 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
     score_every: the reflector judges every score_every-th step and every chunk's last step
     (1: every frame); the frames between are only encoded into its cache (no LLM pass), so an
     episode ends at the first judged frame where it fires and ``rewards`` hold judged frames.
-    temperature: chunks are drawn from Laplace(mu, temperature * b) and scored under it
-    (``ChunkSampler``); PPO must score them at the same temperature.
+    temperature, correlation: chunks are drawn from Laplace(mu, temperature * b) with noise
+    correlated by ``correlation`` along each chunk, and scored under that law (``ChunkSampler``);
+    PPO must score them under the same one.
     """
     if score_every < 1:
         raise ValueError(f"score_every={score_every}: expected a positive integer")
-    sampler = ChunkSampler(policy, sample=True, generator=generator, temperature=temperature)
+    sampler = ChunkSampler(policy, sample=True, generator=generator, temperature=temperature,
+                           correlation=correlation)
     n = rollouts_per_state
     s_count = len(starts)
     chunk = policy.config.chunk_size
@@ -248,9 +250,9 @@ def collect_rollouts(policy, reflector, make_env, starts: list[StartState], roll
 
 
 def chunk_log_probs(distribution, policy, images, states, instructions, actions,
-                    temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                    temperature: float = 1.0, correlation: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(M,) log-likelihood of the (M, K, 7) chunks under the current policy (its law at
-    ``temperature``, as ``ChunkSampler``), with gradients, and the (M,) mean scale.
+    ``temperature`` and ``correlation``, as ``ChunkSampler``), with gradients, and the (M,) mean scale.
     ``distribution(batch)`` is ``policy.action_distribution`` or its DDP wrapper. The whole
     sampled chunk is scored, also the steps a step limit left unexecuted, so that the ratio
     compares the same event the sampling log-probability measured."""
@@ -258,13 +260,13 @@ def chunk_log_probs(distribution, policy, images, states, instructions, actions,
     mu, log_scale = distribution(batch)
     log_scale = tempered(log_scale, temperature)
     a = torch.as_tensor(actions, device=mu.device, dtype=mu.dtype)
-    return chunk_log_prob(a, mu, log_scale), log_scale.detach().exp().mean(dim=(1, 2))
+    return chunk_log_prob(a, mu, log_scale, correlation), log_scale.detach().exp().mean(dim=(1, 2))
 
 
 def ppo_update(model, distribution, optimizer, trainable, samples: dict, old_log_probs: torch.Tensor,
                advantages: torch.Tensor, clip_eps: float, epochs: int, minibatches: int, grad_clip: float,
                seed, target_kl: float = 0.0, agree=lambda value: value,
-               temperature: float = 1.0) -> dict[str, float]:
+               temperature: float = 1.0, correlation: float = 0.0) -> dict[str, float]:
     """``epochs`` passes of PPO over M chunk samples in ``minibatches`` minibatches (module
     docstring, 4); returns sums of loss, clip fraction and approximate KL over the steps taken,
     the step count, whether the KL limit stopped it and the KL that did (``stop_kl``).
@@ -276,7 +278,7 @@ def ppo_update(model, distribution, optimizer, trainable, samples: dict, old_log
     exceeds it (before that minibatch's step). Adam takes steps of about the learning rate
     whatever the advantages' size, so with near-constant returns the policy would otherwise
     drift by noise alone. ``agree(kl)``: the KL all processes decide on (their mean under DDP),
-    so that they stop together. temperature: the one the chunks were sampled at.
+    so that they stop together. temperature, correlation: the law the chunks were sampled under.
     """
     sums = {"loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "minibatches": 0.0, "kl_stopped": 0.0,
             "stop_kl": 0.0}
@@ -289,7 +291,7 @@ def ppo_update(model, distribution, optimizer, trainable, samples: dict, old_log
         for part in np.array_split(order, minibatches):
             new, _ = chunk_log_probs(distribution, model, samples["images"][part], samples["states"][part],
                                      [samples["instructions"][i] for i in part], samples["actions"][part],
-                                     temperature)
+                                     temperature, correlation)
             loss, stats = ppo_loss(new, old_log_probs[part], advantages[part], clip_eps)
             kl = agree(float(stats["approx_kl"])) if target_kl > 0 else 0.0
             if kl > target_kl > 0:

@@ -84,8 +84,8 @@ class LoopLearner:
     """The policy LOOP trains, its optimiser and its run folder (module docstring).
 
     cfg: ``PostTrainConfig`` (policy, output_dir, lr_lora, lr_heads, clip_eps, ppo_epochs,
-    minibatches, grad_clip, target_kl, temperature, binary_reward, keep_checkpoints, seed). ``writer``: only
-    the process that writes files (rank 0) passes True.
+    minibatches, grad_clip, target_kl, temperature, correlation, binary_reward, keep_checkpoints,
+    seed). ``writer``: only the process that writes files (rank 0) passes True.
     """
 
     def __init__(self, cfg, device: torch.device, writer: bool = True):
@@ -144,7 +144,7 @@ class LoopLearner:
                                    torch.from_numpy(advantages[chunk_episode]).to(self.device), cfg.clip_eps,
                                    cfg.ppo_epochs, cfg.minibatches, cfg.grad_clip,
                                    seed if seed is not None else [cfg.seed, self.update_count], cfg.target_kl, agree,
-                                   cfg.temperature))
+                                   cfg.temperature, cfg.correlation))
         sums["adv_abs"] = adv_abs
         return sums
 

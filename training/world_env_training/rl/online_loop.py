@@ -60,6 +60,9 @@ class OnlineLOOP:
         if cfg.temperature != 1.0:
             raise ValueError(f"temperature={cfg.temperature}: the policy node samples the policy's own law "
                              "(temperature 1), which the trainer must score; tempered rollouts are post-train's")
+        if cfg.correlation != 0.0:
+            raise ValueError(f"correlation={cfg.correlation}: the policy node draws independent steps, which the "
+                             "trainer must score; correlated rollouts are post-train's")
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.learner = LoopLearner(cfg, self.device)

@@ -231,7 +231,8 @@ def train(cfg: PostTrainConfig):
             model.eval()
             rollouts = collect_rollouts(model, reflector, make_env, mine, cfg.rollouts_per_state, max_steps,
                                         generator, cfg.binary_reward, progress=frames_bar.update,
-                                        score_every=cfg.reflector_every, temperature=cfg.temperature)
+                                        score_every=cfg.reflector_every, temperature=cfg.temperature,
+                                        correlation=cfg.correlation)
             frames_bar.close()
             t_rollout = time.perf_counter() - t0
 
