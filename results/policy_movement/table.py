@@ -1,8 +1,9 @@
 """Print the tables of results/policy_movement/README.md from the committed files: the control
 arm after 42 and 60 updates, the control arm at temperature 0.25, and the SFT policy drawing its
-chunks (evaluate --sample true), each paired against the SFT policy's means on the same drawn
-init states 50-99 (GT termination); where the drawn chunks succeed (states the means solve,
-states they fail); and the control arms' rollout success per 12 updates from metrics.jsonl.
+chunks (evaluate --sample true, independent or correlated steps), each paired against the SFT
+policy's means on the same drawn init states 50-99 (GT termination); where the drawn chunks
+succeed (states the means solve, states they fail); and the control arms' rollout success per 12
+updates from metrics.jsonl, with its standard error over the block's updates.
 
     python results/policy_movement/table.py
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import numpy as np
 
 from world_env_training.eval import stats
 
@@ -26,7 +29,10 @@ ARMS = [("control arm, 45 scene starts, after update 24 (../more_starts)",
         ("SFT drawing its chunks (temperature 1), seed 0", HERE / "sft_sampled/seed0/eval.json"),
         ("SFT drawing its chunks (temperature 1), seed 1", HERE / "sft_sampled/seed1/eval.json"),
         ("SFT drawing its chunks (temperature 0.5), seed 0", HERE / "sft_sampled/t0.5/eval.json"),
-        ("SFT drawing its chunks (temperature 0.25), seed 0", HERE / "sft_sampled/t0.25/eval.json")]
+        ("SFT drawing its chunks (temperature 0.25), seed 0", HERE / "sft_sampled/t0.25/eval.json"),
+        ("SFT drawing its chunks, steps correlated by 0.9 (temperature 1)", HERE / "sft_sampled/rho0.9_t1/eval.json"),
+        ("SFT drawing its chunks, steps correlated by 0.9 (temperature 0.25)",
+         HERE / "sft_sampled/rho0.9_t0.25/eval.json")]
 
 
 def main() -> None:
@@ -51,8 +57,13 @@ def main() -> None:
             won = round(sum(r["return_mean"] * r["episodes"] for r in block))
             episodes = sum(r["episodes"] for r in block)
             idle = sum(not r["stepped"] for r in block)
+            # Each update draws its own 2 scenes, whose difficulty dominates its success: the
+            # block's uncertainty is the spread over its updates, not a binomial of its episodes.
+            rates = np.array([r["return_mean"] for r in block])
+            spread = rates.std(ddof=1) / np.sqrt(len(rates)) if len(rates) > 1 else float("nan")
             print(f"  updates {first}-{first + len(block) - 1}: {won}/{episodes} "
-                  f"({100 * won / episodes:.0f} %), {idle} updates without a PPO step (no signal)")
+                  f"({100 * won / episodes:.0f} % +- {100 * spread:.0f}, standard error over its updates), "
+                  f"{idle} updates without a PPO step (no signal)")
 
 
 if __name__ == "__main__":
