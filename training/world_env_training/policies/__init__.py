@@ -71,9 +71,9 @@ class VLAChunkPolicy:
 
     Chunks come from ``ChunkSampler``: the means, or with ``sample=True`` draws from the policy's
     Laplace law at ``temperature`` and ``correlation`` (seeded by ``seed``; ``reseed`` restarts
-    them), clipped to LIBERO's [-1, 1] when executed. ``last`` is the newest ``ChunkSample`` (its log-probability
-    is the one LOOP would record). ``done`` is always False: the policy has no stop signal (a
-    reflector supplies one).
+    them), clipped to LIBERO's [-1, 1] when executed. ``last`` is the newest ``ChunkSample``
+    (its log-probability is the one LOOP would record). ``done`` is always False: the policy has
+    no stop signal (a reflector supplies one).
     """
 
     done = False

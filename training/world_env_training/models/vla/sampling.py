@@ -60,8 +60,8 @@ def chunk_log_prob(actions: torch.Tensor, mu: torch.Tensor, log_scale: torch.Ten
     if correlation == 0.0:
         return laplace_log_prob(actions, mu, log_scale).sum(-1)
     innovations = decorrelate(actions - mu, correlation)
-    jacobian = (actions.shape[1] - 1) * actions.shape[2] * 0.5 * math.log(1.0 - correlation ** 2)
-    return laplace_log_prob(innovations, torch.zeros_like(mu), log_scale).sum(-1) - jacobian
+    log_jacobian = (actions.shape[1] - 1) * actions.shape[2] * 0.5 * math.log(1.0 - correlation ** 2)
+    return laplace_log_prob(innovations, torch.zeros_like(mu), log_scale).sum(-1) - log_jacobian
 
 
 def check_correlation(correlation: float) -> float:
