@@ -30,6 +30,7 @@ ARMS = [("control arm, 45 scene starts, after update 24 (../more_starts)",
         ("SFT drawing its chunks (temperature 1), seed 1", HERE / "sft_sampled/seed1/eval.json"),
         ("SFT drawing its chunks (temperature 0.5), seed 0", HERE / "sft_sampled/t0.5/eval.json"),
         ("SFT drawing its chunks (temperature 0.25), seed 0", HERE / "sft_sampled/t0.25/eval.json"),
+        ("SFT drawing its chunks (temperature 0.25), seed 1", HERE / "sft_sampled/t0.25_seed1/eval.json"),
         ("SFT drawing its chunks, steps correlated by 0.9 (temperature 1)", HERE / "sft_sampled/rho0.9_t1/eval.json"),
         ("SFT drawing its chunks, steps correlated by 0.9 (temperature 0.25)",
          HERE / "sft_sampled/rho0.9_t0.25/eval.json")]
