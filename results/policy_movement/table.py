@@ -1,9 +1,10 @@
 """Print the tables of results/policy_movement/README.md from the committed files: the control
-arm after 42 and 60 updates, the control arm at temperature 0.25, and the SFT policy drawing its
-chunks (evaluate --sample true, independent or correlated steps), each paired against the SFT
-policy's means on the same drawn init states 50-99 (GT termination); where the drawn chunks
-succeed (states the means solve, states they fail); and the control arms' rollout success per 12
-updates from metrics.jsonl, with its standard error over the block's updates.
+arm after 42 and 60 updates, the control arm at temperature 0.25 (2 x 8 and 3 x 8 rollouts),
+and the SFT policy drawing its chunks (evaluate --sample true, independent or correlated
+steps), each paired against the SFT policy's means on the same drawn init states 50-99 (GT
+termination); where the drawn chunks succeed (states the means solve, states they fail); and the
+control arms' rollout success per 12 updates (15 for the 30-update run) from metrics.jsonl,
+with its standard error over the block's updates.
 
     python results/policy_movement/table.py
 """
@@ -26,6 +27,10 @@ ARMS = [("control arm, 45 scene starts, after update 24 (../more_starts)",
         ("control arm, after update 60", RUN / "eval/eval.json"),
         ("control arm at temperature 0.25, after update 12", HERE / "loop_libero_t025/eval_update12/eval.json"),
         ("control arm at temperature 0.25, after update 24", HERE / "loop_libero_t025/eval/eval.json"),
+        ("control arm at temperature 0.25, 3 x 8 rollouts of up to 128 steps, after update 15",
+         HERE / "loop_libero_t025_b3/eval_update15/eval.json"),
+        ("control arm at temperature 0.25, 3 x 8 rollouts of up to 128 steps, after update 30",
+         HERE / "loop_libero_t025_b3/eval/eval.json"),
         ("SFT drawing its chunks (temperature 1), seed 0", HERE / "sft_sampled/seed0/eval.json"),
         ("SFT drawing its chunks (temperature 1), seed 1", HERE / "sft_sampled/seed1/eval.json"),
         ("SFT drawing its chunks (temperature 0.5), seed 0", HERE / "sft_sampled/t0.5/eval.json"),
@@ -34,6 +39,33 @@ ARMS = [("control arm, 45 scene starts, after update 24 (../more_starts)",
         ("SFT drawing its chunks, steps correlated by 0.9 (temperature 1)", HERE / "sft_sampled/rho0.9_t1/eval.json"),
         ("SFT drawing its chunks, steps correlated by 0.9 (temperature 0.25)",
          HERE / "sft_sampled/rho0.9_t0.25/eval.json")]
+
+
+def flips(sft: dict) -> None:
+    """Which held-out states change outcome against SFT's means, per arm; and, over every
+    evaluation under results/ on the same states, which of the states the means fail were ever
+    solved (by any policy, sampled or not)."""
+    print("\nstates each arm loses / gains against SFT's means (init state ids)")
+    for name, path in ARMS:
+        if path.is_file():
+            arm = stats.file_outcomes(path)
+            print(f"  {name}: lost {sorted(k[2] for k in sft if sft[k] and not arm[k])}, "
+                  f"gained {sorted(k[2] for k in sft if not sft[k] and arm[k])}")
+    solved_by, evaluations = {}, 0
+    for path in sorted(HERE.parent.rglob("eval.json")):
+        result = json.loads(path.read_text())
+        if not all(isinstance(e, dict) for e in result.get("episodes", [])):
+            continue  # an older format, from before evaluations kept their episodes
+        arm = stats.episode_outcomes(result, "gt_termination")
+        if set(arm) == set(sft):
+            evaluations += 1
+            for key in sft:
+                if arm[key] and not sft[key]:
+                    solved_by.setdefault(key[2], []).append(path)
+    failed = sum(not won for won in sft.values())
+    print(f"\nof the {failed} states SFT's means fail, ever solved by one of the {evaluations} "
+          "evaluations of these states under results/ (state: evaluations): "
+          + ", ".join(f"{k}: {len(v)}" for k, v in sorted(solved_by.items())))
 
 
 def main() -> None:
@@ -48,13 +80,15 @@ def main() -> None:
             drawn = stats.file_outcomes(path)
             print(f"  {name}: {sum(drawn[k] for k in solved)}/{len(solved)} / "
                   f"{sum(drawn[k] for k in sft if k not in solved)}/{len(sft) - len(solved)}")
-    for run in (RUN, HERE / "loop_libero_t025"):
+    flips(sft)
+    for run in (RUN, HERE / "loop_libero_t025", HERE / "loop_libero_t025_b3"):
         if not (run / "metrics.jsonl").is_file():
             continue
         lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        print(f"\n{run.name} rollouts (LIBERO success of sampled chunks), per 12 updates:")
-        for first in range(1, len(lines) + 1, 12):
-            block = [r for r in lines if first <= r["update"] < first + 12]
+        size = 15 if len(lines) == 30 else 12
+        print(f"\n{run.name} rollouts (LIBERO success of sampled chunks), per {size} updates:")
+        for first in range(1, len(lines) + 1, size):
+            block = [r for r in lines if first <= r["update"] < first + size]
             won = round(sum(r["return_mean"] * r["episodes"] for r in block))
             episodes = sum(r["episodes"] for r in block)
             idle = sum(not r["stepped"] for r in block)
