@@ -27,8 +27,8 @@ LATER = ["evaluate-world-model", "post-train", "evaluate-sft", "evaluate-loop", 
 SHORT = ["--loop_updates", "1", "--loop_batch_size", "1", "--rollouts_per_state", "2", "--loop_max_steps", "8",
          "--eval_episodes_per_task", "1", "--control_updates", "1", "--audit_starts", "1", "--workers", "2"]
 TINY = ["--pretrained", "", "--suites", "libero_object", "--task_ids", "0", "--demos_per_task", "2", "--sft_steps", "2",
-        "--explore_episodes_per_task", "1", "--autoencoder_steps", "2", "--world_model_steps", "2",
-        "--reflector_steps", "2",
+        "--explore_episodes_per_task", "1", "--explore_max_steps", "24", "--autoencoder_steps", "2",
+        "--world_model_steps", "2", "--reflector_steps", "2",
         "--arm", "gains", "--control_arm", "false", *SHORT]
 
 
@@ -89,8 +89,9 @@ def test_pipeline_runs_every_stage_then_caches_them(tmp_path, report):
 
 def test_stage_options_reach_their_stages(tmp_path):
     cfg = configs.PipelineConfig(run_dir=str(tmp_path), arm="gains", loop_lr=3e-5, audit_rollouts_per_state=3,
-                                 audit_starts=7)
+                                 audit_starts=7, explore_max_steps=40)
     stages = stage_configs(cfg)
+    assert stages["explore"][1].max_steps == 40
     post, audit = stages["post-train"][1], stages["audit-reward-hacking"][1]
     assert (post.arm, audit.arm, post.lr_lora, post.lr_heads) == ("gains", "gains", 3e-5, 3e-5)
     assert (audit.rollouts_per_state, audit.starts) == (3, 7)

@@ -1053,6 +1053,9 @@ class PipelineConfig(StageConfig):
         demos_per_task: Demonstrations per task (the paper's few-shot setting: 5).
         sft_steps: Supervised fine-tuning steps.
         explore_episodes_per_task: Exploration rollouts of the SFT policy per task.
+        explore_max_steps: Steps per exploration rollout at most (0: the suite's LIBERO step
+            limit). Shorter rollouts cost less and show the world model less of a failed
+            episode's end.
         exploration: Train the world model and the reflector on exploration rollouts too
             (false: demonstrations only, the paper's ablation).
         latent_world_model: The world model denoises the latents of a frame autoencoder that
@@ -1113,6 +1116,7 @@ class PipelineConfig(StageConfig):
     demos_per_task: int = 5
     sft_steps: int = 1000
     explore_episodes_per_task: int = 4
+    explore_max_steps: int = 0
     exploration: bool = True
     latent_world_model: bool = True
     autoencoder_steps: int = 1500
@@ -1151,8 +1155,9 @@ class PipelineConfig(StageConfig):
                      "control_updates", "workers"):
             _check(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
         _check(self.audit_starts >= 0, "audit_starts", self.audit_starts, "a non-negative integer (0: all)")
-        _check(self.loop_max_steps >= 0, "loop_max_steps", self.loop_max_steps,
-               "a non-negative integer (0: the suite's step limit)")
+        for name in ("loop_max_steps", "explore_max_steps"):
+            _check(getattr(self, name) >= 0, name, getattr(self, name),
+                   "a non-negative integer (0: the suite's step limit)")
         _check(self.rollouts_per_state >= 2, "rollouts_per_state", self.rollouts_per_state, "at least 2")
         _check(self.loop_lr > 0, "loop_lr", self.loop_lr, "a positive number")
         _check(self.arm in ARMS, "arm", self.arm, " or ".join(ARMS))

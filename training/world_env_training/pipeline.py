@@ -158,7 +158,8 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
             save_every=max(1, cfg.sft_steps // 4), **sft_extra, **common)),
         "explore": ("explore", configs.ExploreConfig(
             policy=str(run / "sft"), **tasks, episodes_per_task=cfg.explore_episodes_per_task,
-            resolution=cfg.resolution, output_dir=str(run / "explore"), workers=cfg.workers, **common)),
+            max_steps=cfg.explore_max_steps, resolution=cfg.resolution, output_dir=str(run / "explore"),
+            workers=cfg.workers, **common)),
         "train-autoencoder": ("train-autoencoder", configs.TrainAutoencoderConfig(
             demos=str(run / "demos"), exploration=exploration, output_dir=str(run / "autoencoder"),
             resolution=cfg.resolution, steps=cfg.autoencoder_steps, save_every=max(1, cfg.autoencoder_steps // 4),
