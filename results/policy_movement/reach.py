@@ -12,7 +12,6 @@ policy that replays what it was shown succeeds near the demonstrations and fails
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +41,8 @@ def positions(ids: list[int]) -> dict[int, dict[str, np.ndarray]]:
 
 def reached(sft: dict) -> set[int]:
     """Held-out states the means fail that some evaluation under results/ solved."""
-    ever = set()
-    for path in sorted(HERE.parent.rglob("eval.json")):
-        result = json.loads(path.read_text())
-        if not all(isinstance(e, dict) for e in result.get("episodes", [])):
-            continue  # an older format, from before evaluations kept their episodes
-        arm = stats.episode_outcomes(result, "gt_termination")
-        if set(arm) == set(sft):
-            ever |= {key[2] for key in sft if arm[key] and not sft[key]}
-    return ever
+    return {key[2] for _, arm in stats.outcomes_under(HERE.parent, sft)
+            for key in sft if arm[key] and not sft[key]}
 
 
 def main() -> None:
@@ -62,18 +54,20 @@ def main() -> None:
     groups = {"solved by the means": [k[2] for k in sft if sft[k]],
               "failed, solved by some evaluation": [k[2] for k in sft if not sft[k] and k[2] in ever],
               "failed, never solved": [k[2] for k in sft if not sft[k] and k[2] not in ever]}
+    # cm to the nearest demonstration's start, RMS over the part's objects so that "other
+    # objects" compares with one object
+    nearest = {part: {i: 100 * min(np.linalg.norm(where[i][part] - where[j][part]) for j in demos)
+                      / np.sqrt(len(keys)) for i in held} for part, keys in PARTS.items()}
     print("distance of each part's start to the nearest demonstration's (cm, RMS over its objects): "
           "median [range] per group")
     for name, ids in groups.items():
         cells = []
-        for part, keys in PARTS.items():
-            # RMS over the part's objects, so that "other objects" compares with one object
-            d = np.array([min(np.linalg.norm(where[i][part] - where[j][part]) for j in demos) / np.sqrt(len(keys))
-                          for i in ids]) * 100
+        for part in PARTS:
+            d = np.array([nearest[part][i] for i in ids])
             cells.append(f"{part} {np.median(d):.1f} [{d.min():.1f}, {d.max():.1f}]")
         print(f"  {name} ({len(ids)}): " + ", ".join(cells))
     print("the means' success by the gripper's start distance to the nearest demonstration's")
-    gripper = {i: min(np.linalg.norm(where[i]["gripper"] - where[j]["gripper"]) for j in demos) * 100 for i in held}
+    gripper = nearest["gripper"]
     won = {key[2]: sft[key] for key in sft}
     for low, high in BINS_CM:
         ids = [i for i in held if low <= gripper[i] < high]

@@ -51,19 +51,14 @@ def flips(sft: dict) -> None:
             arm = stats.file_outcomes(path)
             print(f"  {name}: lost {sorted(k[2] for k in sft if sft[k] and not arm[k])}, "
                   f"gained {sorted(k[2] for k in sft if not sft[k] and arm[k])}")
-    solved_by, evaluations = {}, 0
-    for path in sorted(HERE.parent.rglob("eval.json")):
-        result = json.loads(path.read_text())
-        if not all(isinstance(e, dict) for e in result.get("episodes", [])):
-            continue  # an older format, from before evaluations kept their episodes
-        arm = stats.episode_outcomes(result, "gt_termination")
-        if set(arm) == set(sft):
-            evaluations += 1
-            for key in sft:
-                if arm[key] and not sft[key]:
-                    solved_by.setdefault(key[2], []).append(path)
+    evaluations = stats.outcomes_under(HERE.parent, sft)
+    solved_by = {}
+    for path, arm in evaluations:
+        for key in sft:
+            if arm[key] and not sft[key]:
+                solved_by.setdefault(key[2], []).append(path)
     failed = sum(not won for won in sft.values())
-    print(f"\nof the {failed} states SFT's means fail, ever solved by one of the {evaluations} "
+    print(f"\nof the {failed} states SFT's means fail, ever solved by one of the {len(evaluations)} "
           "evaluations of these states under results/ (state: evaluations): "
           + ", ".join(f"{k}: {len(v)}" for k, v in sorted(solved_by.items())))
 

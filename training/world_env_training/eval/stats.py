@@ -115,6 +115,21 @@ def file_outcomes(path, protocol: str = "gt_termination") -> dict:
     return episode_outcomes(json.loads(Path(path).read_text()), protocol)
 
 
+def outcomes_under(root, units, protocol: str = "gt_termination") -> list[tuple[Path, dict]]:
+    """(path, ``episode_outcomes``) of every eval.json under ``root`` (sorted by path) that
+    evaluated exactly ``units``; files of the older format without per-episode records are
+    skipped."""
+    found = []
+    for path in sorted(Path(root).rglob("eval.json")):
+        result = json.loads(path.read_text())
+        if not all(isinstance(e, dict) for e in result.get("episodes", [])):
+            continue  # an older format, from before evaluations kept their episodes
+        outcomes = episode_outcomes(result, protocol)
+        if set(outcomes) == set(units):
+            found.append((path, outcomes))
+    return found
+
+
 def arm_line(name: str, path, base: dict, root, protocol: str = "gt_termination") -> str:
     """A results table's line for the arm whose eval.json is ``path``: ``paired_summary``
     against ``base``, or that the file (shown relative to ``root``) is missing. Raises
