@@ -77,6 +77,7 @@ def test_list_options_accept_plain_and_bracketed_values():
     (["post-train", "--rollouts_per_state", "1"], "rollouts_per_state=1"),
     (["collect-demos", "--suites", "libero_91"], "suites='libero_91'"),
     (["collect-demos", "--resolution", "100"], "resolution=100"),
+    (["collect-demos", "--init_state_ids", "[60,61]"], "init_state_ids=[60, 61]"),
     (["train-reflector", "--threshold", "0"], "threshold=0.0"),
     (["evaluate", "--protocol", "sometimes"], "protocol='sometimes'"),
     (["export-lerobot", "--video_codec", "mpeg2"], "video_codec='mpeg2'"),

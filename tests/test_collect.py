@@ -11,12 +11,14 @@ pytestmark = pytest.mark.libero
 
 
 def test_collect_demos_writes_successful_labelled_episodes_and_resumes(tmp_path):
-    cfg = CollectDemosConfig(task_ids=[0], demos_per_task=1, post_success_steps=3,
+    # init_state_ids: the expert demonstrates drawn scene 57 instead of saved state 0.
+    cfg = CollectDemosConfig(task_ids=[0], demos_per_task=1, post_success_steps=3, init_state_ids=[57, 3],
                              output_dir=str(tmp_path / "demos"), workers=1)
     result = collect_demos(cfg)
     assert result["short"] == {}
     ds = Dataset(cfg.output_dir)
     assert len(ds) == 1 and ds.verify()["bad"] == {}
+    assert ds.keys() == ["expert/libero_object/0/57"] and ds.entry(0)["init_state_id"] == 57
     ep = ds[0]
     assert ep.source == "expert" and ep.suite == "libero_object" and ep.task_id == 0
     assert ep.frames.shape == (ep.length + 1, 64, 64, 3) and ep.actions.shape == (ep.length, 7)

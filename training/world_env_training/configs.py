@@ -84,6 +84,10 @@ class CollectDemosConfig(StageConfig):
         suites: LIBERO suites to cover.
         task_ids: Task ids to use in every suite (empty: all tasks).
         demos_per_task: Demonstrations kept per task (the paper's few-shot setting uses 5).
+        init_state_ids: Init states the expert tries, in this order, until demos_per_task
+            succeed (empty: LIBERO's saved states 0, 1, 2, ...). Ids 50 and above are drawn
+            scenes, so demonstrations can come from starts spread wider than the saved ones
+            while the evaluation's held-out states stay unused.
         resolution: Agent-view image size in pixels (square): 64, 128 or 256.
         post_success_steps: Steps recorded after the task is achieved (positive frames for
             the reflector; the arm holds still).
@@ -96,6 +100,7 @@ class CollectDemosConfig(StageConfig):
     suites: list[str] = field(default_factory=lambda: ["libero_object"])
     task_ids: list[int] = field(default_factory=list)
     demos_per_task: int = 5
+    init_state_ids: list[int] = field(default_factory=list)
     resolution: int = 64
     post_success_steps: int = 10
     output_dir: str = "runs/default/demos"
@@ -108,6 +113,9 @@ class CollectDemosConfig(StageConfig):
         _check_task_ids(self.task_ids)
         _check(0 < self.demos_per_task <= 50, "demos_per_task", self.demos_per_task,
                "1 to 50 (LIBERO has 50 fixed init states per task)")
+        _check_init_state_ids(self.init_state_ids)
+        _check(not self.init_state_ids or len(self.init_state_ids) >= self.demos_per_task, "init_state_ids",
+               self.init_state_ids, f"at least demos_per_task ({self.demos_per_task}) ids to try, or empty")
         _check(self.post_success_steps >= 0, "post_success_steps", self.post_success_steps, "a non-negative integer")
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
         _check(self.workers > 0, "workers", self.workers, "a positive integer")

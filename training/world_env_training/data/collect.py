@@ -5,7 +5,8 @@ dataset (``dataset.py``) as soon as it arrives, and resume: an episode whose key
 dataset already is not collected again, so a killed run picks up where it stopped.
 
 collect-demos keeps exactly ``demos_per_task`` successful expert episodes per task, trying
-LIBERO's fixed init states in order (0, 1, 2, ...) and skipping those where the expert fails.
+its ``init_state_ids`` in order (by default LIBERO's saved ones, 0, 1, 2, ...) and skipping
+those where the expert fails.
 explore runs a policy with Laplace noise and keeps every episode, success or failure.
 """
 
@@ -39,7 +40,7 @@ class TaskJob:
     policy: str = "expert"
     noise_scale: float = 0.0
     post_success_steps: int = 0
-    init_states: tuple = ()  # exploration: the init states episodes cycle through (empty: all, in order)
+    init_states: tuple = ()  # the init states tried (demos) or cycled through (exploration); empty: saved ones
     max_steps: int = 0  # exploration: steps per episode at most (0: the suite's limit)
 
 
@@ -49,7 +50,7 @@ def _demo_worker(job: TaskJob, queue) -> None:
 
     found = 0
     with LiberoEnv(job.suite, job.task_id, resolution=job.resolution, seed=job.seed) as env:
-        for init_id in range(env.num_init_states):
+        for init_id in job.init_states or range(env.num_init_states):
             if found == job.wanted:
                 break
             if init_id in job.skip:
@@ -142,7 +143,8 @@ def collect_demos(cfg: CollectDemosConfig) -> dict:
             if len(have) < cfg.demos_per_task:
                 jobs.append(TaskJob(suite, task, cfg.resolution, cfg.seed, cfg.device,
                                     cfg.demos_per_task - len(have), frozenset(have),
-                                    post_success_steps=cfg.post_success_steps))
+                                    post_success_steps=cfg.post_success_steps,
+                                    init_states=tuple(cfg.init_state_ids)))
     with writer:
         stats = _run("demos", jobs, writer, cfg.workers, "collect-demos")
     short = {f"{s}/{t}": v for (s, t), v in stats.items() if v["kept"] < v["wanted"]}
