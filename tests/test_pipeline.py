@@ -100,8 +100,11 @@ def test_stage_options_reach_their_stages(tmp_path):
                                                            for d in ("demos", "explore", "explore_more")]
     evaluate = stages["evaluate-sft"][1]
     assert (evaluate.init_state_source, evaluate.episodes_per_task) == ("drawn", 50)
-    scratch = stage_configs(configs.PipelineConfig(run_dir=str(tmp_path), pretrained=""))
+    scratch = stage_configs(configs.PipelineConfig(run_dir=str(tmp_path), pretrained="",
+                                                   demo_init_state_ids=[106, 157, 138, 114, 113]))
     assert scratch["post-train"][1].policy == str(tmp_path / "sft") and scratch["post-train"][1].arm == "physics"
+    assert scratch["collect-demos"][1].init_state_ids == [106, 157, 138, 114, 113]
+    assert stages["collect-demos"][1].init_state_ids == []
     assert scratch["evaluate-world-model"][1].holdout == ""
 
 
@@ -116,6 +119,8 @@ def test_control_arm_and_drawn_evaluation_options(tmp_path):
     evaluate = stages["evaluate-control"][1]
     assert evaluate.policy == control.output_dir and evaluate.init_state_source == "drawn"
     assert evaluate.episodes_per_task == 60 and stages["evaluate-sft"][1].init_state_source == "drawn"
+    with pytest.raises(ValueError, match="demo_init_state_ids.*with a pretrained start"):
+        configs.PipelineConfig(demo_init_state_ids=[106, 157, 138, 114, 113])
     with pytest.raises(ValueError, match="eval_episodes_per_task.*at most 50 with eval_init_state_source saved"):
         configs.PipelineConfig(eval_episodes_per_task=60, eval_init_state_source="saved")
     # The plan: control stages listed, run only when asked for.

@@ -1059,6 +1059,9 @@ class PipelineConfig(StageConfig):
         profile: cpu (small models for two CPU cores: the policy at 64x64 with 4 LLM layers,
             4 denoising steps per imagined frame) or full (every stage's own defaults, for a GPU).
         demos_per_task: Demonstrations per task (the paper's few-shot setting: 5).
+        demo_init_state_ids: Init states the demonstrations are tried from, in order (empty:
+            LIBERO's saved states 0, 1, 2, ...; see collect-demos). Refused with a pretrained
+            start, whose shipped demonstrations stand: give it with pretrained "".
         sft_steps: Supervised fine-tuning steps.
         explore_episodes_per_task: Exploration rollouts of the SFT policy per task.
         explore_max_steps: Steps per exploration rollout at most (0: the suite's LIBERO step
@@ -1122,6 +1125,7 @@ class PipelineConfig(StageConfig):
     resolution: int = 64
     profile: str = "cpu"
     demos_per_task: int = 5
+    demo_init_state_ids: list[int] = field(default_factory=list)
     sft_steps: int = 1000
     explore_episodes_per_task: int = 4
     explore_max_steps: int = 0
@@ -1176,6 +1180,12 @@ class PipelineConfig(StageConfig):
         if self.eval_init_state_source == "saved":
             _check(self.eval_episodes_per_task <= 50, "eval_episodes_per_task", self.eval_episodes_per_task,
                    "at most 50 with eval_init_state_source saved (LIBERO saves 50 init states per task)")
+        _check_init_state_ids(self.demo_init_state_ids)
+        _check(not self.demo_init_state_ids or len(self.demo_init_state_ids) >= self.demos_per_task,
+               "demo_init_state_ids", self.demo_init_state_ids,
+               f"at least demos_per_task ({self.demos_per_task}) ids to try, or empty")
+        _check(not (self.demo_init_state_ids and self.pretrained), "demo_init_state_ids", self.demo_init_state_ids,
+               "empty with a pretrained start (its demonstrations stand); add --pretrained '' to collect new ones")
         for name in self.skip:
             _check(name in STAGE_ORDER and name != "report", "skip", name,
                    f"one of {', '.join(s for s in STAGE_ORDER if s != 'report')}")

@@ -151,8 +151,8 @@ def stage_configs(cfg: configs.PipelineConfig) -> dict[str, tuple[str, object]]:
         lr_lora=cfg.loop_lr, lr_heads=cfg.loop_lr, libero_workers=cfg.workers, **loop)
     return {
         "collect-demos": ("collect-demos", configs.CollectDemosConfig(
-            **tasks, demos_per_task=cfg.demos_per_task, resolution=cfg.resolution, output_dir=str(run / "demos"),
-            workers=cfg.workers, **common)),
+            **tasks, demos_per_task=cfg.demos_per_task, init_state_ids=cfg.demo_init_state_ids,
+            resolution=cfg.resolution, output_dir=str(run / "demos"), workers=cfg.workers, **common)),
         "train-sft": ("train-sft", configs.TrainSFTConfig(
             demos=str(run / "demos"), output_dir=str(run / "sft"), steps=cfg.sft_steps,
             save_every=max(1, cfg.sft_steps // 4), **sft_extra, **common)),
