@@ -19,6 +19,8 @@ import numpy as np
 from world_env_training.eval import stats
 
 HERE = Path(__file__).resolve().parent
+# Policies trained from other demonstrations: not exploration around this SFT policy's replay.
+OTHER_START = HERE.parent / "varied_demos"
 SFT = HERE.parent / "pipeline_default/eval_sft/eval.json"
 BINS_CM = [(0.0, 0.6), (0.6, 0.9), (0.9, 1.2), (1.2, 3.0)]
 OTHERS = ("salad_dressing", "cream_cheese", "milk", "tomato_sauce", "butter")
@@ -40,8 +42,8 @@ def positions(ids: list[int]) -> dict[int, dict[str, np.ndarray]]:
 
 
 def reached(sft: dict) -> set[int]:
-    """Held-out states the means fail that some evaluation under results/ solved."""
-    return {key[2] for _, arm in stats.outcomes_under(HERE.parent, sft)
+    """Held-out states the means fail that some evaluation under results/ (but OTHER_START) solved."""
+    return {key[2] for _, arm in stats.outcomes_under(HERE.parent, sft, exclude=[OTHER_START])
             for key in sft if arm[key] and not sft[key]}
 
 

@@ -19,6 +19,8 @@ import numpy as np
 from world_env_training.eval import stats
 
 HERE = Path(__file__).resolve().parent
+# Policies trained from other demonstrations: not exploration around this SFT policy's replay.
+OTHER_START = HERE.parent / "varied_demos"
 SFT = HERE.parent / "pipeline_default/eval_sft/eval.json"
 RUN = HERE / "loop_libero_60"
 ARMS = [("control arm, 45 scene starts, after update 24 (../more_starts)",
@@ -43,15 +45,16 @@ ARMS = [("control arm, 45 scene starts, after update 24 (../more_starts)",
 
 def flips(sft: dict) -> None:
     """Which held-out states change outcome against SFT's means, per arm; and, over every
-    evaluation under results/ on the same states, which of the states the means fail were ever
-    solved (by any policy, sampled or not)."""
+    evaluation under results/ on the same states (but ../varied_demos, whose policies learnt
+    from other demonstrations), which of the states the means fail were ever solved (by any
+    policy, sampled or not)."""
     print("\nstates each arm loses / gains against SFT's means (init state ids)")
     for name, path in ARMS:
         if path.is_file():
             arm = stats.file_outcomes(path)
             print(f"  {name}: lost {sorted(k[2] for k in sft if sft[k] and not arm[k])}, "
                   f"gained {sorted(k[2] for k in sft if not sft[k] and arm[k])}")
-    evaluations = stats.outcomes_under(HERE.parent, sft)
+    evaluations = stats.outcomes_under(HERE.parent, sft, exclude=[OTHER_START])
     solved_by = {}
     for path, arm in evaluations:
         for key in sft:

@@ -115,12 +115,15 @@ def file_outcomes(path, protocol: str = "gt_termination") -> dict:
     return episode_outcomes(json.loads(Path(path).read_text()), protocol)
 
 
-def outcomes_under(root, units, protocol: str = "gt_termination") -> list[tuple[Path, dict]]:
+def outcomes_under(root, units, protocol: str = "gt_termination", exclude=()) -> list[tuple[Path, dict]]:
     """(path, ``episode_outcomes``) of every eval.json under ``root`` (sorted by path) that
-    evaluated exactly ``units``; files of the older format without per-episode records are
-    skipped."""
+    evaluated exactly ``units``, leaving out those under a folder in ``exclude``; files of the
+    older format without per-episode records are skipped."""
     found = []
+    skipped = [Path(folder).resolve() for folder in exclude]
     for path in sorted(Path(root).rglob("eval.json")):
+        if any(path.resolve().is_relative_to(folder) for folder in skipped):
+            continue
         result = json.loads(path.read_text())
         if not all(isinstance(e, dict) for e in result.get("episodes", [])):
             continue  # an older format, from before evaluations kept their episodes
