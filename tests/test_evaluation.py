@@ -6,8 +6,8 @@ import pytest
 
 from world_env_training.configs import EvaluateConfig
 from world_env_training.eval.evaluation import choose_init_states, markdown_table, summarise
-from world_env_training.eval.stats import (mean_interval, newcombe_interval, paired_newcombe_interval, paired_table,
-                                           wilson_interval)
+from world_env_training.eval.stats import (mean_interval, newcombe_interval, outcomes_under, paired_newcombe_interval,
+                                           paired_table, wilson_interval)
 
 
 @pytest.mark.parametrize("k, n, low, high", [
@@ -40,6 +40,29 @@ def test_newcombe_interval_of_a_difference_matches_the_published_values(k_a, n_a
     d, lo, hi = newcombe_interval(k_a, n_a, k_b, n_b)
     assert d == pytest.approx(k_a / n_a - k_b / n_b)
     assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
+
+
+def test_outcomes_under_finds_evaluations_of_the_same_states(tmp_path):
+    import json
+
+    def write(folder, states, won):
+        episodes = [{"suite": "libero_object", "task_id": 0, "init_state_id": i, "protocol": "gt_termination",
+                     "success": i in won} for i in states]
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "eval.json").write_text(json.dumps({"episodes": episodes}))
+
+    write("a/sft", [50, 51], {50})
+    write("a/arm", [50, 51], {51})
+    write("b/arm", [50, 51], set())
+    write("c/other_states", [60, 61], {60})
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "eval.json").write_text(json.dumps({"episodes": ["older format"]}))
+    units = {("libero_object", 0, 50): True, ("libero_object", 0, 51): False}
+    found = outcomes_under(tmp_path, units)
+    assert [p.parent.relative_to(tmp_path).as_posix() for p, _ in found] == ["a/arm", "a/sft", "b/arm"]
+    assert found[0][1] == {("libero_object", 0, 50): False, ("libero_object", 0, 51): True}
+    kept = outcomes_under(tmp_path, units, exclude=[tmp_path / "a"])
+    assert [p.parent.relative_to(tmp_path).as_posix() for p, _ in kept] == ["b/arm"]
 
 
 def test_paired_interval_uses_the_pairing():
