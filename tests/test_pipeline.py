@@ -121,6 +121,10 @@ def test_control_arm_and_drawn_evaluation_options(tmp_path):
     assert evaluate.episodes_per_task == 60 and stages["evaluate-sft"][1].init_state_source == "drawn"
     with pytest.raises(ValueError, match="demo_init_state_ids.*with a pretrained start"):
         configs.PipelineConfig(demo_init_state_ids=[106, 157, 138, 114, 113])
+    with pytest.raises(ValueError, match=r"demo_init_state_ids=\[106, 106, 138, 114, 113\].*distinct"):
+        configs.PipelineConfig(pretrained="", demo_init_state_ids=[106, 106, 138, 114, 113])
+    with pytest.raises(ValueError, match=r"demo_init_state_ids=\[106, 157\].*at least demos_per_task \(5\)"):
+        configs.PipelineConfig(pretrained="", demo_init_state_ids=[106, 157])
     with pytest.raises(ValueError, match="eval_episodes_per_task.*at most 50 with eval_init_state_source saved"):
         configs.PipelineConfig(eval_episodes_per_task=60, eval_init_state_source="saved")
     # The plan: control stages listed, run only when asked for.

@@ -40,9 +40,15 @@ def _check_task_ids(task_ids: list[int]) -> None:
         _check(0 <= task < TASKS_PER_SUITE, "task_ids", task, f"a task id in 0..{TASKS_PER_SUITE - 1}")
 
 
-def _check_init_state_ids(ids: list[int]) -> None:
-    _check(all(0 <= i < 2**31 for i in ids) and len(set(ids)) == len(ids), "init_state_ids", ids,
+def _check_init_state_ids(ids: list[int], name: str = "init_state_ids") -> None:
+    _check(all(0 <= i < 2**31 for i in ids) and len(set(ids)) == len(ids), name, ids,
            "distinct non-negative init state ids (0-49: LIBERO's saved states, 50 on: drawn ones)")
+
+
+def _check_demo_init_state_ids(name: str, ids: list[int], demos_per_task: int) -> None:
+    _check_init_state_ids(ids, name)
+    _check(not ids or len(ids) >= demos_per_task, name, ids,
+           f"at least demos_per_task ({demos_per_task}) ids to try, or empty")
 
 
 def _check_correlation(rho: float) -> None:
@@ -113,9 +119,7 @@ class CollectDemosConfig(StageConfig):
         _check_task_ids(self.task_ids)
         _check(0 < self.demos_per_task <= 50, "demos_per_task", self.demos_per_task,
                "1 to 50 (LIBERO has 50 fixed init states per task)")
-        _check_init_state_ids(self.init_state_ids)
-        _check(not self.init_state_ids or len(self.init_state_ids) >= self.demos_per_task, "init_state_ids",
-               self.init_state_ids, f"at least demos_per_task ({self.demos_per_task}) ids to try, or empty")
+        _check_demo_init_state_ids("init_state_ids", self.init_state_ids, self.demos_per_task)
         _check(self.post_success_steps >= 0, "post_success_steps", self.post_success_steps, "a non-negative integer")
         _check(self.resolution in RESOLUTIONS, "resolution", self.resolution, f"one of {RESOLUTIONS}")
         _check(self.workers > 0, "workers", self.workers, "a positive integer")
@@ -1180,10 +1184,7 @@ class PipelineConfig(StageConfig):
         if self.eval_init_state_source == "saved":
             _check(self.eval_episodes_per_task <= 50, "eval_episodes_per_task", self.eval_episodes_per_task,
                    "at most 50 with eval_init_state_source saved (LIBERO saves 50 init states per task)")
-        _check_init_state_ids(self.demo_init_state_ids)
-        _check(not self.demo_init_state_ids or len(self.demo_init_state_ids) >= self.demos_per_task,
-               "demo_init_state_ids", self.demo_init_state_ids,
-               f"at least demos_per_task ({self.demos_per_task}) ids to try, or empty")
+        _check_demo_init_state_ids("demo_init_state_ids", self.demo_init_state_ids, self.demos_per_task)
         _check(not (self.demo_init_state_ids and self.pretrained), "demo_init_state_ids", self.demo_init_state_ids,
                "empty with a pretrained start (its demonstrations stand); add --pretrained '' to collect new ones")
         for name in self.skip:
