@@ -6,8 +6,8 @@ import pytest
 
 from world_env_training.configs import EvaluateConfig
 from world_env_training.eval.evaluation import choose_init_states, markdown_table, summarise
-from world_env_training.eval.stats import (mean_interval, newcombe_interval, outcomes_under, paired_newcombe_interval,
-                                           paired_table, wilson_interval)
+from world_env_training.eval.stats import (flipped, mean_interval, newcombe_interval, outcomes_under,
+                                           paired_newcombe_interval, paired_table, solved_elsewhere, wilson_interval)
 
 
 @pytest.mark.parametrize("k, n, low, high", [
@@ -63,6 +63,10 @@ def test_outcomes_under_finds_evaluations_of_the_same_states(tmp_path):
     assert found[0][1] == {("libero_object", 0, 50): False, ("libero_object", 0, 51): True}
     kept = outcomes_under(tmp_path, units, exclude=[tmp_path / "a"])
     assert [p.parent.relative_to(tmp_path).as_posix() for p, _ in kept] == ["b/arm"]
+    # a/arm solves 51, which the baseline fails, and fails 50, which it solves.
+    assert flipped(found[0][1], units) == ([51], [50])
+    assert solved_elsewhere(found, units) == {("libero_object", 0, 51): [tmp_path / "a/arm/eval.json"]}
+    assert solved_elsewhere(kept, units) == {}
 
 
 def test_paired_interval_uses_the_pairing():

@@ -43,8 +43,8 @@ def positions(ids: list[int]) -> dict[int, dict[str, np.ndarray]]:
 
 def reached(sft: dict) -> set[int]:
     """Held-out states the means fail that some evaluation under results/ (but OTHER_START) solved."""
-    return {key[2] for _, arm in stats.outcomes_under(HERE.parent, sft, exclude=[OTHER_START])
-            for key in sft if arm[key] and not sft[key]}
+    evaluations = stats.outcomes_under(HERE.parent, sft, exclude=[OTHER_START])
+    return {key[2] for key in stats.solved_elsewhere(evaluations, sft)}
 
 
 def main() -> None:

@@ -51,19 +51,14 @@ def flips(sft: dict) -> None:
     print("\nstates each arm loses / gains against SFT's means (init state ids)")
     for name, path in ARMS:
         if path.is_file():
-            arm = stats.file_outcomes(path)
-            print(f"  {name}: lost {sorted(k[2] for k in sft if sft[k] and not arm[k])}, "
-                  f"gained {sorted(k[2] for k in sft if not sft[k] and arm[k])}")
+            gained, lost = stats.flipped(stats.file_outcomes(path), sft)
+            print(f"  {name}: lost {lost}, gained {gained}")
     evaluations = stats.outcomes_under(HERE.parent, sft, exclude=[OTHER_START])
-    solved_by = {}
-    for path, arm in evaluations:
-        for key in sft:
-            if arm[key] and not sft[key]:
-                solved_by.setdefault(key[2], []).append(path)
+    solved_by = stats.solved_elsewhere(evaluations, sft)
     failed = sum(not won for won in sft.values())
     print(f"\nof the {failed} states SFT's means fail, ever solved by one of the {len(evaluations)} "
           "evaluations of these states under results/ (state: evaluations): "
-          + ", ".join(f"{k}: {len(v)}" for k, v in sorted(solved_by.items())))
+          + ", ".join(f"{k[2]}: {len(v)}" for k, v in sorted(solved_by.items())))
 
 
 def main() -> None:

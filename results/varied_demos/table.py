@@ -37,8 +37,8 @@ BLOCK = 15
 
 
 def changed(name: str, arm: dict, base: dict) -> None:
-    print(f"  {name}: gained {sorted(k[2] for k in base if arm[k] and not base[k])}, "
-          f"lost {sorted(k[2] for k in base if base[k] and not arm[k])}")
+    gained, lost = stats.flipped(arm, base)
+    print(f"  {name}: gained {gained}, lost {lost}")
 
 
 def never_solved(shipped: dict) -> None:
@@ -46,7 +46,7 @@ def never_solved(shipped: dict) -> None:
     policies trained from it ever solved (../policy_movement/table.py's list) each evaluation
     here solves."""
     earlier = stats.outcomes_under(HERE.parent, shipped, exclude=[HERE])
-    ever = {key for _, arm in earlier for key in shipped if arm[key] and not shipped[key]}
+    ever = stats.solved_elsewhere(earlier, shipped)
     never = [key for key in shipped if not shipped[key] and key not in ever]
     print(f"\nof the {len(never)} held-out states no evaluation of the shipped SFT and its LOOP arms "
           f"({len(earlier)} under results/) ever solved, solved here by")
@@ -58,10 +58,9 @@ def never_solved(shipped: dict) -> None:
 
 
 def main() -> None:
-    shipped = stats.file_outcomes(SHIPPED)
+    shipped, means = stats.file_outcomes(SHIPPED), stats.file_outcomes(CHOSEN[0])
     print(f"shipped SFT (saved states 0-4, commit 150dca5): {stats.rate_summary(shipped)}")
-    chosen = stats.file_outcomes(CHOSEN[0])
-    print("  chosen scenes' SFT, seed 0: " + stats.paired_summary(chosen, shipped, "shipped"))
+    print("  chosen scenes' SFT, seed 0: " + stats.paired_summary(means, shipped, "shipped"))
     print("\nSFT on the chosen scenes' demonstrations, paired against SFT on saved states 0-4, same code and seed")
     for seed in SAVED:
         if not (SAVED[seed].is_file() and CHOSEN[seed].is_file()):
@@ -71,7 +70,6 @@ def main() -> None:
         print(f"  seed {seed}: saved states {stats.rate_summary(saved)}; chosen scenes "
               + stats.paired_summary(chosen, saved, "saved states"))
         changed(f"seed {seed}, chosen against saved", chosen, saved)
-    means = stats.file_outcomes(CHOSEN[0])
     print(f"\npaired against the chosen scenes' SFT means (seed 0), {stats.rate_summary(means)}")
     for name, path in FROM_CHOSEN:
         print("  " + stats.arm_line(name, path, means, HERE))

@@ -133,6 +133,24 @@ def outcomes_under(root, units, protocol: str = "gt_termination", exclude=()) ->
     return found
 
 
+def flipped(arm: dict, base: dict) -> tuple[list[int], list[int]]:
+    """(gained, lost): the sorted init state ids whose outcome the arm changed against the
+    baseline measured on the same units ({unit: success} maps keyed (suite, task, init state))."""
+    return (sorted(key[2] for key in base if arm[key] and not base[key]),
+            sorted(key[2] for key in base if base[key] and not arm[key]))
+
+
+def solved_elsewhere(evaluations: list[tuple[Path, dict]], base: dict) -> dict[tuple, list[Path]]:
+    """{unit the baseline fails: the paths of the evaluations (``outcomes_under``'s list) that
+    solved it}, for the units some evaluation solved."""
+    found: dict[tuple, list[Path]] = {}
+    for path, arm in evaluations:
+        for key in base:
+            if arm[key] and not base[key]:
+                found.setdefault(key, []).append(path)
+    return found
+
+
 def arm_line(name: str, path, base: dict, root, protocol: str = "gt_termination") -> str:
     """A results table's line for the arm whose eval.json is ``path``: ``paired_summary``
     against ``base``, or that the file (shown relative to ``root``) is missing. Raises
